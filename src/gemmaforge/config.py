@@ -1,0 +1,125 @@
+"""The one typed configuration tree. Every field's docstring is its help text.
+
+Loading (YAML + `section.field=value` overrides + flags) and error reporting live in
+`config_load.py`; this module only declares what can be configured.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+    )
+
+
+class ModelConfig(Section):
+    name_or_path: str | None = None
+    """Base model: a local folder, a .gguf file, or a Hugging Face hub id."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to pin; ignored for local paths."""
+    allow_download: bool = False
+    """Allow downloading weights from the hub. Off by default: gemmaforge runs offline."""
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
+    """Weight/compute dtype. auto: bf16 where the device supports it, else fp32. Never fp16."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Device to train on. auto: cuda, then mps, then cpu."""
+
+
+class DataConfig(Section):
+    train: str | None = None
+    """Training data file (JSONL or CSV)."""
+    validation: str | None = None
+    """Validation data file. Without it, a seeded split of the training data is held out."""
+    format: Literal["auto", "messages", "alpaca", "sharegpt", "instruction", "completion"] = "auto"
+    """Row format; auto detects it from the first row's keys."""
+    messages_column: str = "messages"
+    """Column holding chat messages (messages format)."""
+    prompt_column: str = "prompt"
+    """Column holding the prompt (instruction format)."""
+    response_column: str = "response"
+    """Column holding the response (instruction format)."""
+    text_column: str = "text"
+    """Column holding the text (completion format: every token is trained)."""
+    system_column: str | None = None
+    """Optional column holding a system prompt (instruction format)."""
+    train_on: Literal["all", "last"] = "all"
+    """Which assistant turns carry labels: all of them, or only the last."""
+    max_seq_length: int = Field(1024, ge=8)
+    """Longest example in tokens; longer ones are truncated or dropped (see overlong)."""
+    overlong: Literal["truncate", "drop"] = "drop"
+    """What to do with examples longer than max_seq_length."""
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Fraction of training rows held out for validation when no validation file is given."""
+    val_max_rows: int = Field(200, ge=0)
+    """At most this many rows are held out by the automatic split."""
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1)
+    """LoRA rank."""
+    alpha: float = Field(32.0, gt=0)
+    """LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rslora)."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input."""
+    rslora: bool = False
+    """Rank-stabilised LoRA scaling (alpha / sqrt(r))."""
+    dora: bool = False
+    """Weight-decomposed LoRA (DoRA)."""
+    targets: list[str] | None = None
+    """Linear layer names to adapt in the language model; default: all attention and MLP
+    projections."""
+
+
+class TrainConfig(Section):
+    output_dir: str = "runs/latest"
+    """Run folder: adapter, checkpoints, metrics, manifest and model card."""
+    max_steps: int | None = Field(None, ge=1)
+    """Optimizer steps to run; overrides epochs when set."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the training data (when max_steps is not set)."""
+    batch_size: int = Field(4, ge=1)
+    """Examples per micro-batch."""
+    grad_accum: int = Field(1, ge=1)
+    """Micro-batches per optimizer step; the loss is normalised by the step's token count."""
+    lr: float = Field(2e-4, gt=0)
+    """Peak learning rate."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up steps; 0 uses warmup_ratio."""
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    """Warm-up as a fraction of the total steps (when warmup_steps is 0)."""
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate decay after warm-up."""
+    max_grad_norm: float = Field(1.0, ge=0)
+    """Gradient clipping norm; 0 disables clipping."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    seed: int = 42
+    """Seed for data order, the validation split, LoRA init and dropout."""
+    save_every: int = Field(0, ge=0)
+    """Save a resumable checkpoint every N steps (0: only at the end)."""
+    eval_every: int = Field(0, ge=0)
+    """Compute validation loss every N steps (0: only at the end)."""
+    log_every: int = Field(1, ge=1)
+    """Write a metrics line every N steps."""
+    resume: bool = False
+    """Continue from the newest checkpoint in output_dir."""
+    overwrite: bool = False
+    """Replace a finished or abandoned run already in output_dir (otherwise that is an error)."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """How many of the newest checkpoints to keep."""
+    loss_chunk_size: int = Field(256, ge=1)
+    """Tokens per chunk in the memory-efficient loss (the full logits are never built)."""
+
+
+class Config(Section):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    lora: LoraConfig = LoraConfig()
+    train: TrainConfig = TrainConfig()

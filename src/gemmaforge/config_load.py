@@ -1,0 +1,274 @@
+"""Build a `Config` from a YAML file, `section.field=value` overrides and flags.
+
+Precedence is flags > overrides > file > defaults. Every problem found on the way (file,
+syntax, unknown keys, invalid values) is collected and raised as one `UserError`, each line
+naming where the bad setting came from (`path:line` or "command line") and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, get_args
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from gemmaforge.config import Config
+from gemmaforge.errors import UserError, problem
+
+COMMAND_LINE = "command line"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-4` as a float.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`1.0e-4`); everyone writes learning
+    rates as `1e-4`, and `max_steps=1e3` would otherwise fail as a non-integer string.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+_NULLS = ("", "~", "null", "Null", "NULL")
+
+
+@functools.cache
+def config_fields() -> dict[str, FieldInfo]:
+    """Every settable dotted key (`train.lr`, ...) and its field, in declaration order."""
+
+    def walk(model: type[BaseModel], prefix: str) -> Iterable[tuple[str, FieldInfo]]:
+        for name, info in model.model_fields.items():
+            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+                yield from walk(info.annotation, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}", info
+
+    return dict(walk(Config, ""))
+
+
+def _sections() -> list[str]:
+    return list(dict.fromkeys(key.split(".")[0] for key in config_fields()))
+
+
+def field_help(dotted: str) -> str:
+    """The one-line help of a dotted key: its field docstring, whitespace collapsed."""
+    info = config_fields().get(dotted)
+    if info is None:
+        raise UserError(f"{dotted}: unknown key; {_suggest(dotted)}")
+    return " ".join((info.description or "").split())
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML, every default included, keys in declaration order."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def load_config(
+    path: str | None,
+    overrides: Iterable[str] = (),
+    flags: Mapping[str, object] | None = None,
+) -> Config:
+    """Resolve defaults < YAML file < `section.field=value` overrides < flags into a Config.
+
+    `flags` maps dotted keys to values (None values are ignored: the flag was not given).
+    Raises one `UserError` listing every problem found.
+    """
+    problems: list[str] = []
+    # Where each dotted key's current value came from, for error messages.
+    sources: dict[str, str] = {}
+    data: dict[Any, Any] = _read_yaml(path, sources, problems) if path else {}
+    for text in overrides:
+        parsed = _parse_override(text, problems)
+        if parsed:
+            _set(data, *parsed, COMMAND_LINE, sources, problems)
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set(data, key, value, COMMAND_LINE, sources, problems)
+    # `train:` with every field commented out loads as null; treat it as an empty section.
+    for name in _sections():
+        if name in data and data[name] is None:
+            data[name] = {}
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        problems += [_explain(err, sources, path) for err in exc.errors()]
+        raise UserError(problems) from None
+    if problems:
+        raise UserError(problems)
+    return cfg
+
+
+def _read_yaml(path: str, sources: dict[str, str], problems: list[str]) -> dict[Any, Any]:
+    """The file's top-level mapping ({} after a problem); records each key's line in sources."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(problem(path, "config file not found", "check the path"))
+        return {}
+    except IsADirectoryError:
+        problems.append(problem(path, "is a directory, not a YAML config file"))
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(problem(path, f"cannot read config file ({exc})"))
+        return {}
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        where = f"{path}:{exc.problem_mark.line + 1}" if exc.problem_mark else path
+        what = f"invalid YAML: {exc.problem}"
+        if exc.context and exc.context_mark:
+            what += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        problems.append(problem(where, what))
+        return {}
+    except yaml.YAMLError as exc:
+        problems.append(problem(path, f"invalid YAML: {exc}"))
+        return {}
+    finally:
+        loader.dispose()
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(
+            problem(
+                path,
+                f"the top level must be a mapping of sections ({', '.join(_sections())}), "
+                f"not a {type(data).__name__}",
+            )
+        )
+        return {}
+    _record_lines(node, "", path, sources, problems)
+    return data
+
+
+def _record_lines(
+    node: yaml.Node, prefix: str, path: str, sources: dict[str, str], problems: list[str]
+) -> None:
+    """Map every dotted key of a mapping node to `path:line`; flag duplicate keys.
+
+    PyYAML silently keeps the last of two equal keys, which hides typos in long files.
+    """
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for key_node, value_node in node.value:
+        key = f"{prefix}{key_node.value}"
+        where = f"{path}:{key_node.start_mark.line + 1}"
+        if key in sources:
+            problems.append(
+                problem(where, f"{key}: duplicate key (also at {sources[key]})", "keep one")
+            )
+        sources[key] = where
+        _record_lines(value_node, f"{key}.", path, sources, problems)
+
+
+def _parse_override(text: str, problems: list[str]) -> tuple[str, Any] | None:
+    """`section.field=value` -> (dotted key, value); the value is read as a YAML scalar/list."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        problems.append(
+            problem(
+                COMMAND_LINE,
+                f"{text!r} is not a section.field=value override",
+                "write it as e.g. train.lr=1e-4",
+            )
+        )
+        return None
+    info = config_fields().get(key)
+    if info is not None and _is_text(info):
+        # Text fields take the raw text, so `model.revision=1234567` stays a string (YAML
+        # would make it an int) and paths like `@data.jsonl` need no shell quoting.
+        return key, (None if raw.strip() in _NULLS else raw)
+    try:
+        return key, yaml.load(raw, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        what = getattr(exc, "problem", None) or str(exc)
+        problems.append(problem(COMMAND_LINE, f"{key}: cannot parse value {raw!r} ({what})"))
+        return None
+
+
+def _is_text(info: FieldInfo) -> bool:
+    """True for `str` and `str | None` fields (not Literal choices, lists or numbers)."""
+    types = [t for t in (get_args(info.annotation) or (info.annotation,)) if t is not type(None)]
+    return types == [str]
+
+
+def _set(
+    data: dict[Any, Any],
+    dotted: str,
+    value: Any,
+    where: str,
+    sources: dict[str, str],
+    problems: list[str],
+) -> None:
+    """Set data[a][b] = value for `a.b`, creating sections as needed; record the source."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for depth, part in enumerate(parents):
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            parent = ".".join(parents[: depth + 1])
+            problems.append(problem(where, f"cannot set {dotted}: {parent} is not a mapping"))
+            return
+    node[leaf] = value
+    # The file's lines for keys under a replaced value no longer describe it.
+    for key in [k for k in sources if k.startswith(f"{dotted}.")]:
+        del sources[key]
+    sources[dotted] = where
+
+
+def _explain(err: Mapping[str, Any], sources: dict[str, str], path: str | None) -> str:
+    """One readable line for one pydantic error: where, which key, what value, what is allowed."""
+    loc = [str(part) for part in err["loc"]]
+    key = ".".join(loc)
+    where = next(
+        (
+            sources[".".join(loc[:n])]
+            for n in range(len(loc), 0, -1)
+            if ".".join(loc[:n]) in sources
+        ),
+        path or COMMAND_LINE,
+    )
+    if err["type"] == "extra_forbidden":
+        kind = "unknown key" if len(loc) > 1 else "unknown section"
+        return problem(where, f"{key}: {kind}; {_suggest(key)}")
+    if err["type"] in ("model_type", "dict_type"):
+        return problem(where, f"{key}: must be a mapping of {key}.* settings, not {_show(err)}")
+    # Pydantic says "Input should be ..."; the key and value are already named in front.
+    allowed = re.sub(r"^Input should be\b", "must be", err["msg"])
+    return problem(where, f"{key}: invalid value {_show(err)}: {allowed}")
+
+
+def _show(err: Mapping[str, Any]) -> str:
+    text = repr(err.get("input"))
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _suggest(key: str) -> str:
+    """'did you mean X?' for an unknown dotted key, else the valid keys at its level."""
+    keys = list(config_fields())
+    section, _, name = key.rpartition(".")
+    # A field written under the wrong section (train.max_seq_length) is the commonest slip.
+    moved = [k for k in keys if k.rpartition(".")[2] == name and k != key]
+    if moved:
+        return f"did you mean {moved[0]}?"
+    candidates = keys if section else _sections()
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]}?"
+    if section in _sections():
+        names = [k.rpartition(".")[2] for k in keys if k.startswith(f"{section}.")]
+        return f"valid keys in {section}: {', '.join(names)}"
+    return f"valid sections: {', '.join(_sections())}"

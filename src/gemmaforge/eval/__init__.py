@@ -1,0 +1,1 @@
+"""Evaluation: generation-based metrics and base-versus-adapter reports."""

@@ -1,0 +1,103 @@
+"""Batched greedy generation for chat conversations, on a bare or a PEFT-wrapped model.
+
+Prompts are rendered by `render_prompt`, the same function training renders with, so a model
+is asked exactly the way it was trained. Batches are left-padded (a decoder continues from the
+last position of every row) and built from prompts of similar length, which keeps padding
+small; results come back in the caller's order. Only the new tokens are decoded, up to the
+family's first stop token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gemmaforge.data.render import render_prompt
+from gemmaforge.models.families import Family
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One reply: its text and how generation ended."""
+
+    text: str
+    """Decoded new tokens before the stop token, special tokens removed."""
+    num_tokens: int
+    """New tokens generated, the stop token included."""
+    stopped: bool
+    """True if a stop token ended the reply; False if it ran into max_new_tokens."""
+
+
+def stop_token_ids(tokenizer: Any, family: Family) -> list[int]:
+    """Ids of the family's stop tokens that this tokenizer knows."""
+    ids = [tokenizer.convert_tokens_to_ids(token) for token in family.stop_tokens]
+    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    family: Family,
+    conversations: Sequence[Messages],
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+) -> list[Generation]:
+    """Greedy replies to `conversations` (each ending with a user turn), in their order.
+
+    The model is put in eval mode for the call and restored afterwards, so this can run in the
+    middle of training.
+    """
+    prompts = [render_prompt(list(messages), family, tokenizer) for messages in conversations]
+    stops = stop_token_ids(tokenizer, family)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    # Similar lengths share a batch, so little compute goes to padding; longest first, so a
+    # batch too big for memory fails at once rather than after the short ones have run.
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    results: dict[int, Generation] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            replies = _generate_batch(
+                model, [prompts[i] for i in chunk], pad, stops, max_new_tokens
+            )
+            for i, reply in zip(chunk, replies, strict=True):
+                results[i] = _decode(tokenizer, reply, stops)
+    finally:
+        model.train(was_training)
+    return [results[i] for i in range(len(prompts))]
+
+
+def _generate_batch(
+    model: Any, prompts: list[list[int]], pad: int, stops: list[int], max_new_tokens: int
+) -> list[list[int]]:
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=stops,
+            pad_token_id=pad,
+        )
+    return out[:, width:].tolist()
+
+
+def _decode(tokenizer: Any, new_ids: list[int], stops: list[int]) -> Generation:
+    end = next((i for i, token in enumerate(new_ids) if token in stops), None)
+    if end is None:
+        # A row that never stopped ran the full max_new_tokens, so it holds no padding.
+        return Generation(tokenizer.decode(new_ids, skip_special_tokens=True), len(new_ids), False)
+    text = tokenizer.decode(new_ids[:end], skip_special_tokens=True)
+    return Generation(text, end + 1, True)

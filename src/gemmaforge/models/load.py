@@ -1,0 +1,249 @@
+"""Load a Gemma base model and its tokenizer/processor: local folder, GGUF file, or hub id.
+
+Offline by default: a hub id is only fetched with `allow_download`. The dtype policy is bf16
+where the device computes it natively, else fp32 — never fp16 (it overflows in Gemma 3n's conv
+weights and gives NaN in Gemma 3/4 attention).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gemmaforge.config import ModelConfig
+from gemmaforge.errors import UserError, problem
+from gemmaforge.models.families import Family, family_of
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+
+
+@dataclass
+class LoadedModel:
+    """A base model ready for LoRA, with everything downstream needs to describe it."""
+
+    model: Any
+    tokenizer: Any
+    processor: Any | None
+    family: Family
+    source: str
+    """What the user passed (path or hub id)."""
+    source_sha256: str
+    """sha256 over the weight files (or the pinned hub revision), for model cards and checks."""
+    device: Any
+    dtype: Any
+
+
+def resolve_device(preference: str = "auto"):
+    import torch
+
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            problem(
+                "model.device",
+                "cuda was asked for but no CUDA GPU is visible",
+                "use model.device=auto or cpu",
+            )
+        )
+    if preference == "mps" and not torch.backends.mps.is_available():
+        raise UserError(
+            problem(
+                "model.device",
+                "mps was asked for but MPS is not available",
+                "use model.device=auto or cpu",
+            )
+        )
+    return torch.device(preference)
+
+
+def bf16_supported(device) -> bool:
+    """True where bf16 runs natively; emulated bf16 on old CPUs is slower than fp32."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "mps":
+        try:
+            torch.ones(1, dtype=torch.bfloat16, device=device).sum().item()
+            return True
+        except (RuntimeError, TypeError):
+            return False
+    return _cpu_has_native_bf16()
+
+
+def _cpu_has_native_bf16() -> bool:
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = cpuinfo.read_text(errors="ignore")
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    # Apple M2 and later have bf16 instructions; macOS exposes no cpuinfo, so trust arm64.
+    return platform.machine() == "arm64" and platform.system() == "Darwin"
+
+
+def resolve_dtype(preference: str, device):
+    import torch
+
+    if preference == "fp32":
+        return torch.float32
+    if preference == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError(
+                problem(
+                    "model.dtype",
+                    "bf16 is not supported by this GPU",
+                    "use model.dtype=fp32 (fp16 is never used: it overflows)",
+                )
+            )
+        return torch.bfloat16
+    return torch.bfloat16 if bf16_supported(device) else torch.float32
+
+
+def sha256_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(cfg: ModelConfig, *, for_training: bool = True) -> LoadedModel:
+    """Load the base model named by `cfg` onto its device, frozen, in the policy dtype."""
+    if not cfg.name_or_path:
+        raise UserError(
+            problem(
+                "model.name_or_path",
+                "no base model given",
+                "pass --model PATH (a local folder or .gguf file)",
+            )
+        )
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    path = Path(cfg.name_or_path).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        loaded = _load_gguf(path, dtype)
+    elif path.is_dir():
+        loaded = _load_folder(str(path), None, dtype, local_only=True, where=str(path))
+        loaded["sha256"] = sha256_files([p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES])
+    elif path.exists():
+        raise UserError(
+            problem(
+                str(path),
+                "is neither a model folder nor a .gguf file",
+                "pass a folder with config.json and weights, or a .gguf file",
+            )
+        )
+    else:
+        loaded = _load_hub(cfg, dtype)
+    model = loaded["model"].to(device)
+    model.requires_grad_(False)
+    model.train(for_training)
+    return LoadedModel(
+        model=model,
+        tokenizer=loaded["tokenizer"],
+        processor=loaded["processor"],
+        family=loaded["family"],
+        source=cfg.name_or_path,
+        source_sha256=loaded["sha256"],
+        device=device,
+        dtype=dtype,
+    )
+
+
+def _load_gguf(path: Path, dtype) -> dict:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    where = str(path)
+    try:
+        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    except (ValueError, KeyError, OSError) as err:
+        raise UserError(
+            problem(
+                where, f"cannot read this GGUF file ({err})", "pass a GGUF of a Gemma 3 text model"
+            )
+        ) from err
+    family = family_of(config, where)
+    # Always dequantise: LoRA trains against dense weights, and transformers otherwise keeps
+    # packed blocks whenever the optional `kernels` package happens to be installed.
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent),
+        gguf_file=path.name,
+        dtype=dtype,
+        quantization_config=GgufConfig(gguf_file=path.name, dequantize=True),
+    )
+    _drop_quantization_marker(model)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return {
+        "model": model,
+        "tokenizer": tokenizer,
+        "processor": None,
+        "family": family,
+        "sha256": sha256_files([path]),
+    }
+
+
+def _drop_quantization_marker(model) -> None:
+    """A dequantised GGUF model is dense, but keeps `quantization_config`/`hf_quantizer`, which
+    makes PEFT and `save_pretrained` treat it as quantised. Its weights are plain tensors now."""
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+
+
+def _load_folder(source: str, revision: str | None, dtype, *, local_only: bool, where: str) -> dict:
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        AutoTokenizer,
+    )
+
+    try:
+        config = AutoConfig.from_pretrained(source, revision=revision, local_files_only=local_only)
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(
+            problem(
+                where,
+                f"not a model folder transformers can read ({err})",
+                "pass a folder with config.json and weights",
+            )
+        ) from err
+    family = family_of(config, where)
+    multimodal = config.model_type == family.model_types[0] and family.multimodal_class
+    auto = AutoModelForImageTextToText if multimodal else AutoModelForCausalLM
+    kwargs = {"revision": revision, "local_files_only": local_only}
+    model = auto.from_pretrained(source, dtype=dtype, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    processor = AutoProcessor.from_pretrained(source, **kwargs) if multimodal else None
+    return {"model": model, "tokenizer": tokenizer, "processor": processor, "family": family}
+
+
+def _load_hub(cfg: ModelConfig, dtype) -> dict:
+    source = cfg.name_or_path
+    local = f"models/{source.split('/')[-1]}"
+    if not cfg.allow_download:
+        raise UserError(
+            problem(
+                source,
+                "is not a local folder or .gguf file, and downloads are off "
+                "(gemmaforge runs offline by default)",
+                f"download it once with `hf download {source} --local-dir {local}`"
+                f" and pass --model {local}, or pass --allow-download",
+            )
+        )
+    loaded = _load_folder(source, cfg.revision, dtype, local_only=False, where=source)
+    commit = getattr(loaded["model"].config, "_commit_hash", None) or cfg.revision or "unpinned"
+    loaded["sha256"] = f"hub:{source}@{commit}"
+    return loaded

@@ -1,0 +1,122 @@
+"""The run folder's self-describing files: metrics log, manifest of hashes, model card.
+
+Everything is written atomically (temp file, fsync, rename) so a crash never leaves a
+half-written file behind under its real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one line and fsync it, so a killed run keeps every metric it logged."""
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines logged after `last_step` (work a resumed run will redo)."""
+    kept = [record for record in read_jsonl(path) if record["step"] <= last_step]
+    write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(run_dir: Path) -> dict:
+    """sha256 of every file in the run folder (relative paths), written to manifest.json."""
+    files = sorted(
+        p for p in run_dir.rglob("*") if p.is_file() and p.name != MANIFEST and ".tmp" not in p.name
+    )
+    manifest = {
+        "files": {str(p.relative_to(run_dir)): sha256_file(p) for p in files},
+    }
+    write_json_atomic(run_dir / MANIFEST, manifest)
+    return manifest
+
+
+def model_card(
+    *,
+    base: str,
+    base_sha256: str,
+    family: str,
+    data: dict,
+    config: dict,
+    final: dict,
+    lora_summary: str,
+) -> str:
+    """A Markdown model card: what was trained on what, how, and how well."""
+    rows = "\n".join(
+        f"| {name} | `{info['sha256'][:16]}…` | {info['rows']} |" for name, info in data.items()
+    )
+    hyper = "\n".join(
+        f"| {section}.{key} | {value} |"
+        for section in ("lora", "train")
+        for key, value in config[section].items()
+    )
+    metrics = "\n".join(f"| {key} | {value} |" for key, value in final.items())
+    return f"""---
+library_name: peft
+base_model: {base}
+tags: [gemmaforge, lora, {family}]
+---
+
+# LoRA adapter for `{base}`
+
+Trained with gemmaforge on this machine. Load it with
+`PeftModel.from_pretrained(base_model, "adapter")`.
+
+- Base model: `{base}` (family `{family}`)
+- Base weights sha256: `{base_sha256}`
+- {lora_summary}
+
+## Data
+
+| file | sha256 | rows |
+| --- | --- | --- |
+{rows}
+
+## Hyperparameters
+
+| setting | value |
+| --- | --- |
+{hyper}
+
+## Final metrics
+
+| metric | value |
+| --- | --- |
+{metrics}
+"""

@@ -1,0 +1,188 @@
+"""The training loop: short and visible. Micro-batches in a seeded order, loss summed over
+labelled tokens and normalised by the optimizer step's token count, AdamW, warm-up + decay,
+clipping, periodic validation and atomic checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from gemmaforge.config import TrainConfig
+from gemmaforge.data.collate import collate, epoch_order
+from gemmaforge.train import artifacts, checkpoint
+from gemmaforge.train.loss import batch_loss
+
+
+@dataclass
+class LoopData:
+    """What the loop consumes: rendered examples and how to batch them."""
+
+    train: list
+    val: list
+    pad_id: int
+    mm_token_type_ids: bool = False
+
+    def batch(self, examples, device) -> dict:
+        tensors = collate(examples, self.pad_id, self.mm_token_type_ids)
+        return {key: value.to(device) for key, value in tensors.items()}
+
+
+@dataclass
+class LoopState:
+    """Where training is; saved in every checkpoint."""
+
+    step: int = 0
+    micro_position: int = 0
+    """Micro-batches consumed since the start of training (fixes epoch and offset)."""
+    train_seconds: float = 0.0
+    final: dict = field(default_factory=dict)
+
+
+def total_steps(cfg: TrainConfig, num_examples: int) -> int:
+    per_epoch = math.ceil(num_examples / cfg.batch_size)
+    if cfg.max_steps:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
+
+
+def make_optimizer(model, cfg: TrainConfig, steps: int):
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = cfg.warmup_steps or round(cfg.warmup_ratio * steps)
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+    scheduler = get_scheduler(name[cfg.scheduler], optimizer, warmup, steps)
+    return optimizer, scheduler
+
+
+def micro_batches(data: LoopData, cfg: TrainConfig, start: int):
+    """Endless (position, examples) stream from micro-batch `start`, epoch after epoch."""
+    per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    position = start
+    while True:
+        epoch, offset = divmod(position, per_epoch)
+        order = epoch_order(len(data.train), cfg.batch_size, cfg.seed, epoch)
+        for indices in order[offset:]:
+            position += 1
+            yield position, [data.train[i] for i in indices]
+
+
+@torch.no_grad()
+def validation_loss(model, data: LoopData, cfg: TrainConfig, device) -> float | None:
+    if not data.val:
+        return None
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(data.val), cfg.batch_size):
+        batch = data.batch(data.val[start : start + cfg.batch_size], device)
+        loss_sum, tokens = batch_loss(model, batch, cfg.loss_chunk_size)
+        total, count = total + loss_sum.item(), count + tokens
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def run_loop(
+    model,
+    data: LoopData,
+    cfg: TrainConfig,
+    run_dir: Path,
+    accelerator,
+    progress,
+    state: LoopState,
+    optimizer,
+    scheduler,
+    steps: int,
+) -> LoopState:
+    """Train from `state` to `steps` optimizer steps; returns the final state."""
+    device = accelerator.device
+    metrics_path = run_dir / "metrics.jsonl"
+    stream = micro_batches(data, cfg, state.micro_position)
+    model.train()
+    task = progress.add_task("training", total=steps, completed=state.step, status="")
+    while state.step < steps:
+        started = time.perf_counter()
+        batches = [next(stream) for _ in range(cfg.grad_accum)]
+        state.micro_position = batches[-1][0]
+        tensors = [data.batch(examples, device) for _, examples in batches]
+        # Normalise by the whole step's labelled tokens, so every token weighs the same
+        # whatever micro-batch it landed in.
+        step_tokens = sum(int((t["labels"][:, 1:] != -100).sum()) for t in tensors)
+        loss_total = 0.0
+        for batch in tensors:
+            loss_sum, _ = batch_loss(model, batch, cfg.loss_chunk_size)
+            accelerator.backward(loss_sum / max(step_tokens, 1))
+            loss_total += loss_sum.item()
+        if cfg.max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - started
+        state.train_seconds += elapsed
+        state.step += 1
+        input_tokens = sum(int(t["attention_mask"].sum()) for t in tensors)
+        record = {
+            "step": state.step,
+            "loss": loss_total / max(step_tokens, 1),
+            "lr": lr,
+            "tokens_per_second": input_tokens / elapsed,
+            "trained_tokens": step_tokens,
+            "epoch": state.micro_position / math.ceil(len(data.train) / cfg.batch_size),
+        }
+        last = state.step == steps
+        if (cfg.eval_every and state.step % cfg.eval_every == 0) or (last and data.val):
+            record["eval_loss"] = validation_loss(model, data, cfg, device)
+        if state.step % cfg.log_every == 0 or last or "eval_loss" in record:
+            artifacts.append_jsonl(metrics_path, record)
+        state.final = record
+        progress.update(task, completed=state.step, status=status_line(record))
+        if progress.disable and (state.step % max(1, steps // 20) == 0 or last):
+            # No live bar without a terminal (CI, pipes): a plain line every 5% instead.
+            progress.console.print(f"step {state.step}/{steps}  {status_line(record)}")
+        if (cfg.save_every and state.step % cfg.save_every == 0) or last:
+            save(model, run_dir, state, optimizer, scheduler, cfg.keep_checkpoints)
+    return state
+
+
+def save(model, run_dir: Path, state: LoopState, optimizer, scheduler, keep: int) -> Path:
+    payload = {
+        "micro_position": state.micro_position,
+        "train_seconds": state.train_seconds,
+        "final": state.final,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+    }
+    return checkpoint.save_checkpoint(run_dir / "checkpoints", state.step, model, payload, keep)
+
+
+def restore(model, run_dir: Path, optimizer, scheduler) -> LoopState:
+    """Load the newest checkpoint of `run_dir` into the model, optimizer and scheduler."""
+    latest = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
+    saved = checkpoint.load_checkpoint(latest, model)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    checkpoint.set_rng_state(saved["rng"])
+    artifacts.truncate_metrics(run_dir / "metrics.jsonl", saved["step"])
+    return LoopState(
+        step=saved["step"],
+        micro_position=saved["micro_position"],
+        train_seconds=saved["train_seconds"],
+        final=saved["final"],
+    )
+
+
+def status_line(record: dict) -> str:
+    text = (
+        f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['tokens_per_second']:.0f} tok/s"
+    )
+    if record.get("eval_loss") is not None:
+        text += f"  eval {record['eval_loss']:.4f}"
+    return text

@@ -1,0 +1,204 @@
+"""One training run, end to end: load, render data, attach LoRA, loop, leave a run folder.
+
+The run folder (`train.output_dir`) is self-describing: `adapter/` (PEFT weights + config +
+tokenizer/processor files), `config.yaml`, `metrics.jsonl`, `data_report.json`,
+`checkpoints/`, a model card `README.md` and `manifest.json` with the sha256 of every file.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gemmaforge.config import Config
+from gemmaforge.errors import UserError, problem
+from gemmaforge.models.load import LoadedModel
+
+RESUME_SECTIONS = ("model", "data", "lora")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: Any
+    """The trained PEFT model, in eval mode, on its device."""
+    loaded: LoadedModel
+    final: dict
+    """The last metrics record (step, loss, lr, tokens_per_second, eval_loss)."""
+
+
+def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> TrainResult:
+    """Train LoRA per `cfg`. Given `loaded`, its model is adapted in place (no second load)."""
+    import numpy as np
+    import torch
+    from accelerate import Accelerator
+    from rich.console import Console
+
+    from gemmaforge.config_load import dump_config
+    from gemmaforge.data.dataset import load_datasets
+    from gemmaforge.models.load import load_model
+    from gemmaforge.models.lora import apply_lora
+    from gemmaforge.train import artifacts, loop
+
+    console = console or Console(stderr=True)
+    run_dir = Path(cfg.train.output_dir)
+    _prepare_run_dir(run_dir, cfg)
+    loaded = loaded or load_model(cfg.model)
+    console.print(
+        f"model: {loaded.source} ({loaded.family.name}) on {loaded.device}, "
+        f"{str(loaded.dtype).removeprefix('torch.')}"
+    )
+    train_set, val_set, report = load_datasets(
+        cfg.data, loaded.family, loaded.tokenizer, cfg.train.seed
+    )
+    console.print(f"data: {report.summary()}")
+
+    random.seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
+    model, lora_report = apply_lora(loaded.model, cfg.lora)
+    console.print(lora_report.summary())
+    if cfg.train.gradient_checkpointing:
+        model.get_base_model().activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
+    accelerator = Accelerator(cpu=loaded.device.type == "cpu")
+    steps = loop.total_steps(cfg.train, len(train_set))
+    optimizer, scheduler = loop.make_optimizer(model, cfg.train, steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    data = loop.LoopData(
+        train=train_set,
+        val=val_set,
+        pad_id=_pad_id(loaded.tokenizer),
+        mm_token_type_ids=loaded.family.needs_mm_token_type_ids and loaded.processor is not None,
+    )
+
+    if cfg.train.resume:
+        state = loop.restore(model, run_dir, optimizer, scheduler)
+        console.print(f"resumed from step {state.step}")
+    else:
+        state = loop.LoopState()
+        artifacts.write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+        artifacts.write_json_atomic(run_dir / "data_report.json", asdict(report))
+    with _progress(console) as progress:
+        state = loop.run_loop(
+            model,
+            data,
+            cfg.train,
+            run_dir,
+            accelerator,
+            progress,
+            state,
+            optimizer,
+            scheduler,
+            steps,
+        )
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    _write_outputs(run_dir, cfg, model, loaded, report, lora_report, state.final)
+    console.print(f"done: {run_dir} (final {loop.status_line(state.final)})")
+    return TrainResult(run_dir=run_dir, model=model, loaded=loaded, final=state.final)
+
+
+def _prepare_run_dir(run_dir: Path, cfg: Config) -> None:
+    from gemmaforge.train.checkpoint import list_checkpoints
+
+    if cfg.train.resume:
+        if not list_checkpoints(run_dir / "checkpoints"):
+            raise UserError(
+                problem(
+                    str(run_dir),
+                    "has no checkpoint to resume from",
+                    "run without --resume to start a new run there",
+                )
+            )
+        _check_same_run(run_dir, cfg)
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not cfg.train.overwrite:
+            raise UserError(
+                problem(
+                    str(run_dir),
+                    "already holds a run",
+                    "pass --resume to continue it, train.overwrite=true to replace it, "
+                    "or --output for a new folder",
+                )
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_same_run(run_dir: Path, cfg: Config) -> None:
+    """Resuming with other model/data/LoRA settings would silently train something else."""
+    import yaml
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    now = cfg.model_dump()
+    changed = [
+        f"{section}.{key}"
+        for section in RESUME_SECTIONS
+        for key, value in now[section].items()
+        if saved[section].get(key) != value
+    ]
+    if changed:
+        raise UserError(
+            problem(
+                str(run_dir / "config.yaml"),
+                f"resuming with changed settings: {', '.join(changed)}",
+                "resume with the run's own settings, or start a new run with --output",
+            )
+        )
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def _progress(console):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+def _write_outputs(run_dir, cfg, model, loaded, report, lora_report, final) -> None:
+    from gemmaforge.train import artifacts
+    from gemmaforge.train.checkpoint import replace_dir
+
+    tmp = run_dir / ".tmp-adapter"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    (loaded.processor or loaded.tokenizer).save_pretrained(tmp)
+    replace_dir(tmp, run_dir / "adapter")
+    data = {Path(f.path).name: {"sha256": f.sha256, "rows": f.rows} for f in report.files}
+    card = artifacts.model_card(
+        base=loaded.source,
+        base_sha256=loaded.source_sha256,
+        family=loaded.family.name,
+        data=data,
+        config=cfg.model_dump(),
+        final=final,
+        lora_summary=lora_report.summary(),
+    )
+    artifacts.write_text_atomic(run_dir / "README.md", card)
+    artifacts.write_manifest(run_dir)

