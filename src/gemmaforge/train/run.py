@@ -17,6 +17,7 @@ from typing import Any
 from gemmaforge.config import Config
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.load import LoadedModel
+from gemmaforge.runs import RUN_FILE
 
 RESUME_SECTIONS = ("model", "data", "lora")
 
@@ -102,6 +103,20 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
     _write_outputs(run_dir, cfg, model, loaded, report, lora_report, state.final)
     console.print(f"done: {run_dir} (final {loop.status_line(state.final)})")
     return TrainResult(run_dir=run_dir, model=model, loaded=loaded, final=state.final)
+
+
+def run_record(loaded: LoadedModel) -> dict:
+    """The machine-readable facts downstream verbs (eval, export, serve) check an adapter
+    against: which base it was trained on, by hash."""
+    from gemmaforge import __version__
+
+    return {
+        "base_model": loaded.source,
+        "base_sha256": loaded.source_sha256,
+        "family": loaded.family.name,
+        "model_type": loaded.model.config.model_type,
+        "gemmaforge_version": __version__,
+    }
 
 
 def _prepare_run_dir(run_dir: Path, cfg: Config) -> None:
@@ -201,4 +216,5 @@ def _write_outputs(run_dir, cfg, model, loaded, report, lora_report, final) -> N
         lora_summary=lora_report.summary(),
     )
     artifacts.write_text_atomic(run_dir / "README.md", card)
+    artifacts.write_json_atomic(run_dir / RUN_FILE, run_record(loaded))
     artifacts.write_manifest(run_dir)
