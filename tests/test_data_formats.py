@@ -86,11 +86,27 @@ def test_messages_with_string_and_text_parts():
     ]
 
 
-def test_messages_media_parts_are_refused_clearly():
-    row = {"messages": [{"role": "user", "content": [{"type": "image", "url": "x.png"}]}]}
+def test_messages_media_parts_resolve_against_the_data_file():
+    parts = [
+        {"type": "image", "path": "img/x.png"},
+        {"type": "text", "text": "What is it?"},
+        {"type": "audio", "url": "https://example.org/a.wav"},
+    ]
+    row = {"messages": [{"role": "user", "content": parts}]}
+    record = Record(row=row, path="/data/set/train.jsonl", line=3)
+    content = to_conversation(record, "messages", CFG).messages[0]["content"]
+    assert content == [
+        {"type": "image", "ref": "/data/set/img/x.png"},
+        {"type": "text", "text": "What is it?"},
+        {"type": "audio", "ref": "https://example.org/a.wav"},
+    ]
+
+
+def test_unknown_content_parts_are_refused_clearly():
+    row = {"messages": [{"role": "user", "content": [{"type": "video", "path": "x.mp4"}]}]}
     message = error(row, "messages")
-    assert "data.jsonl:7: messages[0] has a part of type 'image'" in message
-    assert "not supported in text data yet" in message
+    assert "data.jsonl:7: messages[0].content[0] is not a content part gemmaforge reads" in message
+    assert "{'type': 'image', 'path' | 'url': ...}" in message
 
 
 @pytest.mark.parametrize(
@@ -99,7 +115,10 @@ def test_messages_media_parts_are_refused_clearly():
         ("hi", "'messages' must be a list of messages, got str"),
         (["hi"], "messages[0] must be an object with 'role' and 'content'"),
         ([{"role": "user", "content": 3}], "'messages[0].content' must be a string, got int"),
-        ([{"role": "user", "content": [{"type": "text"}]}], "content parts must look like"),
+        (
+            [{"role": "user", "content": [{"type": "text"}]}],
+            "is not a content part gemmaforge reads",
+        ),
     ],
 )
 def test_messages_shape_errors(messages, expected):

@@ -35,8 +35,20 @@ class DataConfig(Section):
     """Training data file (JSONL or CSV)."""
     validation: str | None = None
     """Validation data file. Without it, a seeded split of the training data is held out."""
-    format: Literal["auto", "messages", "alpaca", "sharegpt", "instruction", "completion"] = "auto"
-    """Row format; auto detects it from the first row's keys."""
+    format: Literal[
+        "auto",
+        "messages",
+        "alpaca",
+        "sharegpt",
+        "instruction",
+        "completion",
+        "caption",
+        "vqa",
+        "transcription",
+        "audio_qa",
+        "audiovisual",
+    ] = "auto"
+    """Row format; auto detects it from the first row's keys (the most specific match)."""
     messages_column: str = "messages"
     """Column holding chat messages (messages format)."""
     prompt_column: str = "prompt"
@@ -47,6 +59,21 @@ class DataConfig(Section):
     """Column holding the text (completion format: every token is trained)."""
     system_column: str | None = None
     """Optional column holding a system prompt (instruction format)."""
+    image_column: str = "image"
+    """Column holding an image path or URL (caption, vqa, audiovisual formats)."""
+    audio_column: str = "audio"
+    """Column holding an audio path or URL (transcription, audio_qa, audiovisual formats)."""
+    caption_column: str = "caption"
+    """Column holding the caption (caption format)."""
+    question_column: str = "question"
+    """Column holding the question (vqa format)."""
+    answer_column: str = "answer"
+    """Column holding the answer (vqa format)."""
+    caption_prompt: str = "Describe this image."
+    """User prompt that goes with each image in the caption format."""
+    transcription_prompt: str = "Transcribe this audio."
+    """User prompt that goes with each clip in the transcription format (the reply is the
+    text column)."""
     train_on: Literal["all", "last"] = "all"
     """Which assistant turns carry labels: all of them, or only the last."""
     max_seq_length: int = Field(1024, ge=8)
@@ -57,6 +84,12 @@ class DataConfig(Section):
     """Fraction of training rows held out for validation when no validation file is given."""
     val_max_rows: int = Field(200, ge=0)
     """At most this many rows are held out by the automatic split."""
+    audio_overlong: Literal["truncate", "drop", "fail"] = "truncate"
+    """Clips longer than the family's limit (Gemma 3n and Gemma 4: 30 s): cut them, drop the
+    example, or stop with an error."""
+    image_budget: Literal[70, 140, 280, 560, 1120] | None = None
+    """Gemma 4 soft tokens per image (the processor's default when unset). The same budget is
+    used by evaluation, serving and export of the run."""
 
 
 class LoraConfig(Section):
@@ -73,6 +106,9 @@ class LoraConfig(Section):
     targets: list[str] | None = None
     """Linear layer names to adapt in the language model; default: all attention and MLP
     projections."""
+    towers: list[Literal["text", "vision", "audio"]] = ["text"]
+    """Which towers get LoRA: the language model, and opt-in the vision and audio encoders
+    (every linear layer in them, plus their projection into the language model)."""
 
 
 class TrainConfig(Section):

@@ -1,7 +1,7 @@
 """Row formats: detect which one a file uses and turn each row into a conversation.
 
 A conversation is a list of `{"role", "content"}` messages with roles system / user /
-assistant (plain strings for now: image and audio parts are later work), or, for the
+assistant (content: a string, or a list of text / image / audio parts), or, for the
 completion format, a single plain text in which every token is trained. Column names come
 from DataConfig. Whether the turns can be rendered (order, roles, empty replies) is checked
 by `render`, which owns the chat format.
@@ -11,18 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gemmaforge.config import DataConfig
 from gemmaforge.data.records import Record
 from gemmaforge.errors import UserError, problem
 
-Message = dict[str, str]
+Message = dict[str, Any]
 
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
 """ShareGPT speaker names that differ from ours; user/assistant/model/system pass through."""
 
-MEDIA_PARTS = ("image", "image_url", "audio", "input_audio", "video")
+MEDIA_KEYS = {"image": ("path", "url", "image"), "audio": ("path", "url", "audio")}
+"""Media part types, and the keys that may hold their file path or URL."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ def format_columns(cfg: DataConfig) -> dict[str, tuple[str, ...]]:
         "sharegpt": ("conversations",),
         "instruction": (cfg.prompt_column, cfg.response_column),
         "completion": (cfg.text_column,),
+        "caption": (cfg.image_column, cfg.caption_column),
+        "vqa": (cfg.image_column, cfg.question_column, cfg.answer_column),
+        "transcription": (cfg.audio_column, cfg.text_column),
+        "audio_qa": (cfg.audio_column, cfg.prompt_column, cfg.response_column),
+        "audiovisual": (cfg.image_column, cfg.audio_column, cfg.prompt_column, cfg.response_column),
     }
 
 
@@ -52,6 +59,13 @@ def detect_format(record: Record, cfg: DataConfig) -> str:
     """The one format whose columns the row has; a UserError if none or several match."""
     columns = format_columns(cfg)
     matches = [name for name, needed in columns.items() if all(c in record.row for c in needed)]
+    # A row with (audio, prompt, response) also fits instruction: the format whose columns
+    # include another match's is the one meant.
+    matches = [
+        name
+        for name in matches
+        if not any(set(columns[name]) < set(columns[other]) for other in matches)
+    ]
     if len(matches) == 1:
         return matches[0]
     found = ", ".join(repr(key) for key in record.row) or "none"
@@ -134,37 +148,40 @@ def _messages(record: Record, cfg: DataConfig) -> Conversation:
     return Conversation(where=record.where, messages=turns)
 
 
-def _content(record: Record, key: str, content: Any) -> str:
-    """A message's text: a string, or the text parts of a list joined as written.
+def _content(record: Record, key: str, content: Any) -> str | list[dict[str, str]]:
+    """A message's content: a string, or its parts.
 
-    Gemma's chat templates concatenate text parts without a separator; so do we, so the
-    prompt trained on is the prompt served.
+    Text-only part lists are joined as written (Gemma's chat templates concatenate text parts
+    without a separator; so do we, so the prompt trained on is the prompt served). With image
+    or audio parts, the content stays a list of `{"type": "text", "text"}` and
+    `{"type": "image" | "audio", "ref"}` parts, refs resolved against the data file's folder.
     """
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         return _text(record, f"{key}.content", content)
-    texts = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in MEDIA_PARTS:
-            raise UserError(
-                problem(
-                    record.where,
-                    f"{key} has a part of type {kind!r}; media is not supported in text data yet",
-                    "remove the media parts, or keep only the text of each message",
-                )
-            )
-        if kind != "text" or "text" not in part:
-            raise UserError(
-                problem(
-                    record.where,
-                    f"{key}.content parts must look like {{'type': 'text', 'text': '...'}}",
-                    "write the content as a string or a list of text parts",
-                )
-            )
-        texts.append(_text(record, f"{key}.content.text", part["text"]))
-    return "".join(texts)
+    parts = [_part(record, f"{key}.content[{i}]", part) for i, part in enumerate(content)]
+    if all(part["type"] == "text" for part in parts):
+        return "".join(part["text"] for part in parts)
+    return parts
+
+
+def _part(record: Record, key: str, part: Any) -> dict[str, str]:
+    from gemmaforge.data.media import resolve_media_path
+
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "text" and "text" in part:
+        return {"type": "text", "text": _text(record, f"{key}.text", part["text"])}
+    if kind in MEDIA_KEYS:
+        ref = next((part[k] for k in MEDIA_KEYS[kind] if isinstance(part.get(k), str)), None)
+        if ref:
+            base = Path(record.path).parent
+            return {"type": kind, "ref": resolve_media_path(ref, base)}
+    shapes = "{'type': 'text', 'text': ...}, {'type': 'image', 'path' | 'url': ...}, or "
+    shapes += "{'type': 'audio', 'path' | 'url': ...}"
+    raise UserError(
+        problem(record.where, f"{key} is not a content part gemmaforge reads", f"write {shapes}")
+    )
 
 
 def _alpaca(record: Record, cfg: DataConfig) -> Conversation:
@@ -224,10 +241,65 @@ def _completion(record: Record, cfg: DataConfig) -> Conversation:
     return Conversation(where=record.where, messages=[], text=text)
 
 
+def _media_turns(record: Record, kinds: dict[str, str], prompt: str, reply: str) -> Conversation:
+    """One user turn (media then prompt) and one reply, from a CSV/JSONL row's cells."""
+    from gemmaforge.data.media import resolve_media_path
+
+    base = Path(record.path).parent
+    parts = []
+    for kind, column in kinds.items():
+        ref = _text(record, column, record.row[column])
+        if not ref.strip():
+            raise UserError(
+                problem(record.where, f"{column!r} is empty", f"give the {kind} file's path or URL")
+            )
+        parts.append({"type": kind, "ref": resolve_media_path(ref.strip(), base)})
+    parts.append({"type": "text", "text": prompt})
+    messages = [{"role": "user", "content": parts}, {"role": "assistant", "content": reply}]
+    return Conversation(where=record.where, messages=messages)
+
+
+def _caption(record: Record, cfg: DataConfig) -> Conversation:
+    reply = _text(record, cfg.caption_column, record.row[cfg.caption_column])
+    return _media_turns(record, {"image": cfg.image_column}, cfg.caption_prompt, reply)
+
+
+def _vqa(record: Record, cfg: DataConfig) -> Conversation:
+    row = record.row
+    question = _text(record, cfg.question_column, row[cfg.question_column])
+    answer = _text(record, cfg.answer_column, row[cfg.answer_column])
+    return _media_turns(record, {"image": cfg.image_column}, question, answer)
+
+
+def _transcription(record: Record, cfg: DataConfig) -> Conversation:
+    reply = _text(record, cfg.text_column, record.row[cfg.text_column])
+    return _media_turns(record, {"audio": cfg.audio_column}, cfg.transcription_prompt, reply)
+
+
+def _audio_qa(record: Record, cfg: DataConfig) -> Conversation:
+    row = record.row
+    prompt = _text(record, cfg.prompt_column, row[cfg.prompt_column])
+    reply = _text(record, cfg.response_column, row[cfg.response_column])
+    return _media_turns(record, {"audio": cfg.audio_column}, prompt, reply)
+
+
+def _audiovisual(record: Record, cfg: DataConfig) -> Conversation:
+    row = record.row
+    prompt = _text(record, cfg.prompt_column, row[cfg.prompt_column])
+    reply = _text(record, cfg.response_column, row[cfg.response_column])
+    kinds = {"image": cfg.image_column, "audio": cfg.audio_column}
+    return _media_turns(record, kinds, prompt, reply)
+
+
 CONVERTERS: dict[str, Callable[[Record, DataConfig], Conversation]] = {
     "messages": _messages,
     "alpaca": _alpaca,
     "sharegpt": _sharegpt,
     "instruction": _instruction,
     "completion": _completion,
+    "caption": _caption,
+    "vqa": _vqa,
+    "transcription": _transcription,
+    "audio_qa": _audio_qa,
+    "audiovisual": _audiovisual,
 }

@@ -24,8 +24,8 @@ same conversation, and silent merging would invent a separator the user never ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import Family
@@ -33,8 +33,13 @@ from gemmaforge.models.families import Family
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from gemmaforge.data.multimodal import MediaEncoder, MediaRef
+
 IGNORE_INDEX = -100
 """Label of a token that is not trained (the value PyTorch's cross-entropy skips)."""
+
+Content = str | list[dict[str, Any]]
+"""A message's content: text, or text / image / audio parts (see data/formats.py)."""
 
 ROLES = {"system": "system", "user": "user", "assistant": "assistant", "model": "assistant"}
 """Accepted message roles and what they mean; "model" is Gemma's name for the assistant."""
@@ -48,6 +53,12 @@ class RenderedExample:
     labels: list[int]
     where: str | None = None
     """file:line of the source row, for error messages and reports."""
+    token_types: list[int] | None = None
+    """Per-token modality ids from the processor (0 text); None for text-only examples."""
+    media: tuple[MediaRef, ...] = ()
+    """The example's images and audio clips, in token order."""
+    media_end: int = 0
+    """Index just past the last media token: truncating before it would orphan features."""
 
     @property
     def num_trained(self) -> int:
@@ -63,6 +74,7 @@ class _Vocab:
     eos: int
     turn_start: int
     turn_end: int
+    media: MediaEncoder | None = None
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -70,55 +82,130 @@ class _Vocab:
     def header(self, role: str) -> list[int]:
         return [self.turn_start, *self.encode(f"{role}\n")]
 
-    def turn(self, role: str, content: str) -> tuple[list[int], list[int], list[int]]:
-        """(header, body, tail) of one turn; only the body (text + turn end) is ever trained."""
-        return self.header(role), [*self.encode(content), self.turn_end], self.encode("\n")
+    def content(self, content: Content, where: str | None, out: _Sequence) -> None:
+        if isinstance(content, str):
+            out.add(self.encode(content))
+            return
+        for part in content:
+            if part["type"] == "text":
+                out.add(self.encode(part["text"]))
+                continue
+            from gemmaforge.data.multimodal import MediaRef
+
+            ref = MediaRef(part["type"], part["ref"], where)
+            if self.media is None:
+                raise UserError(
+                    problem(
+                        where,
+                        f"the example has {part['type']} but the model is text-only",
+                        "train a multimodal checkpoint (Gemma 3n, Gemma 4, Gemma 3 4B+), or "
+                        "remove the media parts",
+                    )
+                )
+            ids, types = self.media.segment(ref)
+            out.add(ids, types=types, media=ref)
 
 
 def render(
-    messages: list[dict[str, str]],
+    messages: list[dict],
     family: Family,
     tokenizer: PreTrainedTokenizerBase,
     train_on: Literal["all", "last"] = "all",
     where: str | None = None,
+    media: MediaEncoder | None = None,
 ) -> RenderedExample:
     """Render a conversation that ends with an assistant reply, for training.
 
-    `train_on="last"` trains only the final reply (earlier replies become context).
+    `train_on="last"` trains only the final reply (earlier replies become context). Image and
+    audio parts are expanded by `media` (the model's processor) into their token runs.
     """
     _raise(where, check_turns(messages, family, for_prompt=False))
-    vocab = _vocab(tokenizer, family)
+    vocab = _vocab(tokenizer, family, media)
     turns = _turns(messages, family)
     last_reply = max(i for i, (role, _) in enumerate(turns) if role == family.assistant_role)
-    ids, labels = [vocab.bos], [IGNORE_INDEX]
+    out = _Sequence([vocab.bos], [IGNORE_INDEX])
     for i, (role, content) in enumerate(turns):
         trained = role == family.assistant_role and (train_on == "all" or i == last_reply)
-        header, body, tail = vocab.turn(role, content)
-        ids += header + body + tail
-        labels += [IGNORE_INDEX] * len(header)
-        labels += body if trained else [IGNORE_INDEX] * len(body)
-        labels += [IGNORE_INDEX] * len(tail)
-    return RenderedExample(input_ids=ids, labels=labels, where=where)
+        out.add(vocab.header(role))
+        out.mark_body()
+        vocab.content(content, where, out)
+        out.add([vocab.turn_end])
+        if trained:
+            out.train_since(out.turn_body_start)
+        out.add(vocab.encode("\n"))
+    return out.example(where)
 
 
 def render_prompt(
-    messages: list[dict[str, str]],
+    messages: list[dict],
     family: Family,
     tokenizer: PreTrainedTokenizerBase,
     where: str | None = None,
 ) -> list[int]:
-    """Ids of a conversation ending with a user turn, plus the assistant header, to generate.
+    """Ids of a text conversation ending with a user turn, plus the assistant header.
 
-    The result is exactly the prefix `render` produces for the same turns, so a model is
-    prompted the way it was trained.
+    They are exactly the prefix `render` produces for the same turns, so a model is prompted
+    the way it was trained.
     """
+    return render_prompt_example(messages, family, tokenizer, where).input_ids
+
+
+def render_prompt_example(
+    messages: list[dict],
+    family: Family,
+    tokenizer: PreTrainedTokenizerBase,
+    where: str | None = None,
+    media: MediaEncoder | None = None,
+) -> RenderedExample:
+    """`render_prompt` with image/audio parts expanded by `media`, and their references."""
     _raise(where, check_turns(messages, family, for_prompt=True))
-    vocab = _vocab(tokenizer, family)
-    ids = [vocab.bos]
+    vocab = _vocab(tokenizer, family, media)
+    out = _Sequence([vocab.bos], [IGNORE_INDEX])
     for role, content in _turns(messages, family):
-        header, body, tail = vocab.turn(role, content)
-        ids += header + body + tail
-    return ids + vocab.header(family.assistant_role)
+        out.add(vocab.header(role))
+        vocab.content(content, where, out)
+        out.add([vocab.turn_end, *vocab.encode("\n")])
+    out.add(vocab.header(family.assistant_role))
+    return out.example(where)
+
+
+@dataclass
+class _Sequence:
+    """Ids and labels being built, with media bookkeeping."""
+
+    ids: list[int]
+    labels: list[int]
+    types: list[int] | None = None
+    media: list[MediaRef] = field(default_factory=list)
+    media_end: int = 0
+    turn_body_start: int = 0
+
+    def add(self, ids: list[int], types: list[int] | None = None, media=None) -> None:
+        if types is not None and self.types is None:
+            self.types = [0] * len(self.ids)
+        if self.types is not None:
+            self.types += types if types is not None else [0] * len(ids)
+        if media is not None:
+            self.media.append(media)
+            self.media_end = len(self.ids) + len(ids)
+        self.ids += ids
+        self.labels += [IGNORE_INDEX] * len(ids)
+
+    def mark_body(self) -> None:
+        self.turn_body_start = len(self.ids)
+
+    def train_since(self, start: int) -> None:
+        self.labels[start:] = self.ids[start:]
+
+    def example(self, where: str | None) -> RenderedExample:
+        return RenderedExample(
+            input_ids=self.ids,
+            labels=self.labels,
+            where=where,
+            token_types=self.types,
+            media=tuple(self.media),
+            media_end=self.media_end,
+        )
 
 
 def render_text(
@@ -135,7 +222,7 @@ def render_text(
     return RenderedExample(input_ids=[vocab.bos, *body], labels=[IGNORE_INDEX, *body], where=where)
 
 
-def check_turns(messages: list[dict[str, str]], family: Family, for_prompt: bool) -> list[str]:
+def check_turns(messages: list[dict], family: Family, for_prompt: bool) -> list[str]:
     """Every reason the conversation cannot be rendered (empty if it can).
 
     For training it must end with an assistant reply; for a prompt, with a user turn.
@@ -151,7 +238,7 @@ def check_turns(messages: list[dict[str, str]], family: Family, for_prompt: bool
     return _order_problems(roles, for_prompt)
 
 
-def _message_problems(index: int, message: dict[str, str], family: Family) -> list[str]:
+def _message_problems(index: int, message: dict, family: Family) -> list[str]:
     name = f"message {index + 1}"
     role = message.get("role")
     if role not in ROLES:
@@ -163,10 +250,25 @@ def _message_problems(index: int, message: dict[str, str], family: Family) -> li
             )
         ]
     content = message.get("content")
-    if not isinstance(content, str) or not content.strip():
+    if isinstance(content, list):
+        media = [p["type"] for p in content if p["type"] != "text"]
+        if media and ROLES[role] != "user":
+            return [
+                problem(
+                    None,
+                    f"{name} ({role}) has {media[0]} parts; only user turns may carry media",
+                    "move the image or audio into a user message",
+                )
+            ]
+        text = "".join(p["text"] for p in content if p["type"] == "text")
+        if not media and not text.strip():
+            return [problem(None, f"{name} ({role}) is empty", "write its text, or remove it")]
+    elif isinstance(content, str) and content.strip():
+        text = content
+    else:
         return [problem(None, f"{name} ({role}) is empty", "write its text, or remove the message")]
     controls = [
-        t for t in (family.bos, family.eos, family.turn_start, family.turn_end) if t in content
+        t for t in (family.bos, family.eos, family.turn_start, family.turn_end) if t in text
     ]
     if controls:
         return [
@@ -225,17 +327,32 @@ def _alternation_problem(number: int, role: str, first: bool) -> str:
     )
 
 
-def _turns(messages: list[dict[str, str]], family: Family) -> list[tuple[str, str]]:
+def _turns(messages: list[dict], family: Family) -> list[tuple[str, Content]]:
     """(format role name, stripped content) per turn, with the system prompt placed per family."""
-    turns = [(ROLES[m["role"]], m["content"].strip()) for m in messages]
+    turns = [(ROLES[m["role"]], _strip(m["content"])) for m in messages]
     if turns[0][0] == "system" and not family.system_turn:
         system, (_, first_user) = turns[0][1], turns[1]
-        turns = [("user", f"{system}\n\n{first_user}"), *turns[2:]]
+        if isinstance(first_user, str):
+            merged = f"{system}\n\n{first_user}"
+        else:
+            merged = [{"type": "text", "text": f"{system}\n\n"}, *first_user]
+        turns = [("user", merged), *turns[2:]]
     return [(family.assistant_role if r == "assistant" else r, c) for r, c in turns]
 
 
-def _vocab(tokenizer: PreTrainedTokenizerBase, family: Family) -> _Vocab:
+def _strip(content: Content) -> Content:
+    """Gemma's templates trim text; for part lists, each text part is trimmed."""
+    if isinstance(content, str):
+        return content.strip()
+    parts = [{**p, "text": p["text"].strip()} if p["type"] == "text" else p for p in content]
+    return [p for p in parts if p["type"] != "text" or p["text"]]
+
+
+def _vocab(
+    tokenizer: PreTrainedTokenizerBase, family: Family, media: MediaEncoder | None = None
+) -> _Vocab:
     return _Vocab(
+        media=media,
         tokenizer=tokenizer,
         bos=_token_id(tokenizer, family, family.bos),
         eos=_token_id(tokenizer, family, family.eos),

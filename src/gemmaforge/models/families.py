@@ -43,6 +43,8 @@ class Family:
     """Tokens that end generation."""
     needs_mm_token_type_ids: bool
     """Multimodal forward requires `mm_token_type_ids` even for text-only batches."""
+    audio_max_seconds: float | None = None
+    """Longest audio clip the audio tower takes (None: no audio tower)."""
     notes: tuple[str, ...] = ()
     """Workarounds and quirks that apply to this family, for `gemmaforge` reports and docs."""
 
@@ -85,6 +87,7 @@ GEMMA3N = Family(
     system_turn=False,
     stop_tokens=("<end_of_turn>", "<eos>"),
     needs_mm_token_type_ids=False,
+    audio_max_seconds=30.0,
     notes=(
         "fp16 overflows in the conv weights: bf16 or fp32 only.",
         "Plain q_proj/k_proj/v_proj targets also match the audio tower: targets are scoped to "
@@ -104,6 +107,8 @@ GEMMA4 = Family(
     system_turn=True,
     stop_tokens=("<turn|>", "<eos>", "<|tool_response>"),
     needs_mm_token_type_ids=True,
+    # 750 audio soft tokens at 40 ms each: the processor's cap.
+    audio_max_seconds=30.0,
     notes=(
         "Replies are trained without a thinking channel, and inference renders prompts the same "
         "way (no <|channel>thought block).",

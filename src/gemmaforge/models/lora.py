@@ -1,12 +1,14 @@
-"""Attach LoRA (or rsLoRA / DoRA) adapters to a base model with PEFT, scoped per family.
+"""Attach LoRA (or rsLoRA / DoRA) adapters to a base model with PEFT, tower by tower.
 
-Targets are matched by a regex on module names that only reaches the language model's
-decoder, so the vision/audio towers are never wrapped by accident. A target list that matches
-nothing is an error, never a silent no-op.
+`lora.towers` picks what is adapted: the language model's decoder (default), and opt-in the
+vision and audio encoders. Targets are explicit module names, so nothing is wrapped by
+accident (a plain `q_proj` list would also catch Gemma 3n's audio attention). A requested
+tower that matches no module is an error, never a silent no-op.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -14,35 +16,105 @@ from gemmaforge.config import LoraConfig
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import TEXT_LINEARS, lora_target_regex
 
+# Per tower: the submodules of `model.model` that make it up (encoder, then its projection
+# into the language model's embedding space).
+TOWER_MODULES = {
+    "vision": ("vision_tower", "embed_vision"),
+    "audio": ("audio_tower", "embed_audio"),
+}
+
 
 @dataclass
 class LoraReport:
-    """What `apply_lora` wrapped: module counts per target name and trainable parameters."""
+    """What `apply_lora` wrapped: module counts per tower and trainable parameters."""
 
     wrapped: dict[str, int]
     trainable_params: int
     total_params: int
 
     def summary(self) -> str:
-        names = ", ".join(f"{name} x{count}" for name, count in sorted(self.wrapped.items()))
+        towers = ", ".join(f"{tower} {count}" for tower, count in self.wrapped.items())
         share = 100 * self.trainable_params / max(self.total_params, 1)
         return (
-            f"LoRA on {sum(self.wrapped.values())} text modules ({names}); "
+            f"LoRA on {sum(self.wrapped.values())} modules ({towers}); "
             f"{self.trainable_params:,} trainable ({share:.3f}% of {self.total_params:,})"
         )
 
 
-def peft_config(cfg: LoraConfig):
+def target_modules(model, cfg: LoraConfig) -> dict[str, list[str]]:
+    """Module names to wrap, per requested tower; a UserError for a tower that has none."""
+    targets: dict[str, list[str]] = {}
+    for tower in cfg.towers:
+        names = _text_targets(model, cfg) if tower == "text" else _tower_targets(model, tower)
+        if not names:
+            raise UserError(
+                problem(
+                    "lora.towers",
+                    f"{tower}: no layer to adapt ({_why_empty(model, tower)})",
+                    "remove it from lora.towers",
+                )
+            )
+        targets[tower] = names
+    return targets
+
+
+def _text_targets(model, cfg: LoraConfig) -> list[str]:
+    requested = tuple(cfg.targets) if cfg.targets else TEXT_LINEARS
+    pattern = re.compile(lora_target_regex(requested))
+    names = [name for name, _ in model.named_modules() if pattern.fullmatch(name)]
+    found = Counter(name.rsplit(".", 1)[-1] for name in names)
+    missing = [name for name in requested if not found[name]]
+    if cfg.targets and missing:
+        raise UserError(
+            problem(
+                "lora.targets",
+                f"{', '.join(missing)} match no linear layer in the language model",
+                f"use names from {', '.join(TEXT_LINEARS)}",
+            )
+        )
+    return names
+
+
+def _tower_targets(model, tower: str) -> list[str]:
+    """Every nn.Linear inside the tower and its projection.
+
+    Gemma 4's towers wrap their linears in `Gemma4ClippableLinear` (input/output clamping),
+    which PEFT refuses to adapt; choosing plain `nn.Linear` modules selects the wrapper's
+    inner `.linear` instead, so the clamping stays around the adapted layer. Gemma 3n's timm
+    vision encoder has attention as 1x1 convolutions and no linear at all: there only the
+    projection into the language model is adapted.
+    """
+    import torch
+
+    inner = getattr(model, "model", model)
+    names = []
+    for attribute in TOWER_MODULES[tower]:
+        module = getattr(inner, attribute, None)
+        if module is None:
+            continue
+        for name, child in module.named_modules():
+            if isinstance(child, torch.nn.Linear):
+                names.append(f"model.{attribute}.{name}" if name else f"model.{attribute}")
+    return names
+
+
+def _why_empty(model, tower: str) -> str:
+    inner = getattr(model, "model", model)
+    if tower != "text" and getattr(inner, TOWER_MODULES[tower][0], None) is None:
+        return f"the model has no {tower} tower"
+    return "no linear layer matched"
+
+
+def peft_config(cfg: LoraConfig, modules: list[str]):
     from peft import LoraConfig as PeftLoraConfig
 
-    targets = tuple(cfg.targets) if cfg.targets else TEXT_LINEARS
     return PeftLoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         use_rslora=cfg.rslora,
         use_dora=cfg.dora,
-        target_modules=lora_target_regex(targets),
+        target_modules=modules,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -54,27 +126,11 @@ def apply_lora(model, cfg: LoraConfig):
     LoRA weights stay in fp32 even on a bf16 base (PEFT's `autocast_adapter_dtype`), so the
     optimizer state and small updates keep full precision.
     """
-    import re
-
     from peft import get_peft_model
 
-    config = peft_config(cfg)
-    pattern = re.compile(config.target_modules)
-    matched = Counter(
-        name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if pattern.fullmatch(name)
-    )
-    requested = tuple(cfg.targets) if cfg.targets else TEXT_LINEARS
-    missing = [name for name in requested if matched[name] == 0]
-    if cfg.targets and missing:
-        raise UserError(
-            problem(
-                "lora.targets",
-                f"{', '.join(missing)} match no linear layer in the language model",
-                f"use names from {', '.join(TEXT_LINEARS)}",
-            )
-        )
-    if not matched:
-        raise UserError(problem("lora.targets", "no language-model layer matched"))
-    peft_model = get_peft_model(model, config, autocast_adapter_dtype=True)
+    targets = target_modules(model, cfg)
+    modules = [name for names in targets.values() for name in names]
+    peft_model = get_peft_model(model, peft_config(cfg, modules), autocast_adapter_dtype=True)
     trainable, total = peft_model.get_nb_trainable_parameters()
-    return peft_model, LoraReport(dict(matched), trainable, total)
+    wrapped = {tower: len(names) for tower, names in targets.items()}
+    return peft_model, LoraReport(wrapped, trainable, total)

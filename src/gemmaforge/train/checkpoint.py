@@ -55,7 +55,7 @@ def save_checkpoint(folder: Path, step: int, model, state: dict, keep: int = 2) 
     final = folder / f"{PREFIX}{step:08d}"
     tmp = folder / f".tmp-{PREFIX}{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "adapter")
+    model.save_pretrained(tmp / "adapter", save_embedding_layers=False)
     torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
     _fsync_tree(tmp)
     replace_dir(tmp, final)

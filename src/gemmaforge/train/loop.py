@@ -25,11 +25,15 @@ class LoopData:
     train: list
     val: list
     pad_id: int
-    mm_token_type_ids: bool = False
+    type_key: str | None = None
+    media: object | None = None
+    """MediaEncoder for datasets with images or audio."""
+    dtype: torch.dtype | None = None
+    """Floating-point features (pixels, audio) are cast to the model's dtype."""
 
     def batch(self, examples, device) -> dict:
-        tensors = collate(examples, self.pad_id, self.mm_token_type_ids)
-        return {key: value.to(device) for key, value in tensors.items()}
+        tensors = collate(examples, self.pad_id, self.type_key, self.media)
+        return {key: _to(value, device, self.dtype) for key, value in tensors.items()}
 
 
 @dataclass
@@ -41,6 +45,12 @@ class LoopState:
     """Micro-batches consumed since the start of training (fixes epoch and offset)."""
     train_seconds: float = 0.0
     final: dict = field(default_factory=dict)
+
+
+def _to(value: torch.Tensor, device, dtype) -> torch.Tensor:
+    if dtype is not None and value.is_floating_point():
+        return value.to(device=device, dtype=dtype)
+    return value.to(device)
 
 
 def total_steps(cfg: TrainConfig, num_examples: int) -> int:

@@ -53,10 +53,15 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
         f"model: {loaded.source} ({loaded.family.name}) on {loaded.device}, "
         f"{str(loaded.dtype).removeprefix('torch.')}"
     )
+    media = media_encoder(loaded, cfg.data)
     train_set, val_set, report = load_datasets(
-        cfg.data, loaded.family, loaded.tokenizer, cfg.train.seed
+        cfg.data, loaded.family, loaded.tokenizer, cfg.train.seed, media
     )
     console.print(f"data: {report.summary()}")
+    for note in report.notes[:20]:
+        console.print(f"  {note}")
+    for line in release_unused_towers(loaded.model, train_set + val_set, cfg.lora.towers):
+        console.print(line)
 
     random.seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
@@ -75,7 +80,9 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
         train=train_set,
         val=val_set,
         pad_id=_pad_id(loaded.tokenizer),
-        mm_token_type_ids=loaded.family.needs_mm_token_type_ids and loaded.processor is not None,
+        type_key=media.type_key if media else None,
+        media=media if report.has_media or any(ex.media for ex in val_set) else None,
+        dtype=loaded.dtype,
     )
 
     if cfg.train.resume:
@@ -117,6 +124,44 @@ def run_record(loaded: LoadedModel) -> dict:
         "model_type": loaded.model.config.model_type,
         "gemmaforge_version": __version__,
     }
+
+
+def media_encoder(loaded: LoadedModel, data_cfg):
+    """The MediaEncoder of a multimodal model (None for text-only checkpoints)."""
+    if loaded.processor is None:
+        return None
+    from gemmaforge.data.media import MediaPolicy
+    from gemmaforge.data.multimodal import MediaEncoder, set_image_budget
+
+    set_image_budget(loaded.processor, data_cfg.image_budget)
+    policy = MediaPolicy(
+        audio_max_seconds=loaded.family.audio_max_seconds, audio_overlong=data_cfg.audio_overlong
+    )
+    return MediaEncoder(loaded.processor, policy)
+
+
+def release_unused_towers(model, examples, towers) -> list[str]:
+    """Drop the vision/audio encoders the data never uses, and say so.
+
+    A text-only run on Gemma 3n or Gemma 4 would otherwise keep every encoder's weights in
+    memory for nothing (hundreds of MB on E2B/E4B). The forward pass only calls an encoder
+    when pixels or audio features are given; the small token embedders (`embed_vision`,
+    `embed_audio`) are used for every batch and stay. The adapter saved is unaffected.
+    """
+    from gemmaforge.models.lora import TOWER_MODULES
+
+    tower_of = {"image": "vision", "audio": "audio"}
+    used = {tower_of[ref.kind] for example in examples for ref in example.media}
+    inner = getattr(model, "model", model)
+    lines = []
+    for tower, (encoder, _) in TOWER_MODULES.items():
+        module = getattr(inner, encoder, None)
+        if module is None or tower in used or tower in towers:
+            continue
+        size = sum(p.numel() * p.element_size() for p in module.parameters())
+        setattr(inner, encoder, None)
+        lines.append(f"{tower} encoder unused by this data: released {size / 2**20:.1f} MiB")
+    return lines
 
 
 def _prepare_run_dir(run_dir: Path, cfg: Config) -> None:
@@ -202,7 +247,7 @@ def _write_outputs(run_dir, cfg, model, loaded, report, lora_report, final) -> N
 
     tmp = run_dir / ".tmp-adapter"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, save_embedding_layers=False)
     (loaded.processor or loaded.tokenizer).save_pretrained(tmp)
     replace_dir(tmp, run_dir / "adapter")
     data = {Path(f.path).name: {"sha256": f.sha256, "rows": f.rows} for f in report.files}

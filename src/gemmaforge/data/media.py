@@ -1,0 +1,397 @@
+"""Decode and validate the images and audio clips that examples point at.
+
+Images come out as RGB `PIL.Image`s, audio as 16 kHz mono float32 `AudioClip`s: what the
+Gemma processors expect. Every failure is a `MediaError` naming the data row (`where`), the
+media reference, the problem and the fix; the row reading code collects them.
+
+Decisions:
+- Media is read whole into memory from a local path or any fsspec URL: clips and photos are
+  small, and one code path serves local files and URLs alike.
+- Images: only JPEG, PNG, WebP, TIFF, GIF and BMP are opened: fewer decoders run on untrusted
+  files, and Pillow's EPS plugin would shell out to Ghostscript. The size in the header is
+  checked before any pixel is decoded (decompression bombs). Transparency is composited on
+  white, as most viewers show it; 16-bit greyscale is scaled, not clipped.
+- Audio: soundfile (libsndfile) first, PyAV (FFmpeg, bundled in its wheel) as the fallback.
+  libsndfile decodes WAV/FLAC/Ogg/MP3 exactly and fast, with no encoder-delay guesswork; FFmpeg
+  reads everything else (M4A/AAC, Opus in WebM, the audio track of a video). Truncated WAVs are
+  detected from the RIFF header, because both libraries silently shorten them, and a half clip
+  would train against its whole transcript. Resampling uses soxr (high quality, numpy in and
+  out); channels are downmixed by averaging.
+- No torchaudio: its decoders moved out to torchcodec, it is built against one exact torch
+  version (installing it can replace the user's torch), and nothing here needs tensors.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import av
+import fsspec
+import numpy as np
+import soundfile
+import soxr
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from gemmaforge.errors import UserError, problem
+
+SAMPLE_RATE = 16_000
+"""Gemma's audio feature extractors all take 16 kHz mono."""
+
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF", "BMP")
+"""Pillow plugins allowed to open an image (JPEG covers the MPO files many phones write)."""
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_RESIZE = "resize it, e.g. `magick IN -resize 4096x4096 OUT`; if it is genuine, raise "
+_CONVERT_AUDIO = "convert it with `ffmpeg -i IN -ac 1 -ar 16000 OUT.wav`"
+
+
+@dataclass(frozen=True)
+class MediaPolicy:
+    """Limits that decide whether a clip or image is used, cut or rejected."""
+
+    audio_max_seconds: float | None = None
+    """Longest clip the model family takes (Gemma 3n: 30 s); None means no limit."""
+    audio_overlong: Literal["truncate", "drop", "fail"] = "truncate"
+    """What to do with a longer clip: keep its start, skip the example, or stop with an error."""
+    image_min_side: int = 2
+    """Images with a smaller side are errors (placeholders, tracking pixels)."""
+    image_max_pixels: int = 50_000_000
+    """Images with more pixels are errors (decompression bomb guard)."""
+
+
+# eq=False: comparing or hashing the samples array would raise; identity is what callers need.
+@dataclass(frozen=True, kw_only=True, eq=False)
+class AudioClip:
+    """One decoded clip: mono float32 samples in [-1, 1] at `sample_rate`."""
+
+    samples: np.ndarray
+    sample_rate: int = SAMPLE_RATE
+    original_seconds: float
+    """Length of the file's audio before any truncation."""
+    truncated: bool
+    """Whether the clip was cut to `MediaPolicy.audio_max_seconds`."""
+
+
+class MediaError(UserError):
+    """An image or audio file that cannot be used, with where it is referenced and the fix."""
+
+    def __init__(self, where: str | None, ref: str, what: str, fix: str):
+        self.where, self.ref, self.what, self.fix = where, ref, what, fix
+        super().__init__(problem(where, f"{ref!r} {what}", fix))
+
+    def __reduce__(self):
+        # Exceptions are pickled with their args; ours differ from the message, and data
+        # loader worker processes send errors back to the parent pickled.
+        return type(self), (self.where, self.ref, self.what, self.fix)
+
+
+class MediaDropped(MediaError):
+    """A clip skipped by policy (`audio_overlong: drop`): count it, don't stop."""
+
+
+def resolve_media_path(ref: str, base_dir: str | Path) -> str:
+    """Where `ref` points: relative paths start from the data file's folder (`base_dir`).
+
+    Absolute paths and URLs are kept; a relative path under a URL folder becomes a URL.
+    """
+    if _URL.match(ref):
+        return ref
+    path = Path(ref).expanduser()
+    if path.is_absolute():
+        return str(path)
+    if _URL.match(str(base_dir)):
+        return f"{str(base_dir).rstrip('/')}/{ref}"
+    return str(Path(base_dir) / path)
+
+
+def open_media_bytes(ref: str, where: str | None = None) -> bytes:
+    """All bytes of a local file or an fsspec URL (http(s)://, s3://, file://, ...)."""
+    if _URL.match(ref):
+        return _read_url(ref, where)
+    try:
+        return Path(ref).read_bytes()
+    except FileNotFoundError:
+        raise MediaError(
+            where,
+            ref,
+            "does not exist",
+            "check the path; relative paths start from the data file's folder",
+        ) from None
+    except OSError as err:
+        raise MediaError(
+            where, ref, f"cannot be read ({err.strerror})", "point at a readable file"
+        ) from None
+
+
+def _read_url(ref: str, where: str | None) -> bytes:
+    try:
+        with fsspec.open(ref, "rb") as file:
+            return file.read()
+    except FileNotFoundError as err:
+        # fsspec's HTTP backend reports unreachable hosts as missing files; say which it was.
+        reason = f" ({err.__cause__})" if err.__cause__ else ""
+        raise MediaError(
+            where, ref, f"was not found or not reachable{reason}", "check the URL and the network"
+        ) from None
+    except Exception as err:  # each backend raises its own types (aiohttp, botocore, ...)
+        raise MediaError(
+            where,
+            ref,
+            f"could not be downloaded ({type(err).__name__}: {err})",
+            "check the URL, the network and any credentials; a missing fsspec backend is named "
+            "in the error (pip install s3fs for s3://, gcsfs for gs://)",
+        ) from None
+
+
+def load_image(
+    ref: str, where: str | None = None, policy: MediaPolicy = MediaPolicy()
+) -> Image.Image:
+    """The image at `ref` as an upright RGB `PIL.Image.Image`, or a MediaError."""
+    data = _read_nonempty(ref, where)
+    with warnings.catch_warnings():
+        # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; both mean no.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+            what = f"is too large to decode safely (Pillow: {str(err).rstrip('.')})"
+            raise MediaError(where, ref, what, _RESIZE + "PIL.Image.MAX_IMAGE_PIXELS") from None
+        except UnidentifiedImageError:
+            raise _not_image(where, ref, data) from None
+        except (OSError, SyntaxError, ValueError) as err:
+            raise _corrupt_image(where, ref, err) from None
+        width, height = image.size
+        if width * height > policy.image_max_pixels:
+            what = (
+                f"is {width} x {height} = {width * height:,} pixels, more than the limit of "
+                f"{policy.image_max_pixels:,} (a guard against decompression bombs)"
+            )
+            raise MediaError(where, ref, what, _RESIZE + "image_max_pixels")
+        if min(width, height) < policy.image_min_side:
+            raise MediaError(
+                where,
+                ref,
+                f"is {width} x {height} pixels, too small to be a real image "
+                f"(each side must be at least {policy.image_min_side} pixels)",
+                "replace it with the real image; tiny images are usually placeholders",
+            )
+        try:
+            image.load()
+            return _to_rgb(ImageOps.exif_transpose(image))
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise _corrupt_image(where, ref, err) from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        # Pillow's own conversion clips 16-bit values at 255, turning the image white.
+        scaled = np.asarray(image, dtype=np.float32) / 257
+        image = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _not_image(where: str | None, ref: str, data: bytes) -> MediaError:
+    kind, looks_like = describe_content(data)
+    if kind == "image":
+        what = f"looks like {looks_like} but cannot be opened (corrupt, or an unsupported variant)"
+    else:
+        what = f"is not an image: the content looks like {looks_like}{_despite(ref)}"
+    return MediaError(
+        where, ref, what, f"point at an image file ({', '.join(IMAGE_FORMATS)}) or re-export it"
+    )
+
+
+def _corrupt_image(where: str | None, ref: str, err: Exception) -> MediaError:
+    return MediaError(
+        where,
+        ref,
+        f"is corrupt or truncated (Pillow: {err})",
+        "re-export or re-copy the image; an interrupted copy leaves a truncated file",
+    )
+
+
+def load_audio(
+    ref: str, where: str | None = None, policy: MediaPolicy = MediaPolicy()
+) -> AudioClip:
+    """The clip at `ref` as 16 kHz mono float32, cut or rejected per `policy`."""
+    data = _read_nonempty(ref, where)
+    shortfall = _wav_shortfall(data)
+    if shortfall:
+        raise MediaError(
+            where,
+            ref,
+            f"is a truncated WAV file: its header promises {shortfall[0]:,} bytes of audio "
+            f"but only {shortfall[1]:,} are there",
+            "re-export or re-copy the file; an interrupted copy leaves a truncated file",
+        )
+    samples, rate = _decode_audio(data, ref, where)
+    if not samples.size:
+        raise MediaError(
+            where, ref, "holds no audio samples (0 s long)", "replace it with the real recording"
+        )
+    finite = np.isfinite(samples).all(axis=1)
+    if not finite.all():
+        raise MediaError(
+            where,
+            ref,
+            f"has NaN or infinite samples (first at {np.argmin(finite) / rate:.2f} s)",
+            "re-export the audio from its source; the step that wrote it failed",
+        )
+    seconds = len(samples) / rate
+    limit = policy.audio_max_seconds
+    truncated = limit is not None and seconds > limit
+    if truncated:
+        _check_overlong(ref, where, seconds, limit, policy.audio_overlong)
+        samples = samples[: round(limit * rate)]
+    mono = samples.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, SAMPLE_RATE)
+    if truncated:
+        mono = mono[: int(limit * SAMPLE_RATE)]
+    # Float files may exceed full scale and resampling can overshoot; the features expect [-1, 1].
+    mono = np.clip(mono, -1.0, 1.0).astype(np.float32)
+    return AudioClip(samples=mono, original_seconds=seconds, truncated=truncated)
+
+
+def _check_overlong(ref: str, where: str | None, seconds: float, limit: float, setting: str):
+    if setting == "truncate":
+        return
+    error = MediaDropped if setting == "drop" else MediaError
+    raise error(
+        where,
+        ref,
+        f"is {seconds:.1f} s long, more than the model's {limit:g} s limit "
+        f"(audio_overlong: {setting})",
+        f"cut the clip to {limit:g} s or less, or set audio_overlong to 'truncate' to keep "
+        "its start" + ("" if setting == "drop" else " or 'drop' to skip such examples"),
+    )
+
+
+def _wav_shortfall(data: bytes) -> tuple[int, int] | None:
+    """(promised, present) bytes of a WAV data chunk that was cut short, else None."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    offset = 12
+    while offset + 8 <= len(data):
+        chunk = data[offset : offset + 4]
+        size = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if chunk == b"data":
+            present = len(data) - offset - 8
+            # Streaming writers leave the size at 0 or 0xFFFFFFFF: unknown, not short.
+            return (size, present) if 0 < size < 0xFFFFFFFF and present < size else None
+        offset += 8 + size + (size & 1)  # chunks are padded to an even length
+    return None
+
+
+def _decode_audio(data: bytes, ref: str, where: str | None) -> tuple[np.ndarray, int]:
+    """(frames x channels float32 samples, sample rate), by libsndfile else FFmpeg."""
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as file:
+            return file.read(dtype="float32", always_2d=True), file.samplerate
+    except soundfile.SoundFileError:
+        return _decode_with_pyav(data, ref, where)
+
+
+def _decode_with_pyav(data: bytes, ref: str, where: str | None) -> tuple[np.ndarray, int]:
+    kind, looks_like = describe_content(data)
+    not_audio = f"is not audio: the content looks like {looks_like}{_despite(ref)}"
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.audio:
+                raise MediaError(
+                    where, ref, not_audio, "point at an audio file (WAV, FLAC, MP3, M4A, Ogg)"
+                )
+            # Keep the rate and layout; only the sample format is unified (planar float).
+            resampler = av.AudioResampler(format="fltp")
+            frames = [
+                out
+                for frame in itertools.chain(container.decode(container.streams.audio[0]), [None])
+                for out in resampler.resample(frame)
+            ]
+    except av.error.DecoderNotFoundError:
+        raise MediaError(
+            where,
+            ref,
+            "uses an audio codec neither libsndfile nor FFmpeg can decode",
+            _CONVERT_AUDIO,
+        ) from None
+    except av.FFmpegError as err:
+        what = (
+            f"looks like {looks_like} but cannot be decoded (FFmpeg: {err.strerror})"
+            if kind == "audio"
+            else not_audio
+        )
+        raise MediaError(where, ref, what, f"re-export the file or {_CONVERT_AUDIO}") from None
+    if not frames:
+        return np.zeros((0, 1), np.float32), SAMPLE_RATE
+    samples = np.concatenate([frame.to_ndarray() for frame in frames], axis=1)
+    return samples.T, frames[0].sample_rate
+
+
+def _read_nonempty(ref: str, where: str | None) -> bytes:
+    data = open_media_bytes(ref, where)
+    if not data:
+        raise MediaError(
+            where,
+            ref,
+            "is empty (0 bytes)",
+            "re-export or re-copy the file; an interrupted copy leaves an empty file",
+        )
+    return data
+
+
+def _despite(ref: str) -> str:
+    suffix = Path(ref.split("?")[0]).suffix
+    return f" despite its {suffix} extension" if suffix else ""
+
+
+# (offset, magic bytes, kind, description): enough to tell a user what they pointed at.
+_SIGNATURES = [
+    (0, b"version https://git-lfs", "other", "a Git LFS pointer (run `git lfs pull`)"),
+    (0, b"\x89PNG\r\n\x1a\n", "image", "a PNG image"),
+    (0, b"\xff\xd8\xff", "image", "a JPEG image"),
+    (0, b"GIF8", "image", "a GIF image"),
+    (0, b"II*\x00", "image", "a TIFF image"),
+    (0, b"MM\x00*", "image", "a TIFF image"),
+    (0, b"BM", "image", "a BMP image"),
+    (8, b"WEBP", "image", "a WebP image"),
+    (8, b"WAVE", "audio", "WAV audio"),
+    (8, b"AVI ", "other", "an AVI video"),
+    (0, b"fLaC", "audio", "FLAC audio"),
+    (0, b"OggS", "audio", "Ogg audio (Vorbis or Opus)"),
+    (0, b"ID3", "audio", "MP3 audio"),
+    (8, b"M4A ", "audio", "M4A (AAC) audio"),
+    (8, b"heic", "image", "a HEIC image (convert it to JPEG)"),
+    (4, b"ftyp", "other", "an MP4/QuickTime video"),
+    (0, b"\x1aE\xdf\xa3", "other", "a Matroska/WebM video"),
+    (0, b"%PDF", "other", "a PDF document"),
+    (0, b"PK\x03\x04", "other", "a ZIP archive (or an Office document)"),
+]
+
+
+def describe_content(data: bytes) -> tuple[str, str]:
+    """(kind, description) of what `data` looks like; kind is "image", "audio" or "other"."""
+    for offset, magic, kind, description in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            return kind, description
+    if len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0:
+        return "audio", "MP3 or AAC audio"
+    text = data[:200].decode("utf-8", errors="ignore")
+    if text and all(c.isprintable() or c.isspace() for c in text):
+        lower = text.lower()
+        if "<svg" in lower:
+            return "image", "an SVG (vector) image"
+        if "<html" in lower or "<!doctype html" in lower:
+            return "other", "an HTML web page"
+        return "other", f"text ({text[:40].strip()!r})"
+    return "other", f"unrecognised binary data (first bytes {data[:8].hex(' ')})"

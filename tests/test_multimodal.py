@@ -1,0 +1,113 @@
+"""Images and audio reach the model: rendering with media, training, and learnable tasks whose
+answer is only in the pixels or the sound."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gemmaforge.config import Config
+from gemmaforge.data.multimodal import MediaEncoder
+from gemmaforge.data.render import IGNORE_INDEX, render
+from gemmaforge.models.families import family_by_name
+from gemmaforge.train.loss import batch_loss
+from gemmaforge.train.run import train
+from mm_tasks import COLOURS, PITCHES, write_task
+
+
+def config(model_dir, data, out, **train_settings) -> Config:
+    settings = {"max_steps": 40, "batch_size": 8, "lr": 1e-2, "seed": 0, **train_settings}
+    return Config.model_validate(
+        {
+            "model": {"name_or_path": str(model_dir)},
+            "data": {"train": str(data), "val_fraction": 0.0},
+            "lora": {"r": 8, "alpha": 16},
+            "train": {"output_dir": str(out), **settings},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "family,kind",
+    [("gemma4", "image"), ("gemma4", "audio"), ("gemma3n", "image"), ("gemma3n", "audio")],
+)
+def test_media_parts_render_to_the_processors_token_runs(family, kind, tiny_dir, tmp_path):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_dir(family))
+    data = write_task(tmp_path, kind, rows=1, seed=0)
+    messages = json.loads(data.read_text())["messages"]
+    messages[0]["content"][0]["ref"] = str(tmp_path / messages[0]["content"][0].pop("path"))
+    encoder = MediaEncoder(processor)
+    example = render(messages, family_by_name(family), processor.tokenizer, media=encoder)
+
+    soft = processor.image_token_id if kind == "image" else processor.audio_token_id
+    count = example.input_ids.count(soft)
+    assert count > 0 and len(example.media) == 1 and example.media[0].kind == kind
+    start = example.input_ids.index(soft)
+    # The soft tokens form one run, typed as media, never trained, and end before media_end.
+    assert example.input_ids[start : start + count] == [soft] * count
+    assert all(t != 0 for t in example.token_types[start : start + count])
+    assert set(example.labels[start : start + count]) == {IGNORE_INDEX}
+    assert example.media_end >= start + count
+    # The batch features cover exactly those tokens: the model accepts them.
+    from gemmaforge.data.collate import collate
+
+    batch = collate([example], 0, encoder.type_key, encoder)
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir(family))
+    with torch.no_grad():
+        loss, tokens = batch_loss(model, batch)
+    assert torch.isfinite(loss) and tokens == example.num_trained
+
+
+def accuracy(model, loaded, data_file, labels) -> float:
+    """Held-out accuracy by scoring each candidate answer: the lowest loss wins."""
+    from gemmaforge.data.collate import collate
+    from gemmaforge.data.formats import to_conversation
+    from gemmaforge.data.records import read_records
+    from gemmaforge.train.run import media_encoder
+
+    cfg = Config().data
+    encoder = media_encoder(loaded, cfg)
+    correct = 0
+    records = read_records(str(data_file)).records
+    for record in records:
+        messages = to_conversation(record, "messages", cfg).messages
+        truth = messages[-1]["content"]
+        losses = {}
+        for label in labels:
+            candidate = [*messages[:-1], {"role": "assistant", "content": label}]
+            example = render(candidate, loaded.family, loaded.tokenizer, media=encoder)
+            batch = collate([example], 0, encoder.type_key, encoder)
+            batch = {
+                k: v.to(dtype=loaded.dtype) if v.is_floating_point() else v
+                for k, v in batch.items()
+            }
+            with torch.no_grad():
+                loss, count = batch_loss(model, batch)
+            losses[label] = loss.item() / count
+        correct += min(losses, key=losses.get) == truth
+    return correct / len(records)
+
+
+# Audio is not here yet: on the tiny Gemma 4 the tones' encoder outputs differ (cosine
+# 0.74-0.90 between pitches) but 60 steps of text+audio LoRA stay at chance. See README limits.
+@pytest.mark.parametrize("family,kind", [("gemma4", "image")])
+def test_the_answer_in_the_media_is_learned(family, kind, tiny_dir, tmp_path):
+    labels = COLOURS if kind == "image" else PITCHES
+    scores = {}
+    for blank in (False, True):
+        folder = tmp_path / ("blank" if blank else "real")
+        data = write_task(folder, kind, rows=48, seed=1, blank=blank)
+        test = write_task(folder, kind, rows=24, seed=2, blank=blank)
+        cfg = config(tiny_dir(family), data, folder / "run", max_steps=60)
+        cfg.lora.towers = ["text", "vision" if kind == "image" else "audio"]
+        result = train(cfg)
+        scores[blank] = accuracy(result.model, result.loaded, test, list(labels))
+    chance = 1 / len(labels)
+    assert scores[False] >= 0.8, scores
+    assert scores[True] <= chance + 0.25, scores
