@@ -144,3 +144,24 @@ def test_media_tokens_are_never_truncated(tiny_dir, tmp_path):
     with pytest.raises(UserError, match="no training example is left") as err:
         train(cfg)
     assert f"{data}:1: dropped, its image/audio tokens need max_seq_length >=" in str(err.value)
+
+
+def test_gemma4_image_budget_is_used_and_kept_with_the_run(tiny_dir, tmp_path):
+    from gemmaforge.runs import load_run, open_run
+
+    data = write_task(tmp_path, "image", 4, seed=0)
+    tokens = {}
+    for budget in (70, 140):
+        cfg = config(
+            tiny_dir("gemma4"),
+            data,
+            tmp_path / f"run{budget}",
+            data={"image_budget": budget},
+            train={"max_steps": 1},
+        )
+        result = train(cfg)
+        report = json.loads((result.run_dir / "data_report.json").read_text())
+        tokens[budget] = report["train_tokens"]
+    assert tokens[140] > tokens[70]
+    loaded, _ = load_run(open_run(tmp_path / "run140"))
+    assert loaded.processor.image_processor.max_soft_tokens == 140

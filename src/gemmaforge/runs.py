@@ -77,17 +77,26 @@ def check_base(run: Run, loaded) -> None:
         )
 
 
-def load_run(run: Run, base: str | None = None, device: str = "auto"):
-    """(LoadedModel, PeftModel in eval mode) for `run`, on `base` or the run's own base."""
+def load_run(run: Run, base: str | None = None, device: str = "auto", dtype: str | None = None):
+    """(LoadedModel, PeftModel in eval mode) for `run`, on `base` or the run's own base.
+
+    `dtype` (auto, bf16, fp32) replaces the run's `model.dtype` when given."""
     from peft import PeftModel
 
     from gemmaforge.models.load import load_model
 
     model_cfg = run.config.model.model_copy(update={"device": device})
+    if dtype:
+        model_cfg = model_cfg.model_copy(update={"dtype": dtype})
     if base:
         model_cfg = model_cfg.model_copy(update={"name_or_path": base})
     loaded = load_model(model_cfg, for_training=False)
     check_base(run, loaded)
+    if loaded.processor is not None:
+        from gemmaforge.data.multimodal import set_image_budget
+
+        # The Gemma 4 image budget is part of what the adapter learned: reuse the run's.
+        set_image_budget(loaded.processor, run.config.data.image_budget)
     model = PeftModel.from_pretrained(loaded.model, run.adapter_dir)
     model.eval()
     return loaded, model
