@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test test-slow lint
+.PHONY: quickstart test test-slow
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +24,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check src tests tools
 	$(BIN)/python -m pytest -m "not slow" -q
 
+# The real Gemma 3 270M end to end; the GGUF checks need `pip install -e '.[export-check]'`
+# (llama-cpp-python builds from source) and skip without it.
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q

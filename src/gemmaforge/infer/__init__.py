@@ -1,1 +1,2 @@
-"""Inference: batched generation from a base or adapted model (eval, chat and serve build on it)."""
+"""Inference: batched generation for eval, streaming replies, one model with many adapters,
+the terminal (generate, chat) and the OpenAI-compatible server."""

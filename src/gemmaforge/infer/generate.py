@@ -5,6 +5,10 @@ is asked exactly the way it was trained. Batches are left-padded (a decoder cont
 last position of every row) and built from prompts of similar length, which keeps padding
 small; results come back in the caller's order. Only the new tokens are decoded, up to the
 family's first stop token.
+
+Replies do not depend on how prompts are batched, up to floating-point noise: in bf16, a
+near-tie between two tokens can resolve differently for another batch shape (fp32 outputs
+match exactly; tests/test_generate.py checks that).
 """
 
 from __future__ import annotations

@@ -114,7 +114,9 @@ def peft_config(cfg: LoraConfig, modules: list[str]):
         lora_dropout=cfg.dropout,
         use_rslora=cfg.rslora,
         use_dora=cfg.dora,
-        target_modules=modules,
+        # One regex of the exact names, not a list: PEFT saves a long list condensed to its
+        # suffixes (q_proj, ...), which on reload also match the towers' Gemma4ClippableLinear.
+        target_modules="|".join(re.escape(name) for name in modules),
         bias="none",
         task_type="CAUSAL_LM",
     )

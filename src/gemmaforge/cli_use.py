@@ -1,0 +1,221 @@
+"""The verbs that use a trained result: `eval`, `generate`, `chat` and `serve`.
+
+`cli.py` registers them on the app. As there, each verb is a few lines that call the library,
+and torch, transformers and the server stack are imported inside verbs only, so `--help` stays
+instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from gemmaforge.config_load import COMMAND_LINE
+from gemmaforge.errors import UserError, problem
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+TaskName = Literal[
+    "auto",
+    "exact",
+    "classification",
+    "json",
+    "transcription",
+    "translation",
+    "summary",
+    "perplexity",
+]
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Base model: a local folder or .gguf file (a run folder's adapter implies it).",
+        show_default=False,
+    ),
+]
+AdapterOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="A run folder (implies its base model) or a PEFT adapter folder.", show_default=False
+    ),
+]
+SystemOpt = Annotated[str | None, typer.Option(help="System prompt.", show_default=False)]
+MaxNewTokensOpt = Annotated[int, typer.Option(min=1, help="Longest reply, in tokens.")]
+TemperatureOpt = Annotated[
+    float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy (deterministic).")
+]
+SeedOpt = Annotated[
+    int | None, typer.Option(help="Seed for sampling (temperature > 0).", show_default=False)
+]
+DeviceOpt = Annotated[Device, typer.Option(help="Device to run on; auto: cuda, mps, then cpu.")]
+MediaOpt = Annotated[
+    list[Path] | None, typer.Option(help="Not supported yet (text only).", show_default=False)
+]
+
+
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder (the --output of train).")],
+    data: Annotated[
+        str | None,
+        typer.Option(help="Rows to score (default: what training held out).", show_default=False),
+    ] = None,
+    task: Annotated[
+        TaskName, typer.Option(help="Metrics; auto: json if the references are JSON, else exact.")
+    ] = "auto",
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Longest reply (default: fits the references).", show_default=False
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts generated together.")] = 16,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Score only the first N rows.", show_default=False)
+    ] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Score the adapter against its base model on held-out data; write RUN/eval/."""
+    from gemmaforge.eval.run import evaluate as run_eval
+    from gemmaforge.eval.run import summary_line
+
+    report = run_eval(run, data, task, max_new_tokens, batch_size, limit, device)
+    typer.echo(summary_line(report))
+
+
+def generate(
+    prompt: Annotated[
+        str | None,
+        typer.Argument(
+            help="The prompt; read from standard input if left out or '-'.", show_default=False
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    system: SystemOpt = None,
+    max_new_tokens: MaxNewTokensOpt = 512,
+    temperature: TemperatureOpt = 0.0,
+    seed: SeedOpt = None,
+    image: MediaOpt = None,
+    audio: MediaOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Generate one reply, streamed to stdout as it is produced."""
+    if image or audio:
+        raise UserError(
+            problem(
+                COMMAND_LINE,
+                "--image/--audio are not supported yet: generation renders text-only prompts",
+                "pass text only",
+            )
+        )
+    if prompt is None or prompt == "-":
+        if sys.stdin.isatty():
+            raise UserError(
+                problem(COMMAND_LINE, "no prompt given", "pass it as an argument or pipe it in")
+            )
+        prompt = sys.stdin.read()
+    from gemmaforge.infer.chat import generate_once
+    from gemmaforge.infer.stream import Sampling
+
+    session, name = _session(model, adapter, device)
+    generate_once(session, name, prompt, system, Sampling(max_new_tokens, temperature, seed=seed))
+
+
+def chat(
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    system: SystemOpt = None,
+    max_new_tokens: MaxNewTokensOpt = 512,
+    temperature: TemperatureOpt = 0.0,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Chat in the terminal (multi-turn): /reset clears the history, /exit or Ctrl-D ends."""
+    from gemmaforge.infer.chat import chat_loop
+    from gemmaforge.infer.stream import Sampling
+
+    session, name = _session(model, adapter, device)
+    chat_loop(session, name, system, Sampling(max_new_tokens, temperature, seed=seed))
+
+
+def serve(
+    model: ModelOpt = None,
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=PATH: serve a run or adapter folder as model NAME (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="GEMMAFORGE_API_KEY",
+            help="Require `Authorization: Bearer KEY` on /v1 requests.",
+            show_default=False,
+        ),
+    ] = None,
+    allow_media_paths: Annotated[
+        bool, typer.Option(help="Let requests name image files on this machine.")
+    ] = False,
+    base_name: Annotated[
+        str | None,
+        typer.Option(
+            help="Model name of the base (default: its file/folder name).", show_default=False
+        ),
+    ] = None,
+    max_request_mb: Annotated[
+        float, typer.Option(min=0.001, help="Largest request body, in MiB.")
+    ] = 20.0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Serve an OpenAI-compatible API (/v1/chat/completions) for a base model and adapters."""
+    from gemmaforge.infer.serve import serve as run_server
+    from gemmaforge.infer.session import open_session
+
+    specs = [_adapter_spec(spec) for spec in adapter or []]
+    if model is None and not specs:
+        raise UserError(
+            problem(COMMAND_LINE, "no model given", "pass --model BASE and/or --adapter NAME=RUN")
+        )
+    session = open_session(model, specs, base_name, device=device)
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: {host} is reachable by others and --api-key is not set", err=True)
+    typer.echo(f"Serving {', '.join(session.names)} at http://{host}:{port}/v1", err=True)
+    run_server(
+        session,
+        host,
+        port,
+        api_key=api_key,
+        allow_media_paths=allow_media_paths,
+        max_request_bytes=int(max_request_mb * 2**20),
+    )
+
+
+def _session(model: str | None, adapter: str | None, device: str):
+    """The loaded model for generate/chat, and the name of the model to talk to."""
+    from gemmaforge.infer.session import open_session
+
+    if model is None and adapter is None:
+        raise UserError(
+            problem(COMMAND_LINE, "no model given", "pass --model BASE and/or --adapter RUN")
+        )
+    session = open_session(model, [("adapter", adapter)] if adapter else [], device=device)
+    return session, "adapter" if adapter else session.base_name
+
+
+def _adapter_spec(spec: str) -> tuple[str, str]:
+    name, sep, path = spec.partition("=")
+    if not (sep and name and path):
+        raise UserError(
+            problem(
+                COMMAND_LINE,
+                f"--adapter {spec!r} is not NAME=PATH",
+                "e.g. --adapter legal=runs/legal",
+            )
+        )
+    return name, path

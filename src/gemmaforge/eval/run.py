@@ -1,0 +1,256 @@
+"""`gemmaforge eval`: score a run's adapter against its base model on held-out data.
+
+The data is, by default, what training held out: the run's validation file, or else the same
+seeded split of the training file (`data.dataset.split_indices` with the run's seed, so the
+rows are exactly the ones the trainer never trained on; a training file that changed since
+is refused). `--data` scores any file in the run's data format.
+
+The model is loaded once: the adapter's replies come from the PEFT model, the base model's
+from the same weights inside `disable_adapter()`. Each side gets greedy, batched replies to
+every prompt (the conversation without its last reply, which is the reference), scored by
+the task's metrics (`eval/tasks.py`), and a perplexity from the loss on the references (the
+last reply; every token for completion-format text), computed as training computes its
+validation loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from gemmaforge.data.dataset import split_indices
+from gemmaforge.data.formats import Conversation, detect_format, to_conversation
+from gemmaforge.data.records import raise_if_problems, read_records
+from gemmaforge.errors import UserError, problem
+from gemmaforge.eval.tasks import TASKS, pick_task
+from gemmaforge.runs import Run, open_run
+
+SIDES = ("base", "adapter")
+
+
+@dataclass(frozen=True)
+class EvalData:
+    conversations: list[Conversation]
+    source: str
+    """Where the rows came from, in words, for the report."""
+
+
+def eval_data(run: Run, data: str | None = None, limit: int | None = None) -> EvalData:
+    """The rows to score: `data`, else the run's validation file, else its held-out split."""
+    cfg = run.config.data
+    path = data or cfg.validation or cfg.train
+    file = read_records(path)
+    rows = file.records
+    if data:
+        source = f"{data} (--data)"
+    elif cfg.validation:
+        source = f"{path} (the run's validation file)"
+    else:
+        _check_unchanged(run, file.path, file.sha256)
+        seed = run.config.train.seed
+        keep = split_indices(len(rows), cfg.val_fraction, cfg.val_max_rows, seed)
+        if not keep:
+            raise UserError(
+                problem(
+                    str(run.dir),
+                    "the run held out no validation rows (data.val_fraction is 0)",
+                    "pass --data FILE with rows to score",
+                )
+            )
+        rows = [rows[i] for i in keep]
+        source = f"{path}: the {len(keep)} rows training held out (seed {seed})"
+    fmt = cfg.format if cfg.format != "auto" else detect_format(rows[0], cfg)
+    problems, conversations = [], []
+    for record in rows[:limit]:
+        try:
+            conversations.append(to_conversation(record, fmt, cfg))
+        except UserError as err:
+            problems.extend(err.problems)
+    raise_if_problems(problems)
+    media = [
+        c.where for c in conversations if any(not isinstance(m["content"], str) for m in c.messages)
+    ]
+    if media:
+        raise UserError(
+            problem(
+                media[0],
+                f"{len(media)} row(s) have images or audio; eval scores text conversations only "
+                "for now",
+                "pass --data with text-only rows",
+            )
+        )
+    return EvalData(conversations, source)
+
+
+def _check_unchanged(run: Run, path: str, sha256: str) -> None:
+    """A changed training file would give another split: its rows may have been trained on."""
+    import json
+
+    report = json.loads((run.dir / "data_report.json").read_text(encoding="utf-8"))
+    recorded = {Path(f["path"]).resolve(): f["sha256"] for f in report["files"]}
+    expected = recorded.get(Path(path).resolve())
+    if expected is not None and expected != sha256:
+        raise UserError(
+            problem(
+                path,
+                "changed since the run trained on it, so its held-out split is not the one "
+                "training held out",
+                "pass --data with a held-out file",
+            )
+        )
+
+
+def evaluate(
+    run_dir: str | Path,
+    data: str | None = None,
+    task: str = "auto",
+    max_new_tokens: int | None = None,
+    batch_size: int = 16,
+    limit: int | None = None,
+    device: str = "auto",
+    console=None,
+) -> dict:
+    """Score base and adapter; write RUN/eval/report.{md,json} and loss_curve.png; return
+    the report."""
+    from rich.console import Console
+
+    from gemmaforge.eval.report import write_report
+    from gemmaforge.runs import load_run
+
+    console = console or Console(stderr=True)
+    if task != "auto" and task not in TASKS:
+        raise UserError(
+            problem(None, f"unknown task {task!r}", f"choose auto or one of {', '.join(TASKS)}")
+        )
+    run = open_run(run_dir)
+    rows = eval_data(run, data, limit)
+    chats = [c for c in rows.conversations if c.text is None]
+    references = [c.messages[-1]["content"] for c in chats] if chats else None
+    chosen = pick_task(task, references)
+    if chosen.corpus is not None and references is None:
+        raise UserError(
+            problem(
+                rows.source,
+                "completion-format rows have no reply to generate",
+                "use --task perplexity",
+            )
+        )
+    console.print(f"Loading {run.base_model} with the adapter of {run.dir} ...")
+    loaded, model = load_run(run, device=device)
+    examples = _render(rows.conversations, loaded)
+    prompts = [c.messages[:-1] for c in chats]
+    if max_new_tokens is None and references:
+        max_new_tokens = _reply_budget(loaded.tokenizer, references)
+
+    replies: dict[str, list[str]] = {}
+    metrics: dict[str, dict] = {}
+    seconds: dict[str, float] = {}
+    for side in SIDES:
+        start = time.perf_counter()
+        with model.disable_adapter() if side == "base" else nullcontext():
+            metrics[side] = {"perplexity": _perplexity(model, loaded, run, examples, batch_size)}
+            if chosen.corpus is not None:
+                console.print(f"Generating {len(prompts)} {side} replies ...")
+                replies[side] = _generate(model, loaded, prompts, max_new_tokens, batch_size)
+                metrics[side] = {**chosen.corpus(replies[side], references), **metrics[side]}
+        seconds[side] = round(time.perf_counter() - start, 1)
+
+    report = {
+        "run": str(run.dir),
+        "base_model": run.base_model,
+        "base_sha256": run.base_sha256,
+        "data": rows.source,
+        "examples_scored": len(rows.conversations),
+        "task": chosen.name,
+        "headline": chosen.headline,
+        "lower_is_better": chosen.lower_is_better,
+        "max_new_tokens": max_new_tokens if chosen.corpus else None,
+        "metrics": metrics,
+        "seconds": seconds,
+        "examples": _per_example(chats, replies, chosen) if chosen.corpus else [],
+    }
+    folder = write_report(run.dir, report)
+    console.print(f"Report: {folder / 'report.md'}")
+    return report
+
+
+def summary_line(report: dict) -> str:
+    """`exact_match: base 0.000 -> adapter 0.938 (48 examples, json)`."""
+    name = report["headline"]
+    base, tuned = report["metrics"]["base"][name], report["metrics"]["adapter"][name]
+    return (
+        f"{name}: base {base:.3f} -> adapter {tuned:.3f} "
+        f"({report['examples_scored']} examples, task {report['task']})"
+    )
+
+
+def _render(conversations: list[Conversation], loaded) -> list:
+    """Rendered examples whose labels are the reference (the last reply, or all the text)."""
+    from gemmaforge.data.render import render, render_text
+
+    problems, examples = [], []
+    for c in conversations:
+        try:
+            if c.text is not None:
+                examples.append(render_text(c.text, loaded.family, loaded.tokenizer, c.where))
+            else:
+                examples.append(
+                    render(c.messages, loaded.family, loaded.tokenizer, "last", c.where)
+                )
+        except UserError as err:
+            problems.extend(err.problems)
+    raise_if_problems(problems)
+    return examples
+
+
+def _reply_budget(tokenizer, references: list[str]) -> int:
+    """Room for the longest reference and a margin, so a wrong answer can show itself."""
+    longest = max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in references)
+    return math.ceil(1.25 * longest) + 16
+
+
+def _generate(model, loaded, prompts, max_new_tokens: int, batch_size: int) -> list[str]:
+    from gemmaforge.infer.generate import generate
+
+    replies = generate(
+        model,
+        loaded.tokenizer,
+        loaded.family,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
+    return [reply.text for reply in replies]
+
+
+def _perplexity(model, loaded, run: Run, examples: list, batch_size: int) -> float:
+    """exp(mean loss per reference token), with training's own validation-loss code."""
+    from gemmaforge.train.loop import LoopData, validation_loss
+    from gemmaforge.train.run import media_encoder
+
+    media = media_encoder(loaded, run.config.data)
+    pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+    data = LoopData(
+        train=[],
+        val=examples,
+        pad_id=pad,
+        type_key=media.type_key if media else None,
+        dtype=loaded.dtype,
+    )
+    cfg = run.config.train.model_copy(update={"batch_size": batch_size})
+    return math.exp(validation_loss(model, data, cfg, loaded.device))
+
+
+def _per_example(chats: list[Conversation], replies: dict[str, list[str]], task) -> list[dict]:
+    rows = []
+    for i, c in enumerate(chats):
+        reference = c.messages[-1]["content"]
+        row = {"where": c.where, "prompt": c.messages[-2]["content"], "reference": reference}
+        for side in SIDES:
+            row[side] = replies[side][i]
+            row[f"{side}_score"] = task.example(replies[side][i], reference)
+        rows.append(row)
+    return rows

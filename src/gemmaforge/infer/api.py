@@ -1,0 +1,228 @@
+"""The OpenAI chat-completions request, read strictly, and OpenAI-style errors.
+
+A request is validated in full before any model work starts, and every problem becomes an
+`ApiError` that the server answers as `{"error": {"message", "type", "param", "code"}}`
+with the matching HTTP status, so a client sees what to fix and the server keeps running.
+Fields that would change the meaning of the answer but that this server does not implement
+(tools, logprobs, JSON mode, n > 1) are refused, not ignored.
+
+Images and audio: gemmaforge renders text-only prompts today (training refuses media too),
+so media parts are refused with a 400 that says so. They are checked first, so a broken
+image or a path the server may not read is reported as such: images as data URLs, file
+paths only when the server runs with `--allow-media-paths`, never remote URLs (the server
+does not go online).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from io import BytesIO
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MAX_STOP_STRINGS = 4
+"""As in the OpenAI API."""
+
+UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "top_logprobs")
+"""Request fields refused when set: answering without them would silently mislead."""
+
+MEDIA_NOT_SUPPORTED = (
+    "{what} input is not supported yet: gemmaforge renders text-only prompts (training refuses "
+    "media too). Send text content only"
+)
+
+
+class ApiError(Exception):
+    """An HTTP error answered with an OpenAI-style JSON body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param, self.kind = (
+            status,
+            message,
+            code,
+            param,
+            kind,
+        )
+
+    def body(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class _Lenient(BaseModel):
+    # Clients add fields (an image's `detail`, a message's `name`) that change nothing here.
+    model_config = ConfigDict(extra="ignore")
+
+
+class ImageUrl(_Lenient):
+    url: str
+
+
+class InputAudio(_Lenient):
+    data: str
+    format: str | None = None
+
+
+class ContentPart(_Lenient):
+    type: Literal["text", "image_url", "input_audio"]
+    text: str | None = None
+    image_url: ImageUrl | None = None
+    input_audio: InputAudio | None = None
+
+
+class Message(_Lenient):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    """The newer name of max_tokens; wins when both are given."""
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    seed: int | None = None
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+def parse_request(body: bytes) -> ChatRequest:
+    """The request in `body`, or an ApiError (400) saying what is wrong with it."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"the request body is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    try:
+        request = ChatRequest.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ApiError(400, f"{where}: {first['msg']}", param=where or None) from None
+    for name in UNSUPPORTED:
+        if (request.model_extra or {}).get(name):
+            raise ApiError(400, f"{name} is not supported by this server", param=name)
+    response_format = (request.model_extra or {}).get("response_format")
+    if response_format and response_format != {"type": "text"}:
+        raise ApiError(400, "only response_format text is supported", param="response_format")
+    if request.n not in (None, 1):
+        raise ApiError(400, "n must be 1: this server returns one choice", param="n")
+    if len(request.stop_strings) > MAX_STOP_STRINGS:
+        raise ApiError(400, f"stop takes at most {MAX_STOP_STRINGS} strings", param="stop")
+    return request
+
+
+def to_messages(request: ChatRequest, allow_media_paths: bool) -> list[dict[str, str]]:
+    """The request's messages as gemmaforge conversation turns (text only)."""
+    messages = []
+    for i, message in enumerate(request.messages):
+        role = "system" if message.role == "developer" else message.role
+        messages.append({"role": role, "content": _text(message, i, allow_media_paths)})
+    return messages
+
+
+def _text(message: Message, index: int, allow_media_paths: bool) -> str:
+    content = message.content
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for j, part in enumerate(content):
+        param = f"messages.{index}.content.{j}"
+        if part.type == "text":
+            texts.append(part.text or "")
+        elif part.type == "image_url":
+            if part.image_url is None:
+                raise ApiError(400, "an image_url part needs image_url.url", param=param)
+            _check_image(part.image_url.url, allow_media_paths, param)
+            raise ApiError(400, MEDIA_NOT_SUPPORTED.format(what="Image"), "unsupported_content")
+        else:
+            if part.input_audio is None:
+                raise ApiError(400, "an input_audio part needs input_audio.data", param=param)
+            _decode_base64(part.input_audio.data, "audio", param)
+            raise ApiError(400, MEDIA_NOT_SUPPORTED.format(what="Audio"), "unsupported_content")
+    # OpenAI joins a message's text parts into one text; a newline keeps words apart.
+    return "\n".join(texts)
+
+
+def _check_image(url: str, allow_paths: bool, param: str) -> None:
+    """Raise an ApiError unless `url` is an image this server may read and can decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    if url.startswith("data:"):
+        header, _, payload = url.partition(",")
+        if not header.endswith(";base64"):
+            raise ApiError(
+                400,
+                "an image data URL must be base64 (data:image/png;base64,...)",
+                "invalid_image",
+                param,
+            )
+        data = _decode_base64(payload, "image", param)
+    elif url.startswith(("http://", "https://")):
+        raise ApiError(
+            400,
+            "image URLs are not fetched (the server never goes online): send a data URL",
+            "invalid_image_url",
+            param,
+        )
+    elif not allow_paths:
+        raise ApiError(
+            400,
+            "image file paths are refused: send a data URL, or start the server with "
+            "--allow-media-paths",
+            "media_paths_disabled",
+            param,
+        )
+    else:
+        path = Path(url.removeprefix("file://"))
+        if not path.is_file():
+            raise ApiError(400, f"no image file at {path}", "invalid_image", param)
+        data = path.read_bytes()
+    try:
+        Image.open(BytesIO(data)).verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ApiError(
+            400, f"the image cannot be decoded ({err})", "invalid_image", param
+        ) from None
+
+
+def _decode_base64(payload: str, what: str, param: str) -> bytes:
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"the {what} is not valid base64", f"invalid_{what}", param) from None

@@ -1,0 +1,142 @@
+"""`gemmaforge generate` and `gemmaforge chat`: replies streamed to the terminal.
+
+Both render the conversation with `render_prompt`, the function training renders with, and
+stream the reply to stdout as it is produced; notices go to stderr, so stdout holds only
+replies and can be piped. `chat` keeps the history (multi-turn), drops the oldest exchanges
+when the conversation outgrows the model's context, and reads one message per line: `/reset`
+clears the history, `/exit` or end of input (Ctrl-D, or the end of a pipe) ends it, and
+Ctrl-C stops the reply being written without leaving the chat.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from gemmaforge.errors import UserError, problem
+from gemmaforge.infer.generate import stop_token_ids
+from gemmaforge.infer.session import Session
+from gemmaforge.infer.stream import Reply, ReplyStream, Sampling
+
+Messages = list[dict[str, str]]
+
+HELP = "/reset clears the history, /exit or Ctrl-D ends the chat."
+
+
+def stream_reply(
+    session: Session, name: str, messages: Messages, sampling: Sampling, out: TextIO
+) -> Reply:
+    """Write the reply of model `name` to `messages` to `out` as it is generated."""
+    prompt = session.prompt(messages)
+    stops = stop_token_ids(session.loaded.tokenizer, session.loaded.family)
+    with (
+        session.use(name) as model,
+        ReplyStream(model, session.loaded.tokenizer, prompt, stops, sampling) as stream,
+    ):
+        for delta in stream:
+            out.write(delta)
+            out.flush()
+    return stream.reply
+
+
+def generate_once(
+    session: Session,
+    name: str,
+    prompt: str,
+    system: str | None,
+    sampling: Sampling,
+    out: TextIO = sys.stdout,
+) -> Reply:
+    """One reply to `prompt` (with an optional system prompt), streamed to `out`."""
+    if not prompt.strip():
+        raise UserError(
+            problem(None, "the prompt is empty", "pass it as an argument or on standard input")
+        )
+    messages = [{"role": "system", "content": system}] if system else []
+    reply = stream_reply(
+        session, name, [*messages, {"role": "user", "content": prompt}], sampling, out
+    )
+    out.write("\n")
+    return reply
+
+
+def chat_loop(
+    session: Session,
+    name: str,
+    system: str | None,
+    sampling: Sampling,
+    stdin: TextIO = sys.stdin,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> Messages:
+    """Chat with model `name` until /exit or the end of `stdin`; returns the history."""
+    interactive = stdin.isatty()
+    if interactive:
+        import readline  # noqa: F401  (line editing and history for input())
+    start: Messages = [{"role": "system", "content": system}] if system else []
+    history = list(start)
+    err.write(f"Chatting with {name}. {HELP}\n")
+    while (line := _read_line(stdin, interactive)) is not None:
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/exit":
+            break
+        if text == "/reset":
+            history = list(start)
+            err.write("(history cleared)\n")
+            continue
+        if text.startswith("/"):
+            err.write(f"(unknown command {text}; {HELP})\n")
+            continue
+        history.append({"role": "user", "content": text})
+        _fit_context(session, history, len(start), sampling.max_new_tokens, err)
+        try:
+            reply = stream_reply(session, name, history, sampling, out)
+        except UserError as exc:
+            history.pop()
+            err.write("".join(f"error: {line}\n" for line in exc.problems))
+            continue
+        except KeyboardInterrupt:
+            history.pop()
+            err.write("\n(stopped; that message is not kept)\n")
+            continue
+        out.write("\n")
+        out.flush()
+        if reply.text.strip():
+            history.append({"role": "assistant", "content": reply.text})
+        else:
+            # An empty reply cannot be rendered as a turn; without it the user turn would
+            # leave two user turns in a row, so both go.
+            history.pop()
+            err.write("(empty reply; that exchange is not kept)\n")
+    return history
+
+
+def _read_line(stdin: TextIO, interactive: bool) -> str | None:
+    """The next line, or None at the end of input."""
+    if interactive:
+        try:
+            return input("> ")
+        except EOFError:
+            return None
+    line = stdin.readline()
+    return line or None
+
+
+def _fit_context(
+    session: Session, history: Messages, keep: int, reply_tokens: int, err: TextIO
+) -> None:
+    """Drop the oldest user/assistant exchanges (never the system prompt or the new message)
+    until the prompt and a full-length reply fit the model's context."""
+    limit = session.context_length
+    if limit is None:
+        return
+    dropped = 0
+    while len(history) > keep + 1 and len(session.prompt(history)) + reply_tokens > limit:
+        del history[keep : keep + 2]
+        dropped += 1
+    if dropped:
+        err.write(
+            f"(the conversation outgrew the context: dropped the {dropped} oldest exchanges)\n"
+        )

@@ -1,0 +1,167 @@
+"""One base model in memory with any number of LoRA adapters, switched per request.
+
+`generate`, `chat` and `serve` all start here. An adapter is named by a run folder (which
+also names its base model and the base's sha256, checked against the model loaded) or by a
+bare PEFT adapter folder. Adapters load lazily, on first use, into one `PeftModel` (PEFT
+multi-adapter: `load_adapter` + `set_adapter`), so a server with ten adapters starts as fast
+as one with none and holds only those that were asked for. The base model answers inside
+`disable_adapter()`, so it is never loaded twice.
+
+`use()` holds a lock for as long as its caller generates: the active adapter is state of the
+shared model, so requests must not interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gemmaforge.config import ModelConfig
+from gemmaforge.data.render import render_prompt
+from gemmaforge.errors import UserError, problem
+from gemmaforge.runs import RUN_FILE, Run, check_base, open_run
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    """Where an adapter's weights are, and what it says about its base model."""
+
+    name: str
+    dir: Path
+    run: Run | None
+    """The run that produced it, when given as (or inside) a run folder: its base is checked."""
+
+    @property
+    def base(self) -> str | None:
+        """The base model this adapter implies: the run's, else the adapter config's."""
+        if self.run is not None:
+            return self.run.base_model
+        config = json.loads((self.dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        return config.get("base_model_name_or_path")
+
+
+def find_adapter(path: str | Path, name: str = "adapter") -> AdapterSource:
+    """The adapter in `path`: a run folder, its `adapter/` folder, or a bare PEFT adapter."""
+    folder = Path(path)
+    if (folder / RUN_FILE).is_file():
+        run = open_run(folder)
+        return AdapterSource(name, run.adapter_dir, run)
+    if (folder / ADAPTER_CONFIG).is_file():
+        run = open_run(folder.parent) if (folder.parent / RUN_FILE).is_file() else None
+        return AdapterSource(name, folder, run)
+    raise UserError(
+        problem(
+            str(folder),
+            "is neither a run folder nor a PEFT adapter folder "
+            "(it holds no run.json or adapter_config.json)",
+            "pass the --output folder of `gemmaforge train`, or a PEFT adapter folder",
+        )
+    )
+
+
+class Session:
+    """A loaded base model plus named adapters; see the module docstring."""
+
+    def __init__(self, loaded: Any, adapters: list[AdapterSource], base_name: str):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.base_name = base_name
+        self.adapters = {source.name: source for source in adapters}
+        self._lock = threading.Lock()
+        self._active: set[str] = set()
+
+    @property
+    def names(self) -> list[str]:
+        """Every model name a request may ask for: the base first."""
+        return [self.base_name, *self.adapters]
+
+    def prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """Prompt ids for a conversation ending with a user turn (a UserError if it cannot be
+        rendered), exactly as training rendered it."""
+        return render_prompt(messages, self.loaded.family, self.loaded.tokenizer)
+
+    @property
+    def context_length(self) -> int | None:
+        """Longest sequence (prompt + reply) the model was built for, if its config says."""
+        from gemmaforge.models.families import text_config
+
+        return getattr(text_config(self.model.config), "max_position_embeddings", None)
+
+    @contextmanager
+    def use(self, name: str) -> Iterator[Any]:
+        """The model with adapter `name` active (the base model for `base_name`), held
+        exclusively until the block ends."""
+        if name not in self.names:
+            raise KeyError(name)
+        with self._lock:
+            if name == self.base_name:
+                if self._active:
+                    with self.model.disable_adapter():
+                        yield self.model
+                else:
+                    yield self.model
+                return
+            self._activate(name)
+            yield self.model
+
+    def _activate(self, name: str) -> None:
+        from peft import PeftModel
+
+        source = self.adapters[name]
+        if not self._active:
+            self.model = PeftModel.from_pretrained(self.model, source.dir, adapter_name=name)
+        elif name not in self._active:
+            self.model.load_adapter(source.dir, adapter_name=name)
+        self._active.add(name)
+        self.model.set_adapter(name)
+        self.model.eval()
+
+
+def open_session(
+    model: str | None,
+    adapters: list[tuple[str, str | Path]],
+    base_name: str | None = None,
+    device: str = "auto",
+) -> Session:
+    """Load the base model (`model`, else the base the first run adapter was trained on) and
+    check every run adapter against it. `adapters` is (name, path) pairs."""
+    from gemmaforge.models.load import load_model
+
+    names = [name for name, _ in adapters]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserError(
+            problem(None, f"adapter name(s) given twice: {', '.join(twice)}", "name each once")
+        )
+    sources = [find_adapter(path, name) for name, path in adapters]
+    runs = [source.run for source in sources if source.run is not None]
+    if model is None:
+        implied = next((source.base for source in sources if source.base), None)
+        if implied is None:
+            raise UserError(
+                problem(None, "no base model given", "pass --model (a folder or .gguf file)")
+            )
+        model = implied
+    # A run remembers how its base was loaded (revision, download permission): reuse that.
+    settings = runs[0].config.model if runs else ModelConfig()
+    cfg = settings.model_copy(update={"name_or_path": model, "device": device})
+    loaded = load_model(cfg, for_training=False)
+    for run in runs:
+        check_base(run, loaded)
+    session = Session(loaded, sources, base_name or Path(model).name)
+    if session.base_name in session.adapters:
+        raise UserError(
+            problem(
+                session.base_name,
+                "names both the base model and an adapter",
+                "give the adapter another name (NAME=PATH) or the base another --base-name",
+            )
+        )
+    return session

@@ -1,0 +1,199 @@
+"""Stream one reply token by token: the engine under `generate`, `chat` and `serve`.
+
+`model.generate` runs in a worker thread and hands each new token to a queue; the caller
+iterates text deltas as they arrive. Three things end a reply: one of the family's stop tokens
+(the model ended its turn), a caller's stop string (OpenAI's `stop`: the reply is cut before
+it and never shows any part of it), or `max_new_tokens`. Closing the stream early (a client
+that went away, Ctrl-C) stops the worker at its next token instead of letting it run on.
+
+Text is decoded from all the reply's ids each time, not token by token, because one character
+can span several tokens (byte-fallback pieces); a delta is released only once it no longer
+ends in an incomplete character, and never includes text that could still become the start
+of a stop string.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_END = object()
+"""Queue marker: the worker finished."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to pick tokens and when to stop."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    """0 is greedy decoding; above 0, sampling at that temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1.0: off). Only used when sampling."""
+    stop: tuple[str, ...] = ()
+    """Strings that end the reply; the reply stops before the first one."""
+    seed: int | None = None
+    """Seed for sampling, for repeatable samples."""
+
+
+@dataclass
+class Reply:
+    """What a finished stream produced."""
+
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    """New tokens generated, a stop token included."""
+    finish_reason: str | None = None
+    """"stop" (stop token or string) or "length" (ran into max_new_tokens)."""
+
+
+class _QueueStreamer:
+    """The `streamer` protocol of `model.generate`: `put` each step's ids, then `end`."""
+
+    def __init__(self, out: queue.Queue):
+        self.out = out
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        # generate() first hands over the prompt itself; only what follows is new.
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.out.put(token)
+
+    def end(self) -> None:
+        self.out.put(_END)
+
+
+class ReplyStream:
+    """Iterate text deltas of one reply to `prompt_ids`; `reply` holds the totals afterwards.
+
+    Use it as a context manager (or call `close`) so the worker thread always ends.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        prompt_ids: Sequence[int],
+        stop_ids: Sequence[int],
+        sampling: Sampling,
+    ):
+        self.model, self.tokenizer = model, tokenizer
+        self.prompt_ids, self.stop_ids = list(prompt_ids), list(stop_ids)
+        self.sampling = sampling
+        self.reply = Reply(prompt_tokens=len(self.prompt_ids))
+        self._tokens: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ReplyStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._cancel.set()
+        # A stream abandoned by its reader may be garbage-collected on the worker itself.
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __iter__(self) -> Iterator[str]:
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+        ids: list[int] = []
+        sent = 0
+        stop_strings = [s for s in self.sampling.stop if s]
+        while (token := self._tokens.get()) is not _END:
+            if isinstance(token, BaseException):
+                raise token
+            self.reply.completion_tokens += 1
+            if token in self.stop_ids:
+                self.reply.finish_reason = "stop"
+                break
+            ids.append(token)
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue  # half of a multi-token character: wait for the rest
+            cut = _first_stop(text, stop_strings, sent)
+            if cut is not None:
+                self.reply.finish_reason = "stop"
+                text = text[:cut]
+                break
+            ready = len(text) - _held_back(text, stop_strings)
+            if ready > sent:
+                yield text[sent:ready]
+                sent = ready
+        else:
+            self.reply.finish_reason = "length"
+            text = self.tokenizer.decode(ids, skip_special_tokens=True) if ids else ""
+        self.close()
+        if len(text) > sent:
+            yield text[sent:]
+        self.reply.text = text
+
+    def _work(self) -> None:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        cancel = self._cancel
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                flag = cancel.is_set()
+                return torch.full((input_ids.shape[0],), flag, device=input_ids.device)
+
+        s = self.sampling
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([self.prompt_ids], device=device)
+        if s.temperature > 0:
+            if s.seed is not None:
+                torch.manual_seed(s.seed)
+            # top_k=0: only temperature and top_p shape the distribution, as in the OpenAI
+            # API, whatever top_k a checkpoint's generation_config carries.
+            options = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p}
+            options["top_k"] = 0
+        else:
+            options = {"do_sample": False}
+        try:
+            with torch.inference_mode():
+                self.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=s.max_new_tokens,
+                    eos_token_id=self.stop_ids,
+                    pad_token_id=self.stop_ids[0],
+                    streamer=_QueueStreamer(self._tokens),
+                    stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                    **options,
+                )
+        except BaseException as err:  # handed to the reading thread, which re-raises it
+            self._tokens.put(err)
+            self._tokens.put(_END)
+
+
+def _first_stop(text: str, stops: list[str], sent: int) -> int | None:
+    """Where the earliest stop string starts in `text`.
+
+    The search starts at `sent`: released text never holds the start of a stop string,
+    because a tail that could begin one is held back (`_held_back`).
+    """
+    found = [at for stop in stops if (at := text.find(stop, sent)) != -1]
+    return min(found) if found else None
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """Length of the longest tail of `text` that could still grow into a stop string."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if stop.startswith(text[-size:]):
+                longest = size
+                break
+    return longest
