@@ -88,7 +88,7 @@ def test_stream_matches_batched_generation(session):
     """Streaming deltas add up to what `generate` returns, with the same token counts."""
     messages = [{"role": "user", "content": SKY}]
     tokenizer, family = session.loaded.tokenizer, session.loaded.family
-    prompt = session.prompt(messages)
+    prompt = session.prompt(messages).ids
     for name in ("plain", session.base_name):
         with session.use(name) as model:
             expected = generate(model, tokenizer, family, [messages], max_new_tokens=12)[0]
@@ -110,7 +110,7 @@ def test_stop_strings_cut_the_reply(session):
     sampling = Sampling(20, stop=("blue", "xyz"))
     with (
         session.use("plain") as model,
-        ReplyStream(model, tokenizer, session.prompt(messages), stops, sampling) as stream,
+        ReplyStream(model, tokenizer, session.prompt(messages).ids, stops, sampling) as stream,
     ):
         deltas = list(stream)
     assert "".join(deltas) == stream.reply.text == "The sky is "
@@ -126,7 +126,7 @@ def test_sampling_is_repeatable_with_a_seed(session):
         sampling = Sampling(16, temperature=1.5, seed=seed)
         with (
             session.use(session.base_name) as model,
-            ReplyStream(model, tokenizer, session.prompt(messages), stops, sampling) as stream,
+            ReplyStream(model, tokenizer, session.prompt(messages).ids, stops, sampling) as stream,
         ):
             texts.append("".join(stream))
     assert texts[0] == texts[1] != texts[2]
@@ -138,7 +138,7 @@ def test_user_errors_exit_2_before_loading_anything():
     assert "no model given" in proc.stderr
     proc = gemmaforge("generate", "hi", "--model", "m", "--image", "cat.png")
     assert proc.returncode == 2
-    assert "--image/--audio are not supported yet" in proc.stderr
+    assert "cat.png" in proc.stderr and "does not exist" in proc.stderr
     proc = gemmaforge("chat", "--adapter", "/nonexistent/run")
     assert proc.returncode == 2
     assert "is neither a run folder nor a PEFT adapter folder" in proc.stderr
@@ -153,5 +153,5 @@ def test_streaming_works_on_the_multimodal_families(family, tiny_dir):
     stops = stop_token_ids(tokenizer, table)
     with session.use(session.base_name) as model:
         expected = generate(model, tokenizer, table, [messages], max_new_tokens=10)[0]
-        with ReplyStream(model, tokenizer, session.prompt(messages), stops, Sampling(10)) as s:
+        with ReplyStream(model, tokenizer, session.prompt(messages).ids, stops, Sampling(10)) as s:
             assert "".join(s) == expected.text

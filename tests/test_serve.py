@@ -190,7 +190,6 @@ def image_message(url: str) -> list[dict]:
 @pytest.mark.parametrize(
     ("url", "code"),
     [
-        (png_data_url(), "unsupported_content"),  # a good image: media is not supported yet
         ("data:image/png;base64,bm90IGFuIGltYWdl", "invalid_image"),  # "not an image"
         ("data:image/png;base64,%%%", "invalid_image"),
         ("/etc/hostname", "media_paths_disabled"),
@@ -201,6 +200,56 @@ def test_images_are_refused_with_a_reason(server, url, code):
     with pytest.raises(openai.BadRequestError) as err:
         server.client().chat.completions.create(model="plain", messages=image_message(url))
     assert err.value.status_code == 400 and err.value.code == code
+
+
+def test_a_text_only_base_refuses_images(server):
+    with pytest.raises(openai.BadRequestError, match="no vision tower") as err:
+        server.client().chat.completions.create(
+            model="plain", messages=image_message(png_data_url())
+        )
+    assert err.value.status_code == 400
+
+
+@pytest.fixture(scope="module")
+def mm_server(tiny_dir):
+    running = Server(create_app(open_session(str(tiny_dir("gemma4")), [], base_name="mm")))
+    yield running
+    running.stop()
+
+
+def wav_base64() -> str:
+    import numpy as np
+    import soundfile
+
+    buffer = BytesIO()
+    wave = 0.5 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)
+    soundfile.write(buffer, wave.astype(np.float32), 16000, format="WAV")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_images_and_audio_on_a_multimodal_base(mm_server):
+    client = mm_server.client()
+    audio = {"type": "input_audio", "input_audio": {"data": wav_base64(), "format": "wav"}}
+    messages = image_message(png_data_url())
+    messages[0]["content"].append(audio)
+    reply = client.chat.completions.create(model="mm", messages=messages, max_tokens=6)
+    assert reply.choices[0].message.content is not None
+    # The prompt counts the image's and the clip's soft tokens.
+    text_only = ask(client, "mm", "What is this?", max_tokens=6)
+    assert reply.usage.prompt_tokens > text_only.usage.prompt_tokens + 20
+
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="mm", messages=image_message("data:image/png;base64,bm90IGFuIGltYWdl")
+        )
+    assert err.value.code == "invalid_image"
+    broken_audio = {"type": "input_audio", "input_audio": {"data": "bm90IGF1ZGlv", "format": "wav"}}
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="mm", messages=[{"role": "user", "content": [broken_audio]}]
+        )
+    again = client.chat.completions.create(model="mm", messages=messages, max_tokens=6)
+    assert again.usage.prompt_tokens == reply.usage.prompt_tokens
 
 
 def test_bad_requests_get_json_errors_and_the_server_goes_on(server):

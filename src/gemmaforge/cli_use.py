@@ -50,8 +50,24 @@ SeedOpt = Annotated[
     int | None, typer.Option(help="Seed for sampling (temperature > 0).", show_default=False)
 ]
 DeviceOpt = Annotated[Device, typer.Option(help="Device to run on; auto: cuda, mps, then cpu.")]
-MediaOpt = Annotated[
-    list[Path] | None, typer.Option(help="Not supported yet (text only).", show_default=False)
+# A missing file is reported before the model loads (exists=True), not after a long wait.
+ImageOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        help="An image for the prompt (repeatable; multimodal models).",
+        exists=True,
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+AudioOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        help="An audio clip for the prompt (repeatable; multimodal models).",
+        exists=True,
+        dir_okay=False,
+        show_default=False,
+    ),
 ]
 
 
@@ -97,19 +113,11 @@ def generate(
     max_new_tokens: MaxNewTokensOpt = 512,
     temperature: TemperatureOpt = 0.0,
     seed: SeedOpt = None,
-    image: MediaOpt = None,
-    audio: MediaOpt = None,
+    image: ImageOpt = None,
+    audio: AudioOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Generate one reply, streamed to stdout as it is produced."""
-    if image or audio:
-        raise UserError(
-            problem(
-                COMMAND_LINE,
-                "--image/--audio are not supported yet: generation renders text-only prompts",
-                "pass text only",
-            )
-        )
     if prompt is None or prompt == "-":
         if sys.stdin.isatty():
             raise UserError(
@@ -120,7 +128,10 @@ def generate(
     from gemmaforge.infer.stream import Sampling
 
     session, name = _session(model, adapter, device)
-    generate_once(session, name, prompt, system, Sampling(max_new_tokens, temperature, seed=seed))
+    media = [("image", str(path)) for path in image or []]
+    media += [("audio", str(path)) for path in audio or []]
+    sampling = Sampling(max_new_tokens, temperature, seed=seed)
+    generate_once(session, name, prompt, system, sampling, media=media)
 
 
 def chat(
@@ -160,7 +171,8 @@ def serve(
         ),
     ] = None,
     allow_media_paths: Annotated[
-        bool, typer.Option(help="Let requests name image files on this machine.")
+        bool,
+        typer.Option(help="Let requests name image files on this machine (else data URLs only)."),
     ] = False,
     base_name: Annotated[
         str | None,

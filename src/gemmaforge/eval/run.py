@@ -10,7 +10,8 @@ from the same weights inside `disable_adapter()`. Each side gets greedy, batched
 every prompt (the conversation without its last reply, which is the reference), scored by
 the task's metrics (`eval/tasks.py`), and a perplexity from the loss on the references (the
 last reply; every token for completion-format text), computed as training computes its
-validation loss.
+validation loss. Rows with images or audio go through training's media path (the run's image
+budget and audio policy); their replies are generated one row at a time.
 """
 
 from __future__ import annotations
@@ -70,18 +71,6 @@ def eval_data(run: Run, data: str | None = None, limit: int | None = None) -> Ev
         except UserError as err:
             problems.extend(err.problems)
     raise_if_problems(problems)
-    media = [
-        c.where for c in conversations if any(not isinstance(m["content"], str) for m in c.messages)
-    ]
-    if media:
-        raise UserError(
-            problem(
-                media[0],
-                f"{len(media)} row(s) have images or audio; eval scores text conversations only "
-                "for now",
-                "pass --data with text-only rows",
-            )
-        )
     return EvalData(conversations, source)
 
 
@@ -119,6 +108,7 @@ def evaluate(
 
     from gemmaforge.eval.report import write_report
     from gemmaforge.runs import load_run
+    from gemmaforge.train.run import media_encoder
 
     console = console or Console(stderr=True)
     if task != "auto" and task not in TASKS:
@@ -140,7 +130,8 @@ def evaluate(
         )
     console.print(f"Loading {run.base_model} with the adapter of {run.dir} ...")
     loaded, model = load_run(run, device=device)
-    examples = _render(rows.conversations, loaded)
+    media = media_encoder(loaded, run.config.data)
+    examples = _render(rows.conversations, loaded, media)
     prompts = [c.messages[:-1] for c in chats]
     if max_new_tokens is None and references:
         max_new_tokens = _reply_budget(loaded.tokenizer, references)
@@ -151,10 +142,11 @@ def evaluate(
     for side in SIDES:
         start = time.perf_counter()
         with model.disable_adapter() if side == "base" else nullcontext():
-            metrics[side] = {"perplexity": _perplexity(model, loaded, run, examples, batch_size)}
+            perplexity = _perplexity(model, loaded, run, examples, batch_size, media)
+            metrics[side] = {"perplexity": perplexity}
             if chosen.corpus is not None:
                 console.print(f"Generating {len(prompts)} {side} replies ...")
-                replies[side] = _generate(model, loaded, prompts, max_new_tokens, batch_size)
+                replies[side] = _generate(model, loaded, prompts, max_new_tokens, batch_size, media)
                 metrics[side] = {**chosen.corpus(replies[side], references), **metrics[side]}
         seconds[side] = round(time.perf_counter() - start, 1)
 
@@ -187,7 +179,7 @@ def summary_line(report: dict) -> str:
     )
 
 
-def _render(conversations: list[Conversation], loaded) -> list:
+def _render(conversations: list[Conversation], loaded, media) -> list:
     """Rendered examples whose labels are the reference (the last reply, or all the text)."""
     from gemmaforge.data.render import render, render_text
 
@@ -198,7 +190,7 @@ def _render(conversations: list[Conversation], loaded) -> list:
                 examples.append(render_text(c.text, loaded.family, loaded.tokenizer, c.where))
             else:
                 examples.append(
-                    render(c.messages, loaded.family, loaded.tokenizer, "last", c.where)
+                    render(c.messages, loaded.family, loaded.tokenizer, "last", c.where, media)
                 )
         except UserError as err:
             problems.extend(err.problems)
@@ -212,7 +204,7 @@ def _reply_budget(tokenizer, references: list[str]) -> int:
     return math.ceil(1.25 * longest) + 16
 
 
-def _generate(model, loaded, prompts, max_new_tokens: int, batch_size: int) -> list[str]:
+def _generate(model, loaded, prompts, max_new_tokens: int, batch_size: int, media) -> list[str]:
     from gemmaforge.infer.generate import generate
 
     replies = generate(
@@ -222,22 +214,22 @@ def _generate(model, loaded, prompts, max_new_tokens: int, batch_size: int) -> l
         prompts,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        media=media,
     )
     return [reply.text for reply in replies]
 
 
-def _perplexity(model, loaded, run: Run, examples: list, batch_size: int) -> float:
+def _perplexity(model, loaded, run: Run, examples: list, batch_size: int, media) -> float:
     """exp(mean loss per reference token), with training's own validation-loss code."""
     from gemmaforge.train.loop import LoopData, validation_loss
-    from gemmaforge.train.run import media_encoder
 
-    media = media_encoder(loaded, run.config.data)
     pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     data = LoopData(
         train=[],
         val=examples,
         pad_id=pad,
         type_key=media.type_key if media else None,
+        media=media if any(example.media for example in examples) else None,
         dtype=loaded.dtype,
     )
     cfg = run.config.train.model_copy(update={"batch_size": batch_size})
@@ -248,9 +240,20 @@ def _per_example(chats: list[Conversation], replies: dict[str, list[str]], task)
     rows = []
     for i, c in enumerate(chats):
         reference = c.messages[-1]["content"]
-        row = {"where": c.where, "prompt": c.messages[-2]["content"], "reference": reference}
+        prompt = _prompt_text(c.messages[-2]["content"])
+        row = {"where": c.where, "prompt": prompt, "reference": reference}
         for side in SIDES:
             row[side] = replies[side][i]
             row[f"{side}_score"] = task.example(replies[side][i], reference)
         rows.append(row)
     return rows
+
+
+def _prompt_text(content) -> str:
+    """A prompt for the report: its text, with a marker naming each image or clip."""
+    if isinstance(content, str):
+        return content
+    return " ".join(
+        part["text"] if part["type"] == "text" else f"[{part['type']}: {Path(part['ref']).name}]"
+        for part in content
+    )

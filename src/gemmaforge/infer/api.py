@@ -6,11 +6,11 @@ with the matching HTTP status, so a client sees what to fix and the server keeps
 Fields that would change the meaning of the answer but that this server does not implement
 (tools, logprobs, JSON mode, n > 1) are refused, not ignored.
 
-Images and audio: gemmaforge renders text-only prompts today (training refuses media too),
-so media parts are refused with a 400 that says so. They are checked first, so a broken
-image or a path the server may not read is reported as such: images as data URLs, file
-paths only when the server runs with `--allow-media-paths`, never remote URLs (the server
-does not go online).
+Images and audio: `image_url` parts (a base64 data URL, or a file path when the server runs
+with `--allow-media-paths`; never a remote URL, the server does not go online) and
+`input_audio` parts (base64 data). Each is checked and written to a file in a folder the
+caller owns for the request, so the prompt is built by the same code as in training, which
+reads media by reference; a broken image is answered with a 400 before any model work.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import binascii
 import json
 from io import BytesIO
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -29,11 +29,6 @@ MAX_STOP_STRINGS = 4
 
 UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "top_logprobs")
 """Request fields refused when set: answering without them would silently mislead."""
-
-MEDIA_NOT_SUPPORTED = (
-    "{what} input is not supported yet: gemmaforge renders text-only prompts (training refuses "
-    "media too). Send text content only"
-)
 
 
 class ApiError(Exception):
@@ -147,42 +142,52 @@ def parse_request(body: bytes) -> ChatRequest:
     return request
 
 
-def to_messages(request: ChatRequest, allow_media_paths: bool) -> list[dict[str, str]]:
-    """The request's messages as gemmaforge conversation turns (text only)."""
+def to_messages(
+    request: ChatRequest, allow_media_paths: bool, media_dir: Path
+) -> list[dict[str, Any]]:
+    """The request's messages as gemmaforge conversation turns; media parts become
+    `{"type": "image" | "audio", "ref": path}`, data written into `media_dir`."""
     messages = []
     for i, message in enumerate(request.messages):
         role = "system" if message.role == "developer" else message.role
-        messages.append({"role": role, "content": _text(message, i, allow_media_paths)})
+        content = _content(message, i, allow_media_paths, media_dir)
+        messages.append({"role": role, "content": content})
     return messages
 
 
-def _text(message: Message, index: int, allow_media_paths: bool) -> str:
+def _content(
+    message: Message, index: int, allow_media_paths: bool, media_dir: Path
+) -> str | list[dict[str, str]]:
     content = message.content
     if content is None or isinstance(content, str):
         return content or ""
-    texts = []
+    parts = []
     for j, part in enumerate(content):
         param = f"messages.{index}.content.{j}"
-        if part.type == "text":
-            texts.append(part.text or "")
+        if part.type == "text" and parts and parts[-1]["type"] == "text":
+            # OpenAI joins a message's adjacent text parts; a newline keeps words apart.
+            parts[-1]["text"] += "\n" + (part.text or "")
+        elif part.type == "text":
+            parts.append({"type": "text", "text": part.text or ""})
         elif part.type == "image_url":
             if part.image_url is None:
                 raise ApiError(400, "an image_url part needs image_url.url", param=param)
-            _check_image(part.image_url.url, allow_media_paths, param)
-            raise ApiError(400, MEDIA_NOT_SUPPORTED.format(what="Image"), "unsupported_content")
+            ref = _image_ref(part.image_url.url, allow_media_paths, media_dir / param, param)
+            parts.append({"type": "image", "ref": ref})
         else:
             if part.input_audio is None:
                 raise ApiError(400, "an input_audio part needs input_audio.data", param=param)
-            _decode_base64(part.input_audio.data, "audio", param)
-            raise ApiError(400, MEDIA_NOT_SUPPORTED.format(what="Audio"), "unsupported_content")
-    # OpenAI joins a message's text parts into one text; a newline keeps words apart.
-    return "\n".join(texts)
+            path = media_dir / param
+            path.write_bytes(_decode_base64(part.input_audio.data, "audio", param))
+            parts.append({"type": "audio", "ref": str(path)})
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        return parts[0]["text"]
+    return parts
 
 
-def _check_image(url: str, allow_paths: bool, param: str) -> None:
-    """Raise an ApiError unless `url` is an image this server may read and can decode."""
-    from PIL import Image, UnidentifiedImageError
-
+def _image_ref(url: str, allow_paths: bool, spill: Path, param: str) -> str:
+    """The path of the image `url` names, or an ApiError unless it is an image this server
+    may read and can decode. A data URL's bytes are written to `spill`."""
     if url.startswith("data:"):
         header, _, payload = url.partition(",")
         if not header.endswith(";base64"):
@@ -193,14 +198,17 @@ def _check_image(url: str, allow_paths: bool, param: str) -> None:
                 param,
             )
         data = _decode_base64(payload, "image", param)
-    elif url.startswith(("http://", "https://")):
+        _check_image(data, param)
+        spill.write_bytes(data)
+        return str(spill)
+    if url.startswith(("http://", "https://")):
         raise ApiError(
             400,
             "image URLs are not fetched (the server never goes online): send a data URL",
             "invalid_image_url",
             param,
         )
-    elif not allow_paths:
+    if not allow_paths:
         raise ApiError(
             400,
             "image file paths are refused: send a data URL, or start the server with "
@@ -208,11 +216,17 @@ def _check_image(url: str, allow_paths: bool, param: str) -> None:
             "media_paths_disabled",
             param,
         )
-    else:
-        path = Path(url.removeprefix("file://"))
-        if not path.is_file():
-            raise ApiError(400, f"no image file at {path}", "invalid_image", param)
-        data = path.read_bytes()
+    path = Path(url.removeprefix("file://"))
+    if not path.is_file():
+        raise ApiError(400, f"no image file at {path}", "invalid_image", param)
+    _check_image(path.read_bytes(), param)
+    return str(path)
+
+
+def _check_image(data: bytes, param: str) -> None:
+    """An ApiError (400) unless `data` decodes as an image."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         Image.open(BytesIO(data)).verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:

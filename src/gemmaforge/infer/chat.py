@@ -1,24 +1,25 @@
 """`gemmaforge generate` and `gemmaforge chat`: replies streamed to the terminal.
 
-Both render the conversation with `render_prompt`, the function training renders with, and
-stream the reply to stdout as it is produced; notices go to stderr, so stdout holds only
-replies and can be piped. `chat` keeps the history (multi-turn), drops the oldest exchanges
-when the conversation outgrows the model's context, and reads one message per line: `/reset`
-clears the history, `/exit` or end of input (Ctrl-D, or the end of a pipe) ends it, and
+Both render the conversation with `Session.prompt` (training's renderer, images and audio
+included) and stream the reply to stdout as it is produced; notices go to stderr, so stdout
+holds only replies and can be piped. `chat` keeps the history (multi-turn), drops the oldest
+exchanges when the conversation outgrows the model's context, and reads one message per line:
+`/reset` clears the history, `/exit` or end of input (Ctrl-D, or the end of a pipe) ends it, and
 Ctrl-C stops the reply being written without leaving the chat.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from gemmaforge.errors import UserError, problem
 from gemmaforge.infer.generate import stop_token_ids
 from gemmaforge.infer.session import Session
 from gemmaforge.infer.stream import Reply, ReplyStream, Sampling
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]
 
 HELP = "/reset clears the history, /exit or Ctrl-D ends the chat."
 
@@ -29,9 +30,10 @@ def stream_reply(
     """Write the reply of model `name` to `messages` to `out` as it is generated."""
     prompt = session.prompt(messages)
     stops = stop_token_ids(session.loaded.tokenizer, session.loaded.family)
+    tokenizer = session.loaded.tokenizer
     with (
         session.use(name) as model,
-        ReplyStream(model, session.loaded.tokenizer, prompt, stops, sampling) as stream,
+        ReplyStream(model, tokenizer, prompt.ids, stops, sampling, prompt.inputs) as stream,
     ):
         for delta in stream:
             out.write(delta)
@@ -46,15 +48,24 @@ def generate_once(
     system: str | None,
     sampling: Sampling,
     out: TextIO = sys.stdout,
+    media: Sequence[tuple[str, str]] = (),
 ) -> Reply:
-    """One reply to `prompt` (with an optional system prompt), streamed to `out`."""
+    """One reply to `prompt` (with an optional system prompt), streamed to `out`.
+
+    `media` is (kind, path) pairs, "image" or "audio": they open the user turn, before the
+    text, as the training formats place them.
+    """
     if not prompt.strip():
         raise UserError(
             problem(None, "the prompt is empty", "pass it as an argument or on standard input")
         )
     messages = [{"role": "system", "content": system}] if system else []
+    content: str | list[dict[str, str]] = prompt
+    if media:
+        parts = [{"type": kind, "ref": ref} for kind, ref in media]
+        content = [*parts, {"type": "text", "text": prompt}]
     reply = stream_reply(
-        session, name, [*messages, {"role": "user", "content": prompt}], sampling, out
+        session, name, [*messages, {"role": "user", "content": content}], sampling, out
     )
     out.write("\n")
     return reply
@@ -133,7 +144,7 @@ def _fit_context(
     if limit is None:
         return
     dropped = 0
-    while len(history) > keep + 1 and len(session.prompt(history)) + reply_tokens > limit:
+    while len(history) > keep + 1 and len(session.prompt(history).ids) + reply_tokens > limit:
         del history[keep : keep + 2]
         dropped += 1
     if dropped:

@@ -4,7 +4,8 @@ Prompts are rendered by `render_prompt`, the same function training renders with
 is asked exactly the way it was trained. Batches are left-padded (a decoder continues from the
 last position of every row) and built from prompts of similar length, which keeps padding
 small; results come back in the caller's order. Only the new tokens are decoded, up to the
-family's first stop token.
+family's first stop token. A conversation with images or audio is rendered by training's media
+path (`MediaEncoder`) and generated on its own, with its pixel / audio features.
 
 Replies do not depend on how prompts are batched, up to floating-point noise: in bf16, a
 near-tie between two tokens can resolve differently for another batch shape (fp32 outputs
@@ -19,10 +20,13 @@ from typing import Any
 
 import torch
 
-from gemmaforge.data.render import render_prompt
+from gemmaforge.data.render import RenderedExample, render_prompt_example
 from gemmaforge.models.families import Family
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]
+
+PROMPT_KEYS = ("input_ids", "attention_mask", "labels")
+"""Batch keys that `generate` builds itself (labels are training's only)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,18 @@ def stop_token_ids(tokenizer: Any, family: Family) -> list[int]:
     return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
 
 
+def media_inputs(example: RenderedExample, media: Any, dtype: Any, device: Any) -> dict:
+    """The inputs besides ids and mask that one rendered prompt needs on a multimodal model
+    (modality type ids, pixel / audio features), built by training's own batch code."""
+    from gemmaforge.train.loop import LoopData
+
+    batcher = LoopData(
+        train=[], val=[], pad_id=0, type_key=media.type_key, media=media, dtype=dtype
+    )
+    batch = batcher.batch([example], device)
+    return {key: value for key, value in batch.items() if key not in PROMPT_KEYS}
+
+
 def generate(
     model: Any,
     tokenizer: Any,
@@ -51,22 +67,37 @@ def generate(
     *,
     max_new_tokens: int = 256,
     batch_size: int = 16,
+    media: Any = None,
 ) -> list[Generation]:
     """Greedy replies to `conversations` (each ending with a user turn), in their order.
 
-    The model is put in eval mode for the call and restored afterwards, so this can run in the
-    middle of training.
+    `media` (a MediaEncoder) lets conversations carry images and audio; each of those is
+    generated alone. The model is put in eval mode for the call and restored afterwards, so
+    this can run in the middle of training.
     """
-    prompts = [render_prompt(list(messages), family, tokenizer) for messages in conversations]
+    examples = [
+        render_prompt_example(list(messages), family, tokenizer, media=media)
+        for messages in conversations
+    ]
+    prompts = [example.input_ids for example in examples]
     stops = stop_token_ids(tokenizer, family)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     # Similar lengths share a batch, so little compute goes to padding; longest first, so a
     # batch too big for memory fails at once rather than after the short ones have run.
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    order = sorted(
+        (i for i in range(len(prompts)) if not examples[i].media), key=lambda i: -len(prompts[i])
+    )
     results: dict[int, Generation] = {}
     was_training = model.training
     model.eval()
     try:
+        device = next(model.parameters()).device
+        # One at a time: rows' media differ in count and shape (Gemma 4 images vary in
+        # patches), and one row keeps feature order trivially that of its tokens.
+        for i in (i for i in range(len(prompts)) if examples[i].media):
+            inputs = media_inputs(examples[i], media, model.dtype, device)
+            reply = _generate_batch(model, [prompts[i]], pad, stops, max_new_tokens, inputs)[0]
+            results[i] = _decode(tokenizer, reply, stops)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             replies = _generate_batch(
@@ -80,7 +111,12 @@ def generate(
 
 
 def _generate_batch(
-    model: Any, prompts: list[list[int]], pad: int, stops: list[int], max_new_tokens: int
+    model: Any,
+    prompts: list[list[int]],
+    pad: int,
+    stops: list[int],
+    max_new_tokens: int,
+    inputs: dict | None = None,
 ) -> list[list[int]]:
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
@@ -94,6 +130,7 @@ def _generate_batch(
             max_new_tokens=max_new_tokens,
             eos_token_id=stops,
             pad_token_id=pad,
+            **(inputs or {}),
         )
     return out[:, width:].tolist()
 

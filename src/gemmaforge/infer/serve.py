@@ -6,6 +6,9 @@ unauthenticated `GET /health`. The `model` field picks the base model (by its na
 adapter (by the name given on the command line); adapters load on first use (see
 `session.py`), and requests run one at a time because they share one model.
 
+Images (`image_url` data URLs) and audio (`input_audio`) go to multimodal models through the
+same prompt building as `generate` (see `api.py` and `session.py`).
+
 Safe defaults: loopback only unless `--host` says otherwise, an optional API key
 (`Authorization: Bearer KEY`, else 401), request bodies capped (413), and every error is an
 OpenAI-style JSON body with the server still running.
@@ -15,9 +18,11 @@ from __future__ import annotations
 
 import hmac
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 from fastapi import Depends, FastAPI, Request
@@ -28,7 +33,7 @@ from starlette.exceptions import HTTPException
 from gemmaforge.errors import UserError
 from gemmaforge.infer.api import ApiError, ChatRequest, parse_request, to_messages
 from gemmaforge.infer.generate import stop_token_ids
-from gemmaforge.infer.session import Session
+from gemmaforge.infer.session import Prompt, Session
 from gemmaforge.infer.stream import ReplyStream, Sampling
 
 DEFAULT_MAX_TOKENS = 512
@@ -91,7 +96,9 @@ def create_app(
         request_body = await _read_body(request, max_request_bytes)
         chat = parse_request(request_body)
         _check_model(session, chat.model)
-        completion = _Completion(session, chat, _prompt(session, chat, allow_media_paths), stops)
+        # Decoding and encoding media is real work: off the event loop, like generation.
+        prompt = await run_in_threadpool(_prompt, session, chat, allow_media_paths)
+        completion = _Completion(session, chat, prompt, stops)
         if chat.stream:
             return _EventStream(completion.events())
         return JSONResponse(await run_in_threadpool(completion.whole))
@@ -116,19 +123,21 @@ def _check_model(session: Session, name: str) -> None:
         )
 
 
-def _prompt(session: Session, chat: ChatRequest, allow_media_paths: bool) -> list[int]:
-    """Prompt ids for the request, or an ApiError if they cannot be built or do not fit."""
+def _prompt(session: Session, chat: ChatRequest, allow_media_paths: bool) -> Prompt:
+    """The request's prompt, or an ApiError if it cannot be built or does not fit."""
     try:
-        prompt = session.prompt(to_messages(chat, allow_media_paths))
+        # The prompt holds the media features once built, so the request's files can go.
+        with tempfile.TemporaryDirectory(prefix="gemmaforge-media-") as media_dir:
+            prompt = session.prompt(to_messages(chat, allow_media_paths, Path(media_dir)))
     except UserError as err:
         raise ApiError(400, "; ".join(err.problems), param="messages") from None
     limit = session.context_length
-    wanted = len(prompt) + _max_tokens(chat)
+    wanted = len(prompt.ids) + _max_tokens(chat)
     if limit is not None and wanted > limit:
         raise ApiError(
             400,
-            f"the prompt ({len(prompt)} tokens) and max_tokens ({_max_tokens(chat)}) exceed the "
-            f"model's context of {limit} tokens: shorten the messages or lower max_tokens",
+            f"the prompt ({len(prompt.ids)} tokens) and max_tokens ({_max_tokens(chat)}) exceed "
+            f"the model's context of {limit} tokens: shorten the messages or lower max_tokens",
             "context_length_exceeded",
             "messages",
         )
@@ -177,7 +186,7 @@ class _EventStream(StreamingResponse):
 class _Completion:
     """One chat completion: generated whole or as a stream of chunks."""
 
-    def __init__(self, session: Session, chat: ChatRequest, prompt: list[int], stops: list[int]):
+    def __init__(self, session: Session, chat: ChatRequest, prompt: Prompt, stops: list[int]):
         self.session, self.chat, self.prompt, self.stops = session, chat, prompt, stops
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
@@ -191,9 +200,8 @@ class _Completion:
         )
 
     def _stream(self, model) -> ReplyStream:
-        return ReplyStream(
-            model, self.session.loaded.tokenizer, self.prompt, self.stops, self.sampling
-        )
+        tokenizer, prompt = self.session.loaded.tokenizer, self.prompt
+        return ReplyStream(model, tokenizer, prompt.ids, self.stops, self.sampling, prompt.inputs)
 
     def _head(self, kind: str) -> dict:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.chat.model}

@@ -9,6 +9,11 @@ as one with none and holds only those that were asked for. The base model answer
 
 `use()` holds a lock for as long as its caller generates: the active adapter is state of the
 shared model, so requests must not interleave.
+
+Images and audio go through training's own path: `render_prompt_example` splices each part's
+soft tokens into the prompt (with the model's processor, via `MediaEncoder`), and training's
+batch builder turns that one example into the pixel / audio features and modality ids the
+model's `generate` takes next to the ids.
 """
 
 from __future__ import annotations
@@ -17,16 +22,18 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gemmaforge.config import ModelConfig
-from gemmaforge.data.render import render_prompt
+from gemmaforge.config import DataConfig, ModelConfig
+from gemmaforge.data.render import render_prompt_example
 from gemmaforge.errors import UserError, problem
 from gemmaforge.runs import RUN_FILE, Run, check_base, open_run
 
 ADAPTER_CONFIG = "adapter_config.json"
+TOWERS = {"image": "vision", "audio": "audio"}
+"""The encoder each media kind needs."""
 
 
 @dataclass(frozen=True)
@@ -66,14 +73,34 @@ def find_adapter(path: str | Path, name: str = "adapter") -> AdapterSource:
     )
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt: its ids, and the other inputs `model.generate` takes with them."""
+
+    ids: list[int]
+    inputs: dict[str, Any] = field(default_factory=dict)
+    """Modality type ids and pixel / audio features (batch of one, on the model's device);
+    empty for text-only models."""
+
+
 class Session:
     """A loaded base model plus named adapters; see the module docstring."""
 
-    def __init__(self, loaded: Any, adapters: list[AdapterSource], base_name: str):
+    def __init__(
+        self,
+        loaded: Any,
+        adapters: list[AdapterSource],
+        base_name: str,
+        data: DataConfig | None = None,
+    ):
+        from gemmaforge.train.run import media_encoder
+
         self.loaded = loaded
         self.model = loaded.model
         self.base_name = base_name
         self.adapters = {source.name: source for source in adapters}
+        # `data` carries a run's image budget and audio policy, so media is encoded as trained.
+        self.media = media_encoder(loaded, data or DataConfig())
         self._lock = threading.Lock()
         self._active: set[str] = set()
 
@@ -82,10 +109,37 @@ class Session:
         """Every model name a request may ask for: the base first."""
         return [self.base_name, *self.adapters]
 
-    def prompt(self, messages: list[dict[str, str]]) -> list[int]:
-        """Prompt ids for a conversation ending with a user turn (a UserError if it cannot be
-        rendered), exactly as training rendered it."""
-        return render_prompt(messages, self.loaded.family, self.loaded.tokenizer)
+    def prompt(self, messages: list[dict[str, Any]]) -> Prompt:
+        """The prompt for a conversation ending with a user turn (a UserError if it cannot be
+        rendered), exactly as training rendered it. Media parts are
+        `{"type": "image" | "audio", "ref": path}`; they are read now, so their files may go
+        once this returns."""
+        self._check_towers(messages)
+        loaded = self.loaded
+        example = render_prompt_example(messages, loaded.family, loaded.tokenizer, media=self.media)
+        if self.media is None:
+            return Prompt(example.input_ids)
+        from gemmaforge.infer.generate import media_inputs
+
+        inputs = media_inputs(example, self.media, loaded.dtype, loaded.device)
+        return Prompt(example.input_ids, inputs)
+
+    def _check_towers(self, messages: list[dict[str, Any]]) -> None:
+        """Refuse media on a text-only model with what is missing, not a rendering error."""
+        if self.media is not None:
+            return
+        parts = [m["content"] for m in messages if isinstance(m.get("content"), list)]
+        kind = next((p["type"] for ps in parts for p in ps if p["type"] != "text"), None)
+        if kind is not None:
+            raise UserError(
+                problem(
+                    None,
+                    f"this model has no {TOWERS[kind]} tower (it is text-only), so it cannot "
+                    f"take {kind} input",
+                    "use a multimodal base (Gemma 3n, Gemma 4, Gemma 3 4B and up), or send "
+                    "text only",
+                )
+            )
 
     @property
     def context_length(self) -> int | None:
@@ -155,7 +209,8 @@ def open_session(
     loaded = load_model(cfg, for_training=False)
     for run in runs:
         check_base(run, loaded)
-    session = Session(loaded, sources, base_name or Path(model).name)
+    data = runs[0].config.data if runs else None
+    session = Session(loaded, sources, base_name or Path(model).name, data)
     if session.base_name in session.adapters:
         raise UserError(
             problem(

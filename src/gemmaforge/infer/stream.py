@@ -73,6 +73,9 @@ class _QueueStreamer:
 class ReplyStream:
     """Iterate text deltas of one reply to `prompt_ids`; `reply` holds the totals afterwards.
 
+    `inputs` are further `model.generate` arguments that go with the prompt (a multimodal
+    model's modality ids and pixel / audio features: `Session.prompt` builds them).
+
     Use it as a context manager (or call `close`) so the worker thread always ends.
     """
 
@@ -83,10 +86,12 @@ class ReplyStream:
         prompt_ids: Sequence[int],
         stop_ids: Sequence[int],
         sampling: Sampling,
+        inputs: dict[str, Any] | None = None,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.prompt_ids, self.stop_ids = list(prompt_ids), list(stop_ids)
         self.sampling = sampling
+        self.inputs = inputs or {}
         self.reply = Reply(prompt_tokens=len(self.prompt_ids))
         self._tokens: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
@@ -171,6 +176,7 @@ class ReplyStream:
                     pad_token_id=self.stop_ids[0],
                     streamer=_QueueStreamer(self._tokens),
                     stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                    **self.inputs,
                     **options,
                 )
         except BaseException as err:  # handed to the reading thread, which re-raises it
