@@ -68,8 +68,8 @@ def accuracy(model, loaded, data_file, labels) -> float:
     """Held-out accuracy by scoring each candidate answer: the lowest loss wins."""
     from gemmaforge.data.collate import collate
     from gemmaforge.data.formats import to_conversation
+    from gemmaforge.data.multimodal import media_encoder
     from gemmaforge.data.records import read_records
-    from gemmaforge.train.run import media_encoder
 
     cfg = Config().data
     encoder = media_encoder(loaded, cfg)

@@ -29,6 +29,16 @@ class Run:
     def adapter_dir(self) -> Path:
         return self.dir / "adapter"
 
+    def adapter_config(self) -> dict:
+        """The PEFT adapter_config.json (rank, alpha, rsLoRA/DoRA flags, targets)."""
+        return json.loads((self.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+
+    def adapter_weights(self) -> dict:
+        """The adapter's tensors by PEFT key, on the CPU."""
+        from safetensors.torch import load_file
+
+        return load_file(self.adapter_dir / "adapter_model.safetensors")
+
 
 def open_run(path: str | Path) -> Run:
     """The run folder at `path` (a UserError naming what is missing if it is not one)."""

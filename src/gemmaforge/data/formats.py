@@ -47,12 +47,13 @@ def format_columns(cfg: DataConfig) -> dict[str, tuple[str, ...]]:
         "sharegpt": ("conversations",),
         "instruction": (cfg.prompt_column, cfg.response_column),
         "completion": (cfg.text_column,),
-        "caption": (cfg.image_column, cfg.caption_column),
-        "vqa": (cfg.image_column, cfg.question_column, cfg.answer_column),
-        "transcription": (cfg.audio_column, cfg.text_column),
-        "audio_qa": (cfg.audio_column, cfg.prompt_column, cfg.response_column),
-        "audiovisual": (cfg.image_column, cfg.audio_column, cfg.prompt_column, cfg.response_column),
+        **{fmt: _shortcut_columns(spec(cfg)) for fmt, spec in MEDIA_SHORTCUTS.items()},
     }
+
+
+def _shortcut_columns(spec: tuple[dict[str, str], str | None, str]) -> tuple[str, ...]:
+    kinds, prompt_column, reply_column = spec
+    return (*kinds.values(), *([prompt_column] if prompt_column else []), reply_column)
 
 
 def detect_format(record: Record, cfg: DataConfig) -> str:
@@ -241,54 +242,47 @@ def _completion(record: Record, cfg: DataConfig) -> Conversation:
     return Conversation(where=record.where, messages=[], text=text)
 
 
-def _media_turns(record: Record, kinds: dict[str, str], prompt: str, reply: str) -> Conversation:
-    """One user turn (media then prompt) and one reply, from a CSV/JSONL row's cells."""
-    from gemmaforge.data.media import resolve_media_path
+def _media_shortcut(fmt: str) -> Callable[[Record, DataConfig], Conversation]:
+    """Converter for one media shortcut format: a user turn (media, then the prompt) and the
+    reply, every column named by DataConfig."""
 
-    base = Path(record.path).parent
-    parts = []
-    for kind, column in kinds.items():
-        ref = _text(record, column, record.row[column])
-        if not ref.strip():
-            raise UserError(
-                problem(record.where, f"{column!r} is empty", f"give the {kind} file's path or URL")
-            )
-        parts.append({"type": kind, "ref": resolve_media_path(ref.strip(), base)})
-    parts.append({"type": "text", "text": prompt})
-    messages = [{"role": "user", "content": parts}, {"role": "assistant", "content": reply}]
-    return Conversation(where=record.where, messages=messages)
+    def convert(record: Record, cfg: DataConfig) -> Conversation:
+        from gemmaforge.data.media import resolve_media_path
 
+        kinds, prompt_column, reply_column = MEDIA_SHORTCUTS[fmt](cfg)
+        base = Path(record.path).parent
+        parts = []
+        for kind, column in kinds.items():
+            ref = _text(record, column, record.row[column]).strip()
+            if not ref:
+                raise UserError(
+                    problem(record.where, f"{column!r} is empty", f"give the {kind} file's path")
+                )
+            parts.append({"type": kind, "ref": resolve_media_path(ref, base)})
+        if prompt_column:
+            prompt = _text(record, prompt_column, record.row[prompt_column])
+        else:
+            prompt = cfg.caption_prompt if "image" in kinds else cfg.transcription_prompt
+        parts.append({"type": "text", "text": prompt})
+        answer = _text(record, reply_column, record.row[reply_column])
+        messages = [{"role": "user", "content": parts}, {"role": "assistant", "content": answer}]
+        return Conversation(where=record.where, messages=messages)
 
-def _caption(record: Record, cfg: DataConfig) -> Conversation:
-    reply = _text(record, cfg.caption_column, record.row[cfg.caption_column])
-    return _media_turns(record, {"image": cfg.image_column}, cfg.caption_prompt, reply)
-
-
-def _vqa(record: Record, cfg: DataConfig) -> Conversation:
-    row = record.row
-    question = _text(record, cfg.question_column, row[cfg.question_column])
-    answer = _text(record, cfg.answer_column, row[cfg.answer_column])
-    return _media_turns(record, {"image": cfg.image_column}, question, answer)
-
-
-def _transcription(record: Record, cfg: DataConfig) -> Conversation:
-    reply = _text(record, cfg.text_column, record.row[cfg.text_column])
-    return _media_turns(record, {"audio": cfg.audio_column}, cfg.transcription_prompt, reply)
+    return convert
 
 
-def _audio_qa(record: Record, cfg: DataConfig) -> Conversation:
-    row = record.row
-    prompt = _text(record, cfg.prompt_column, row[cfg.prompt_column])
-    reply = _text(record, cfg.response_column, row[cfg.response_column])
-    return _media_turns(record, {"audio": cfg.audio_column}, prompt, reply)
-
-
-def _audiovisual(record: Record, cfg: DataConfig) -> Conversation:
-    row = record.row
-    prompt = _text(record, cfg.prompt_column, row[cfg.prompt_column])
-    reply = _text(record, cfg.response_column, row[cfg.response_column])
-    kinds = {"image": cfg.image_column, "audio": cfg.audio_column}
-    return _media_turns(record, kinds, prompt, reply)
+MEDIA_SHORTCUTS: dict[str, Callable[[DataConfig], tuple[dict[str, str], str | None, str]]] = {
+    # format: cfg -> ({media kind: column}, prompt column (None: the configured prompt), reply)
+    "caption": lambda c: ({"image": c.image_column}, None, c.caption_column),
+    "vqa": lambda c: ({"image": c.image_column}, c.question_column, c.answer_column),
+    "transcription": lambda c: ({"audio": c.audio_column}, None, c.text_column),
+    "audio_qa": lambda c: ({"audio": c.audio_column}, c.prompt_column, c.response_column),
+    "audiovisual": lambda c: (
+        {"image": c.image_column, "audio": c.audio_column},
+        c.prompt_column,
+        c.response_column,
+    ),
+}
 
 
 CONVERTERS: dict[str, Callable[[Record, DataConfig], Conversation]] = {
@@ -297,9 +291,5 @@ CONVERTERS: dict[str, Callable[[Record, DataConfig], Conversation]] = {
     "sharegpt": _sharegpt,
     "instruction": _instruction,
     "completion": _completion,
-    "caption": _caption,
-    "vqa": _vqa,
-    "transcription": _transcription,
-    "audio_qa": _audio_qa,
-    "audiovisual": _audiovisual,
+    **{fmt: _media_shortcut(fmt) for fmt in MEDIA_SHORTCUTS},
 }

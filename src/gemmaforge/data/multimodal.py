@@ -44,13 +44,11 @@ class MediaEncoder:
             "image": getattr(processor, "image_token", None),
             "audio": getattr(processor, "audio_token", None),
         }
-
-    @property
-    def type_key(self) -> str | None:
-        """The per-token modality key this processor emits, if any."""
-        probe = self.processor.tokenizer("x", return_tensors=None)
-        names = set(getattr(self.processor, "model_input_names", ())) | set(probe)
-        return next((key for key in TYPE_KEYS if key in names), None)
+        # The per-token modality key this processor emits (Gemma 4: mm_token_type_ids,
+        # Gemma 3n: token_type_ids), if any.
+        names = set(getattr(processor, "model_input_names", ()))
+        names |= set(processor.tokenizer("x", return_tensors=None))
+        self.type_key = next((key for key in TYPE_KEYS if key in names), None)
 
     def segment(self, media: MediaRef) -> tuple[list[int], list[int]]:
         """(ids, modality type ids) the part becomes in the token sequence."""
@@ -88,6 +86,19 @@ class MediaEncoder:
         if audio:
             kwargs["audio"] = audio
         return self.processor(text=[text], add_special_tokens=False, return_tensors="pt", **kwargs)
+
+
+def media_encoder(loaded, data_cfg) -> MediaEncoder | None:
+    """The MediaEncoder of a loaded multimodal model (None for text-only checkpoints), with
+    the run's image budget and the family's audio length limit. Training, eval, generate and
+    serve all build it here, so media are encoded the same way everywhere."""
+    if loaded.processor is None:
+        return None
+    set_image_budget(loaded.processor, data_cfg.image_budget)
+    policy = MediaPolicy(
+        audio_max_seconds=loaded.family.audio_max_seconds, audio_overlong=data_cfg.audio_overlong
+    )
+    return MediaEncoder(loaded.processor, policy)
 
 
 def set_image_budget(processor, budget: int | None) -> None:

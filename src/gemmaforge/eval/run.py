@@ -106,9 +106,9 @@ def evaluate(
     the report."""
     from rich.console import Console
 
+    from gemmaforge.data.multimodal import media_encoder
     from gemmaforge.eval.report import write_report
     from gemmaforge.runs import load_run
-    from gemmaforge.train.run import media_encoder
 
     console = console or Console(stderr=True)
     if task != "auto" and task not in TASKS:

@@ -12,7 +12,6 @@ DoRA has no llama.cpp equivalent: such runs are refused (export `gguf`, merged, 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -29,8 +28,7 @@ _PEFT_KEY = re.compile(r"base_model\.model\.(model\.layers\.\d+\..+?)\.lora_([AB
 
 def problems(run: Run) -> list[str]:
     found = gguf_model.problems(run)
-    config = json.loads((run.adapter_dir / "adapter_config.json").read_text("utf-8"))
-    if config.get("use_dora"):
+    if run.adapter_config().get("use_dora"):
         found.append(
             problem(
                 str(run.dir),
@@ -43,11 +41,9 @@ def problems(run: Run) -> list[str]:
 
 def write(job: Job, out: Path) -> None:
     import gguf
-    from safetensors.torch import load_file
 
     run = job.run
-    config = json.loads((run.adapter_dir / "adapter_config.json").read_text("utf-8"))
-    weights = load_file(run.adapter_dir / "adapter_model.safetensors")
+    config, weights = run.adapter_config(), run.adapter_weights()
     rank, alpha = config["r"], float(config["lora_alpha"])
     # llama.cpp scales by alpha / rank; rsLoRA's alpha / sqrt(rank) needs alpha * sqrt(rank).
     if config.get("use_rslora"):

@@ -70,11 +70,9 @@ def problems(run: Run) -> list[str]:
 def write(job: Job, out: Path) -> None:
     import numpy as np
     from safetensors.numpy import save_file
-    from safetensors.torch import load_file
 
     run = job.run
-    peft_config = json.loads((run.adapter_dir / "adapter_config.json").read_text("utf-8"))
-    weights = load_file(run.adapter_dir / "adapter_model.safetensors")
+    peft_config, weights = run.adapter_config(), run.adapter_weights()
     modules: dict[tuple[int, str], dict[str, object]] = {}
     for key, tensor in weights.items():
         match = _PEFT_KEY.fullmatch(key)

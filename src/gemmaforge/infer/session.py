@@ -93,7 +93,7 @@ class Session:
         base_name: str,
         data: DataConfig | None = None,
     ):
-        from gemmaforge.train.run import media_encoder
+        from gemmaforge.data.multimodal import media_encoder
 
         self.loaded = loaded
         self.model = loaded.model

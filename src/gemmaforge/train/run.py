@@ -41,6 +41,7 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
 
     from gemmaforge.config_load import dump_config
     from gemmaforge.data.dataset import load_datasets
+    from gemmaforge.data.multimodal import media_encoder
     from gemmaforge.models.load import load_model
     from gemmaforge.models.lora import apply_lora
     from gemmaforge.train import artifacts, loop
@@ -124,20 +125,6 @@ def run_record(loaded: LoadedModel) -> dict:
         "model_type": loaded.model.config.model_type,
         "gemmaforge_version": __version__,
     }
-
-
-def media_encoder(loaded: LoadedModel, data_cfg):
-    """The MediaEncoder of a multimodal model (None for text-only checkpoints)."""
-    if loaded.processor is None:
-        return None
-    from gemmaforge.data.media import MediaPolicy
-    from gemmaforge.data.multimodal import MediaEncoder, set_image_budget
-
-    set_image_budget(loaded.processor, data_cfg.image_budget)
-    policy = MediaPolicy(
-        audio_max_seconds=loaded.family.audio_max_seconds, audio_overlong=data_cfg.audio_overlong
-    )
-    return MediaEncoder(loaded.processor, policy)
 
 
 def release_unused_towers(model, examples, towers) -> list[str]:
