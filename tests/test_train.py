@@ -183,3 +183,22 @@ def test_lora_variants_train(method, tiny_dir, tmp_path):
     assert adapter["use_rslora" if method == "rslora" else "use_dora"] is True
     curve = losses(result.run_dir)
     assert curve[-1] < curve[0]
+
+
+def test_a_missing_data_file_fails_before_the_model_loads(tmp_path):
+    from gemmaforge.errors import UserError
+
+    # The model path does not exist either: the data check must come first.
+    cfg = run_config(tmp_path / "no-model", tmp_path / "no.jsonl", tmp_path / "run")
+    with pytest.raises(UserError, match=r"data.train: .*no.jsonl: file not found"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_image_budget_on_a_text_only_model_is_an_error(tiny_dir, tmp_path):
+    from gemmaforge.errors import UserError
+
+    cfg = run_config(tiny_dir("gemma3"), write_task(tmp_path / "t.jsonl"), tmp_path / "run")
+    cfg.data.image_budget = 140
+    with pytest.raises(UserError, match="text-only model: it has no image processor"):
+        train(cfg)

@@ -93,6 +93,14 @@ def media_encoder(loaded, data_cfg) -> MediaEncoder | None:
     the run's image budget and the family's audio length limit. Training, eval, generate and
     serve all build it here, so media are encoded the same way everywhere."""
     if loaded.processor is None:
+        if data_cfg.image_budget is not None:
+            raise UserError(
+                problem(
+                    "data.image_budget",
+                    f"{loaded.source} is a text-only model: it has no image processor",
+                    "remove data.image_budget",
+                )
+            )
         return None
     set_image_budget(loaded.processor, data_cfg.image_budget)
     policy = MediaPolicy(

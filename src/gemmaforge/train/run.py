@@ -154,6 +154,14 @@ def release_unused_towers(model, examples, towers) -> list[str]:
 def _prepare_run_dir(run_dir: Path, cfg: Config) -> None:
     from gemmaforge.train.checkpoint import list_checkpoints
 
+    # Before the model loads (minutes for a large one): a mistyped data path fails at once.
+    missing = [
+        problem(f"data.{key}", f"{path}: file not found", "check the path")
+        for key, path in (("train", cfg.data.train), ("validation", cfg.data.validation))
+        if path and "://" not in path and not Path(path).exists()
+    ]
+    if missing:
+        raise UserError(missing)
     if cfg.train.resume:
         if not list_checkpoints(run_dir / "checkpoints"):
             raise UserError(
