@@ -94,7 +94,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
             "--model",
             "m",
             "--data",
-            "d.jsonl",
+            str(write_task(tmp_path / "d.jsonl", rows=4)),
             "--output",
             str(out),
             "--resume",
