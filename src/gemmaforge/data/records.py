@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from gemmaforge.errors import UserError, problem
 
@@ -30,7 +31,22 @@ class Record:
     row: dict[str, Any]
     path: str
     line: int
-    """1-based line the row starts on."""
+    """1-based line the row starts on (the row number for columnar sources)."""
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that could not be read, with the problem (file:line, what, fix) in words."""
+
+    path: str
+    line: int
+    problem: str
+    raw: str | None = None
+    """The row's text, when there is any, for `skipped.jsonl`."""
 
     @property
     def where(self) -> str:
@@ -59,25 +75,45 @@ def raise_if_problems(problems: list[str]) -> None:
 
 
 def read_records(path: str | Path) -> DataFile:
-    """Read every row of a JSONL (.jsonl/.ndjson/.json) or CSV (.csv/.tsv) file."""
-    name = str(path)
-    data = _read_bytes(Path(path))
-    suffix = Path(path).suffix.lower()
-    problems: list[str] = []
-    lines = _decode_lines(name, data, problems)
-    if suffix in JSONL_SUFFIXES:
-        records = _parse_jsonl(name, lines, problems)
-    else:
-        records = _parse_csv(name, lines, CSV_DELIMITERS[suffix], problems)
+    """Every row of a JSONL (.jsonl/.ndjson/.json) or CSV (.csv/.tsv) file, in memory.
+
+    Every bad row of the file is reported at once.
+    """
+    digest = hashlib.sha256()
+    records, problems = [], []
+    for item in iter_records(path, digest):
+        if isinstance(item, BadRow):
+            problems.append(item.problem)
+        else:
+            records.append(item)
     if not records and not problems:
         problems.append(
-            problem(name, "the file has no rows", "add at least one example to the file")
+            problem(str(path), "the file has no rows", "add at least one example to the file")
         )
     raise_if_problems(problems)
-    return DataFile(path=name, sha256=hashlib.sha256(data).hexdigest(), records=records)
+    return DataFile(path=str(path), sha256=digest.hexdigest(), records=records)
 
 
-def _read_bytes(path: Path) -> bytes:
+def iter_records(path: str | Path, digest=None) -> Iterator[Record | BadRow]:
+    """Stream the rows of a JSONL or CSV file, one at a time, in file order.
+
+    A row that cannot be read comes out as a BadRow (the caller's error policy decides);
+    a file that cannot be read at all raises UserError. `digest` (a hashlib object) is fed
+    every byte read.
+    """
+    name = str(path)
+    suffix = Path(path).suffix.lower()
+    with _open_binary(Path(path)) as handle:
+        lines = _decode_lines(name, handle, digest)
+        if suffix in JSONL_SUFFIXES:
+            yield from _parse_jsonl(name, lines)
+        else:
+            yield from _parse_csv(name, lines, CSV_DELIMITERS[suffix])
+        for _ in lines:  # hash any bytes left after a fatal CSV error
+            pass
+
+
+def _open_binary(path: Path) -> BinaryIO:
     suffixes = ", ".join(JSONL_SUFFIXES + tuple(CSV_DELIMITERS))
     if path.suffix.lower() not in JSONL_SUFFIXES + tuple(CSV_DELIMITERS):
         raise UserError(
@@ -97,57 +133,66 @@ def _read_bytes(path: Path) -> bytes:
                 f"check the path (relative paths start from {Path.cwd()})",
             )
         )
-    return path.read_bytes()
+    return path.open("rb")
 
 
-def _decode_lines(name: str, data: bytes, problems: list[str]) -> list[str]:
+@dataclass
+class _Line:
+    number: int
+    text: str
+    problem: str | None
+    """Set when the line is not valid UTF-8 (the text then has replacement characters)."""
+
+
+def _decode_lines(name: str, handle: BinaryIO, digest) -> Iterator[_Line]:
     """Decode line by line so every non-UTF-8 line is reported, not just the first.
 
     Bytes are split before decoding because a UTF-8 newline byte never occurs inside a
     multi-byte character. Undecodable lines are kept (with replacement characters) so the
     rest of the file is still checked.
     """
-    lines = []
-    for number, raw in enumerate(data.splitlines(keepends=True), start=1):
+    for number, raw in enumerate(handle, start=1):
+        if digest is not None:
+            digest.update(raw)
+        issue = None
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            problems.append(
-                problem(
-                    f"{name}:{number}",
-                    f"byte {raw[err.start]:#04x} at column {err.start + 1} is not valid UTF-8",
-                    "re-encode the file as UTF-8 (e.g. `iconv -f cp1252 -t utf-8 in > out`, or "
-                    "save as 'CSV UTF-8' in Excel)",
-                )
+            issue = problem(
+                f"{name}:{number}",
+                f"byte {raw[err.start]:#04x} at column {err.start + 1} is not valid UTF-8",
+                "re-encode the file as UTF-8 (e.g. `iconv -f cp1252 -t utf-8 in > out`, or "
+                "save as 'CSV UTF-8' in Excel)",
             )
             text = raw.decode("utf-8", errors="replace")
         # Excel and Notepad write a byte-order mark that would otherwise end up in a column name.
-        lines.append(text.removeprefix("\ufeff") if number == 1 else text)
-    return lines
+        yield _Line(number, text.removeprefix("\ufeff") if number == 1 else text, issue)
 
 
-def _parse_jsonl(name: str, lines: list[str], problems: list[str]) -> list[Record]:
-    records = []
-    for number, text in enumerate(lines, start=1):
+def _parse_jsonl(name: str, lines: Iterator[_Line]) -> Iterator[Record | BadRow]:
+    for line in lines:
+        number, text = line.number, line.text
         if not text.strip():
             continue
         where = f"{name}:{number}"
+        if line.problem:
+            yield BadRow(name, number, line.problem, text)
+            continue
         try:
             row = json.loads(text)
         except json.JSONDecodeError as err:
-            problems.append(problem(where, f"not valid JSON ({err})", _json_fix(number, text)))
+            issue = problem(where, f"not valid JSON ({err})", _json_fix(number, text))
+            yield BadRow(name, number, issue, text)
             continue
         if not isinstance(row, dict):
-            problems.append(
-                problem(
-                    where,
-                    f"expected a JSON object, got {type(row).__name__}",
-                    'write one JSON object per line, like {"messages": [...]}',
-                )
+            issue = problem(
+                where,
+                f"expected a JSON object, got {type(row).__name__}",
+                'write one JSON object per line, like {"messages": [...]}',
             )
+            yield BadRow(name, number, issue, text)
             continue
-        records.append(Record(row=row, path=name, line=number))
-    return records
+        yield Record(row=row, path=name, line=number)
 
 
 def _json_fix(number: int, text: str) -> str:
@@ -156,54 +201,71 @@ def _json_fix(number: int, text: str) -> str:
     return "fix the JSON on this line; each line must hold one complete JSON object"
 
 
-def _parse_csv(name: str, lines: list[str], delimiter: str, problems: list[str]) -> list[Record]:
+def _parse_csv(name: str, lines: Iterator[_Line], delimiter: str) -> Iterator[Record | BadRow]:
     # Long documents in one cell exceed csv's default 128 KiB field limit.
     csv.field_size_limit(2**31 - 1)
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)
-    try:
-        rows = _csv_rows(reader)
-    except csv.Error as err:
-        problems.append(
-            problem(
-                f"{name}:{reader.line_num}",
-                f"not valid CSV ({err})",
-                'quote fields that contain the delimiter, quotes or newlines ("a ""b"" c")',
-            )
-        )
-        return []
-    if not rows:
-        return []
-    header_line, header = rows[0]
-    problems.extend(_header_problems(f"{name}:{header_line}", header))
-    records = []
-    for line, fields in rows[1:]:
-        if len(fields) != len(header):
-            problems.append(
-                problem(
-                    f"{name}:{line}",
-                    f"row has {len(fields)} fields but the header has {len(header)}",
-                    "quote fields that contain the delimiter, or add/remove the missing fields",
-                )
-            )
-            continue
-        records.append(Record(row=dict(zip(header, fields, strict=True)), path=name, line=line))
-    return records
-
-
-def _csv_rows(reader: Any) -> list[tuple[int, list[str]]]:
-    """(start line, fields) of each non-blank row, the header included.
-
-    A row starts one past the lines read before it: quoted fields may span several lines, so
-    row numbers and line numbers differ.
-    """
-    rows = []
+    source = _LineFeed(lines)
+    reader = csv.reader(source, delimiter=delimiter, strict=True)
+    header = None
     while True:
         start = reader.line_num + 1
-        fields = next(reader, None)
+        try:
+            fields = next(reader, None)
+        except csv.Error as err:
+            issue = problem(
+                f"{name}:{reader.line_num}",
+                f"not valid CSV ({err}); the rows after it were not read",
+                'quote fields that contain the delimiter, quotes or newlines ("a ""b"" c")',
+            )
+            yield BadRow(name, reader.line_num, issue)
+            return
         if fields is None:
-            return rows
-        if fields:
-            rows.append((start, fields))
+            return
+        bad_encoding = source.take_problems()
+        if not fields:
+            continue
+        if header is None:
+            header = fields
+            issues = bad_encoding + _header_problems(f"{name}:{start}", header)
+            for issue in issues:
+                yield BadRow(name, start, issue, delimiter.join(fields))
+            if issues:
+                return
+            continue
+        raw = delimiter.join(fields)
+        if bad_encoding:
+            yield BadRow(name, start, bad_encoding[0], raw)
+        elif len(fields) != len(header):
+            issue = problem(
+                f"{name}:{start}",
+                f"row has {len(fields)} fields but the header has {len(header)}",
+                "quote fields that contain the delimiter, or add/remove the missing fields",
+            )
+            yield BadRow(name, start, issue, raw)
+        else:
+            yield Record(row=dict(zip(header, fields, strict=True)), path=name, line=start)
+
+
+class _LineFeed:
+    """Feeds decoded lines to csv.reader and remembers the encoding problems of the lines
+    the current row was read from (a quoted field may span several lines)."""
+
+    def __init__(self, lines: Iterator[_Line]):
+        self._lines = lines
+        self._problems: list[str] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        if line.problem:
+            self._problems.append(line.problem)
+        return line.text
+
+    def take_problems(self) -> list[str]:
+        problems, self._problems = self._problems, []
+        return problems
 
 
 def _header_problems(where: str, header: list[str]) -> list[str]:
