@@ -164,9 +164,15 @@ def test_every_bad_row_of_every_file_in_one_error(tmp_path, tokenizer):
     with pytest.raises(UserError) as info:
         load(tokenizer, train=str(train_path), validation=str(val_path))
     wheres = [p.split(": ")[0] for p in info.value.problems]
-    assert wheres == [f"{train_path}:2", f"{train_path}:3", f"{train_path}:4", f"{val_path}:2"]
-    assert "missing column(s) 'messages'" in info.value.problems[1]
-    assert "message 2 (assistant) is empty" in info.value.problems[2]
+    # Unreadable rows (the CSV one) are found while reading, before any row is rendered.
+    assert sorted(wheres) == [
+        f"{train_path}:2",
+        f"{train_path}:3",
+        f"{train_path}:4",
+        f"{val_path}:2",
+    ]
+    assert "missing column(s) 'messages'" in info.value.problems[2]
+    assert "message 2 (assistant) is empty" in info.value.problems[3]
 
 
 def test_explicit_format_is_used(tmp_path, tokenizer):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 from safetensors.torch import load_file
 
@@ -33,13 +34,31 @@ def metrics(run) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tiny_dir, tmp_path):
+DATA_VARIANTS = {
+    "memory": {},
+    # Streamed rows through a small shuffle buffer, packed, with an unreadable row skipped:
+    # the resumed run must restart the stream mid-epoch at the same row.
+    "streamed-packed-skip": {
+        "streaming": "on",
+        "shuffle_buffer": 8,
+        "packing": True,
+        "max_seq_length": 64,
+        "on_error": "skip",
+    },
+}
+
+
+@pytest.mark.parametrize("variant", DATA_VARIANTS)
+def test_resume_after_sigkill_matches_uninterrupted_run(variant, tiny_dir, tmp_path):
     data = write_task(tmp_path / "train.jsonl", rows=64)
+    if DATA_VARIANTS[variant]:
+        with data.open("a") as handle:
+            handle.write("{not json\n")
     config = tmp_path / "run.yaml"
     # Dropout on, so the resumed run must also restore the RNG to match.
     settings = {
         "model": {"name_or_path": str(tiny_dir("gemma3"))},
-        "data": {"train": str(data)},
+        "data": {"train": str(data), **DATA_VARIANTS[variant]},
         "lora": {"r": 8, "dropout": 0.1},
         "train": {
             "max_steps": STEPS,
@@ -76,6 +95,10 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_dir, tmp_path):
         assert abs(a["loss"] - b["loss"]) <= 1e-5 * max(1.0, abs(a["loss"])), (a, b)
         assert a["lr"] == b["lr"]
         assert abs(a.get("eval_loss", 0) - b.get("eval_loss", 0)) <= 1e-5
+    if DATA_VARIANTS[variant]:
+        for run in ("whole", "killed"):  # the bad row is logged once, even after a resume
+            skipped = (tmp_path / run / "skipped.jsonl").read_text().splitlines()
+            assert [json.loads(line)["where"] for line in skipped] == [f"{data}:65"]
     final_a = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
     final_b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
     assert final_a.keys() == final_b.keys()

@@ -87,6 +87,22 @@ class DataConfig(Section):
     audio_overlong: Literal["truncate", "drop", "fail"] = "truncate"
     """Clips longer than the family's limit (Gemma 3n and Gemma 4: 30 s): cut them, drop the
     example, or stop with an error."""
+    on_error: Literal["fail", "skip"] = "fail"
+    """Rows that cannot be used (unreadable, bad schema, broken media): fail stops with every
+    problem listed (before training, or at the row when streaming); skip leaves them out.
+    Every row left out, for any reason, is written with the reason to OUT/skipped.jsonl."""
+    streaming: Literal["auto", "on", "off"] = "auto"
+    """Read training rows lazily instead of loading them all first. auto: on for remote
+    (s3://, gs://, https://) sources. Needs train.max_steps."""
+    shuffle_buffer: int = Field(10_000, ge=1)
+    """Rows held in the shuffle buffer when streaming (memory grows with it, randomness too)."""
+    packing: bool = False
+    """Pack several text examples into each row of up to max_seq_length tokens, with
+    positions restarting per example and no attention across examples: no compute on padding.
+    batch_size then counts packed rows."""
+    group_by_length: bool = False
+    """Batch examples of similar length together (less padding; useful for images and audio,
+    which are never packed). Batches are still drawn in a seeded random order."""
     image_budget: Literal[70, 140, 280, 560, 1120] | None = None
     """Gemma 4 soft tokens per image (the processor's default when unset). The same budget is
     used by evaluation, serving and export of the run."""

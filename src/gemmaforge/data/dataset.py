@@ -9,14 +9,17 @@ counts a user needs to trust the run, and each file's sha256 for the model card.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from gemmaforge.config import DataConfig
 from gemmaforge.data.formats import detect_format, to_conversation
-from gemmaforge.data.records import DataFile, raise_if_problems, read_records
+from gemmaforge.data.media import MediaDropped, MediaError
+from gemmaforge.data.records import BadRow, Record, iter_records, raise_if_problems
 from gemmaforge.data.render import RenderedExample, render, render_text
+from gemmaforge.data.skiplog import SkipLog
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import Family
 
@@ -58,15 +61,24 @@ class DataReport:
     """Images in the training examples."""
     audio_clips: int = 0
     """Audio clips in the training examples."""
+    streaming: bool = False
+    """Training rows are streamed: their counts are not known before training reads them."""
+    skipped: int = 0
+    """Rows left out (unreadable, invalid, too long...), each listed in skipped.jsonl."""
     notes: list[str] = field(default_factory=list)
     """Per-example notes, e.g. media examples dropped as too long and the length they need."""
 
     def summary(self) -> str:
+        if self.streaming:
+            return (
+                f"streaming {', '.join(f.path for f in self.files)}; {self.val_examples} "
+                f"validation examples ({self.validation})"
+            )
         return (
             f"{self.rows_read} rows read; {self.train_examples} train / {self.val_examples} "
             f"validation ({self.validation}); {self.dropped_overlong} dropped as too long, "
-            f"{self.truncated} truncated; {self.trained_tokens} of {self.train_tokens} "
-            "training tokens trained"
+            f"{self.truncated} truncated, {self.skipped} skipped in all; "
+            f"{self.trained_tokens} of {self.train_tokens} training tokens trained"
             + (f"; {self.images} images, {self.audio_clips} audio clips" if self.has_media else "")
         )
 
@@ -81,28 +93,35 @@ def load_datasets(
     tokenizer: PreTrainedTokenizerBase,
     seed: int,
     media: MediaEncoder | None = None,
+    skips: SkipLog | None = None,
 ) -> tuple[list[RenderedExample], list[RenderedExample], DataReport]:
     """Train and validation examples, rendered for `family`, and a report of what happened.
 
     `media` (the model's processor) expands image and audio parts; every media file is
-    decoded here, so broken media fail before training starts.
+    decoded here, so broken media fail before training starts. Rows left out are recorded in
+    `skips`; under `data.on_error=fail` any unusable row stops loading, with every problem
+    of every file listed at once.
     """
     if not cfg.train:
         raise UserError(problem(None, "no training data", "set data.train to a JSONL or CSV file"))
+    skips = skips if skips is not None else SkipLog()
+    renderer = RowRenderer(cfg, family, tokenizer, media)
     problems: list[str] = []
     files: list[FileReport] = []
-    notes: list[str] = []
-    train = _load_file(cfg.train, cfg, family, tokenizer, files, problems, media, notes)
-    val = _load_file(cfg.validation, cfg, family, tokenizer, files, problems, media, notes)
-    raise_if_problems(problems)
+    train_rows = _read_file(cfg.train, cfg, files, problems, skips)
+    val_rows = _read_file(cfg.validation, cfg, files, problems, skips)
     source = "file" if cfg.validation else "none"
     if not cfg.validation:
-        held_out = set(split_indices(len(train), cfg.val_fraction, cfg.val_max_rows, seed))
+        held_out = set(split_indices(len(train_rows), cfg.val_fraction, cfg.val_max_rows, seed))
         source = "split" if held_out else "none"
-        val = [ex for i, ex in enumerate(train) if i in held_out]
-        train = [ex for i, ex in enumerate(train) if i not in held_out]
-    train, train_dropped, train_cut = fit_length(train, cfg, notes)
-    val, val_dropped, val_cut = fit_length(val, cfg, notes)
+        val_rows = [r for i, r in enumerate(train_rows) if i in held_out]
+        train_rows = [r for i, r in enumerate(train_rows) if i not in held_out]
+    train = renderer.render_all(train_rows, problems, skips, cfg.on_error)
+    val = renderer.render_all(val_rows, problems, skips, cfg.on_error)
+    raise_if_problems(problems)
+    notes: list[str] = []
+    train, train_dropped, train_cut = fit_length(train, cfg, notes, skips)
+    val, val_dropped, val_cut = fit_length(val, cfg, notes, skips)
     if not train:
         raise UserError([_all_too_long(cfg), *notes[:10]])
     report = DataReport(
@@ -117,6 +136,7 @@ def load_datasets(
         trained_tokens=sum(ex.num_trained for ex in train),
         images=sum(m.kind == "image" for ex in train for m in ex.media),
         audio_clips=sum(m.kind == "audio" for ex in train for m in ex.media),
+        skipped=skips.total,
         notes=notes,
     )
     return train, val, report
@@ -134,93 +154,146 @@ def split_indices(n: int, fraction: float, max_rows: int, seed: int) -> list[int
     return sorted(random.Random(seed).sample(range(n), size))
 
 
-def fit_length(
-    examples: list[RenderedExample], cfg: DataConfig, notes: list[str] | None = None
-) -> tuple[list[RenderedExample], int, int]:
-    """Apply `cfg.overlong` to examples over `cfg.max_seq_length`: (kept, dropped, truncated).
-
-    A cut never falls inside or before an image/audio token run: the model would then get
-    features for tokens that are gone and fail. Such examples are dropped instead.
-    """
-    kept, dropped, truncated = [], 0, 0
+def fit_one(ex: RenderedExample, cfg: DataConfig) -> tuple[RenderedExample | None, str | None]:
+    """Apply `cfg.overlong` to one example: (the example, possibly cut, or None; why it was
+    changed or dropped). A cut never falls inside or before an image/audio token run: the
+    model would then get features for tokens that are gone and fail. Such examples are
+    dropped instead."""
     limit = cfg.max_seq_length
+    if len(ex.input_ids) <= limit:
+        return ex, None
+    cut = replace(
+        ex,
+        input_ids=ex.input_ids[:limit],
+        labels=ex.labels[:limit],
+        token_types=ex.token_types[:limit] if ex.token_types is not None else None,
+    )
+    # A truncated example with no label left would only cost compute.
+    if cfg.overlong == "drop" or cut.num_trained == 0 or ex.media_end > limit:
+        what = "its image/audio tokens need" if ex.media else "it needs"
+        return None, f"too long: {what} max_seq_length >= {len(ex.input_ids)} (now {limit})"
+    return cut, "truncated"
+
+
+def fit_length(
+    examples: list[RenderedExample],
+    cfg: DataConfig,
+    notes: list[str] | None = None,
+    skips: SkipLog | None = None,
+) -> tuple[list[RenderedExample], int, int]:
+    """`fit_one` over examples: (kept, dropped, truncated). Dropped media examples are noted
+    with the length they need (text ones are only counted: there may be thousands)."""
+    kept, dropped, truncated = [], 0, 0
     for ex in examples:
-        if len(ex.input_ids) <= limit:
-            kept.append(ex)
-            continue
-        cut = replace(
-            ex,
-            input_ids=ex.input_ids[:limit],
-            labels=ex.labels[:limit],
-            token_types=ex.token_types[:limit] if ex.token_types is not None else None,
-        )
-        # A truncated example with no label left would only cost compute.
-        if cfg.overlong == "drop" or cut.num_trained == 0 or ex.media_end > limit:
+        fitted, why = fit_one(ex, cfg)
+        if fitted is None:
             dropped += 1
+            if skips is not None:
+                skips.add(ex.where, "too_long", why)
             if ex.media and notes is not None:
-                notes.append(
-                    f"{ex.where}: dropped, its image/audio tokens need max_seq_length >= "
-                    f"{len(ex.input_ids)} (now {limit})"
-                )
+                notes.append(f"{ex.where}: dropped, {why.removeprefix('too long: ')}")
         else:
-            kept.append(cut)
-            truncated += 1
+            kept.append(fitted)
+            truncated += why == "truncated"
     return kept, dropped, truncated
 
 
-def _load_file(
+class RowRenderer:
+    """Render rows one at a time for a family: format detected per file, media expanded."""
+
+    def __init__(self, cfg: DataConfig, family: Family, tokenizer, media=None):
+        self.cfg, self.family, self.tokenizer, self.media = cfg, family, tokenizer, media
+        self._formats: dict[str, str] = {}
+
+    def __call__(self, record: Record) -> RenderedExample:
+        """The rendered example; raises UserError (bad row) or MediaDropped."""
+        cfg = self.cfg
+        fmt = self._formats.get(record.path)
+        if fmt is None:
+            fmt = cfg.format if cfg.format != "auto" else detect_format(record, cfg)
+            self._formats[record.path] = fmt
+        conv = to_conversation(record, fmt, cfg)
+        if conv.text is not None:
+            return render_text(conv.text, self.family, self.tokenizer, conv.where)
+        return render(
+            conv.messages, self.family, self.tokenizer, cfg.train_on, conv.where, self.media
+        )
+
+    def admit(self, item: Record | BadRow, skips: SkipLog, on_error: str) -> RenderedExample | None:
+        """The example for one row, or None when it is left out (and recorded in `skips`).
+
+        Under on_error=fail a bad row raises its UserError; a dropped-by-policy audio clip
+        (data.audio_overlong=drop) is a choice, not an error, and is always just recorded.
+        """
+        if isinstance(item, BadRow):
+            if on_error == "fail":
+                raise UserError(item.problem)
+            skips.add(item.where, "unreadable", item.problem, item.raw)
+            return None
+        try:
+            return self(item)
+        except MediaDropped as err:
+            skips.add(item.where, "audio_too_long", "; ".join(err.problems))
+        except UserError as err:
+            if on_error == "fail":
+                raise
+            kind = "media" if isinstance(err, MediaError) else "invalid"
+            skips.add(item.where, kind, "; ".join(err.problems), item.row)
+        return None
+
+    def render_all(
+        self, rows: list[Record], problems: list[str], skips: SkipLog, on_error: str
+    ) -> list[RenderedExample]:
+        """Every row rendered; under on_error=fail the problems are collected, not raised,
+        so one error lists them all."""
+        examples = []
+        for record in rows:
+            try:
+                example = self.admit(record, skips, on_error)
+            except UserError as err:
+                problems.extend(err.problems)
+                continue
+            if example is not None:
+                examples.append(example)
+        return examples
+
+
+def _read_file(
     path: str | None,
     cfg: DataConfig,
-    family: Family,
-    tokenizer: PreTrainedTokenizerBase,
     files: list[FileReport],
     problems: list[str],
-    media: MediaEncoder | None = None,
-    notes: list[str] | None = None,
-) -> list[RenderedExample]:
-    """Render every row of one file, adding its report to `files` and its problems to
-    `problems` (so the train and validation files are checked in one pass)."""
+    skips: SkipLog,
+) -> list[Record]:
+    """The readable rows of one file; unreadable ones go to `problems` (fail) or `skips`."""
     if path is None:
         return []
+    digest = hashlib.sha256()
+    rows = []
     try:
-        data = read_records(path)
-        fmt = cfg.format if cfg.format != "auto" else detect_format(data.records[0], cfg)
+        for item in iter_records(path, digest):
+            if isinstance(item, Record):
+                rows.append(item)
+            elif cfg.on_error == "fail":
+                problems.append(item.problem)
+            else:
+                skips.add(item.where, "unreadable", item.problem, item.raw)
     except UserError as err:
         problems.extend(err.problems)
         return []
-    files.append(FileReport(data.path, data.sha256, len(data.records), fmt))
-    return _render_rows(data, fmt, cfg, family, tokenizer, problems, media, notes)
+    if not rows and not problems:
+        problems.append(problem(path, "the file has no rows", "add at least one example to it"))
+    files.append(FileReport(str(path), digest.hexdigest(), len(rows), _format_name(rows, cfg)))
+    return rows
 
 
-def _render_rows(
-    data: DataFile,
-    fmt: str,
-    cfg: DataConfig,
-    family: Family,
-    tokenizer: PreTrainedTokenizerBase,
-    problems: list[str],
-    media: MediaEncoder | None = None,
-    notes: list[str] | None = None,
-) -> list[RenderedExample]:
-    from gemmaforge.data.media import MediaDropped
-
-    notes = notes if notes is not None else []
-    examples = []
-    for record in data.records:
-        try:
-            conv = to_conversation(record, fmt, cfg)
-            if conv.text is not None:
-                examples.append(render_text(conv.text, family, tokenizer, conv.where))
-            else:
-                examples.append(
-                    render(conv.messages, family, tokenizer, cfg.train_on, conv.where, media)
-                )
-        except MediaDropped as err:
-            # data.audio_overlong=drop: a reported choice, not a problem.
-            notes.extend(f"dropped: {p}" for p in err.problems)
-        except UserError as err:
-            problems.extend(err.problems)
-    return examples
+def _format_name(rows: list[Record], cfg: DataConfig) -> str:
+    if cfg.format != "auto" or not rows:
+        return cfg.format
+    try:
+        return detect_format(rows[0], cfg)
+    except UserError:
+        return "unknown"
 
 
 def _all_too_long(cfg: DataConfig) -> str:

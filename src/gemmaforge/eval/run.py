@@ -221,17 +221,15 @@ def _generate(model, loaded, prompts, max_new_tokens: int, batch_size: int, medi
 
 def _perplexity(model, loaded, run: Run, examples: list, batch_size: int, media) -> float:
     """exp(mean loss per reference token), with training's own validation-loss code."""
+    from gemmaforge.data.batching import BatchSpec
+    from gemmaforge.data.collate import Collator
     from gemmaforge.train.loop import LoopData, validation_loss
 
     pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-    data = LoopData(
-        train=[],
-        val=examples,
-        pad_id=pad,
-        type_key=media.type_key if media else None,
-        media=media if any(example.media for example in examples) else None,
-        dtype=loaded.dtype,
+    collator = Collator(
+        pad_id=pad, type_key=media.type_key if media else None, media=media, dtype=loaded.dtype
     )
+    data = LoopData(train=None, val=examples, collate=collator, spec=BatchSpec(batch_size, 0))
     cfg = run.config.train.model_copy(update={"batch_size": batch_size})
     return math.exp(validation_loss(model, data, cfg, loaded.device))
 

@@ -50,12 +50,10 @@ def stop_token_ids(tokenizer: Any, family: Family) -> list[int]:
 def media_inputs(example: RenderedExample, media: Any, dtype: Any, device: Any) -> dict:
     """The inputs besides ids and mask that one rendered prompt needs on a multimodal model
     (modality type ids, pixel / audio features), built by training's own batch code."""
-    from gemmaforge.train.loop import LoopData
+    from gemmaforge.data.collate import Collator
 
-    batcher = LoopData(
-        train=[], val=[], pad_id=0, type_key=media.type_key, media=media, dtype=dtype
-    )
-    batch = batcher.batch([example], device)
+    collator = Collator(pad_id=0, type_key=media.type_key, media=media, dtype=dtype)
+    batch = collator.examples([example], device)
     return {key: value for key, value in batch.items() if key not in PROMPT_KEYS}
 
 

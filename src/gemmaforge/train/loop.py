@@ -1,39 +1,34 @@
-"""The training loop: short and visible. Micro-batches in a seeded order, loss summed over
-labelled tokens and normalised by the optimizer step's token count, AdamW, warm-up + decay,
-clipping, periodic validation and atomic checkpoints.
+"""The training loop: short and visible. Micro-batches in a seeded order (data/epochs.py),
+loss summed over labelled tokens and normalised by the optimizer step's token count, AdamW,
+warm-up + decay, clipping, periodic validation and atomic checkpoints.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from gemmaforge.config import TrainConfig
-from gemmaforge.data.collate import collate, epoch_order
+from gemmaforge.data.batching import BatchSpec, Position
+from gemmaforge.data.collate import Collator
+from gemmaforge.data.epochs import ExampleSource, batch_stream, batches_per_epoch
 from gemmaforge.train import artifacts, checkpoint
 from gemmaforge.train.loss import batch_loss
 
 
 @dataclass
 class LoopData:
-    """What the loop consumes: rendered examples and how to batch them."""
+    """What the loop consumes: training examples (in memory or streamed), validation
+    examples, and how to batch them."""
 
-    train: list
+    train: ExampleSource
     val: list
-    pad_id: int
-    type_key: str | None = None
-    media: object | None = None
-    """MediaEncoder for datasets with images or audio."""
-    dtype: torch.dtype | None = None
-    """Floating-point features (pixels, audio) are cast to the model's dtype."""
-
-    def batch(self, examples, device) -> dict:
-        tensors = collate(examples, self.pad_id, self.type_key, self.media)
-        return {key: _to(value, device, self.dtype) for key, value in tensors.items()}
+    collate: Collator
+    spec: BatchSpec
 
 
 @dataclass
@@ -41,22 +36,20 @@ class LoopState:
     """Where training is; saved in every checkpoint."""
 
     step: int = 0
-    micro_position: int = 0
-    """Micro-batches consumed since the start of training (fixes epoch and offset)."""
+    position: Position = field(default_factory=Position)
+    """Where the next micro-batch starts in the example stream."""
     train_seconds: float = 0.0
+    padding: float = 0.0
+    """Padding tokens among the token slots of all batches so far."""
+    slots: int = 0
+    """Token slots (rows x width) of all batches so far."""
     final: dict = field(default_factory=dict)
 
 
-def _to(value: torch.Tensor, device, dtype) -> torch.Tensor:
-    if dtype is not None and value.is_floating_point():
-        return value.to(device=device, dtype=dtype)
-    return value.to(device)
-
-
-def total_steps(cfg: TrainConfig, num_examples: int) -> int:
-    per_epoch = math.ceil(num_examples / cfg.batch_size)
+def total_steps(cfg: TrainConfig, data: LoopData) -> int:
     if cfg.max_steps:
         return cfg.max_steps
+    per_epoch = batches_per_epoch(data.train, data.spec)
     return max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
 
 
@@ -71,18 +64,6 @@ def make_optimizer(model, cfg: TrainConfig, steps: int):
     return optimizer, scheduler
 
 
-def micro_batches(data: LoopData, cfg: TrainConfig, start: int):
-    """Endless (position, examples) stream from micro-batch `start`, epoch after epoch."""
-    per_epoch = math.ceil(len(data.train) / cfg.batch_size)
-    position = start
-    while True:
-        epoch, offset = divmod(position, per_epoch)
-        order = epoch_order(len(data.train), cfg.batch_size, cfg.seed, epoch)
-        for indices in order[offset:]:
-            position += 1
-            yield position, [data.train[i] for i in indices]
-
-
 @torch.no_grad()
 def validation_loss(model, data: LoopData, cfg: TrainConfig, device) -> float | None:
     if not data.val:
@@ -91,7 +72,7 @@ def validation_loss(model, data: LoopData, cfg: TrainConfig, device) -> float | 
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(data.val), cfg.batch_size):
-        batch = data.batch(data.val[start : start + cfg.batch_size], device)
+        batch = data.collate.examples(data.val[start : start + cfg.batch_size], device)
         loss_sum, tokens = batch_loss(model, batch, cfg.loss_chunk_size)
         total, count = total + loss_sum.item(), count + tokens
     model.train(was_training)
@@ -113,14 +94,14 @@ def run_loop(
     """Train from `state` to `steps` optimizer steps; returns the final state."""
     device = accelerator.device
     metrics_path = run_dir / "metrics.jsonl"
-    stream = micro_batches(data, cfg, state.micro_position)
+    stream = batch_stream(data.train, data.spec, state.position)
     model.train()
     task = progress.add_task("training", total=steps, completed=state.step, status="")
     while state.step < steps:
         started = time.perf_counter()
         batches = [next(stream) for _ in range(cfg.grad_accum)]
-        state.micro_position = batches[-1][0]
-        tensors = [data.batch(examples, device) for _, examples in batches]
+        state.position = batches[-1].after
+        tensors = [data.collate(batch.rows, device) for batch in batches]
         # Normalise by the whole step's labelled tokens, so every token weighs the same
         # whatever micro-batch it landed in.
         step_tokens = sum(int((t["labels"][:, 1:] != -100).sum()) for t in tensors)
@@ -138,14 +119,18 @@ def run_loop(
         elapsed = time.perf_counter() - started
         state.train_seconds += elapsed
         state.step += 1
-        input_tokens = sum(int(t["attention_mask"].sum()) for t in tensors)
+        input_tokens = sum(len(ex.input_ids) for b in batches for ex in b.examples)
+        slots = sum(t["input_ids"].numel() for t in tensors)
+        state.padding = (state.padding * state.slots + slots - input_tokens) / (state.slots + slots)
+        state.slots += slots
         record = {
             "step": state.step,
             "loss": loss_total / max(step_tokens, 1),
             "lr": lr,
             "tokens_per_second": input_tokens / elapsed,
             "trained_tokens": step_tokens,
-            "epoch": state.micro_position / math.ceil(len(data.train) / cfg.batch_size),
+            "padding": (slots - input_tokens) / slots,
+            "epoch": _epoch(state.position, data.train.size),
         }
         last = state.step == steps
         if (cfg.eval_every and state.step % cfg.eval_every == 0) or (last and data.val):
@@ -164,8 +149,10 @@ def run_loop(
 
 def save(model, run_dir: Path, state: LoopState, optimizer, scheduler, keep: int) -> Path:
     payload = {
-        "micro_position": state.micro_position,
+        "position": asdict(state.position),
         "train_seconds": state.train_seconds,
+        "padding": state.padding,
+        "slots": state.slots,
         "final": state.final,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -183,10 +170,17 @@ def restore(model, run_dir: Path, optimizer, scheduler) -> LoopState:
     artifacts.truncate_metrics(run_dir / "metrics.jsonl", saved["step"])
     return LoopState(
         step=saved["step"],
-        micro_position=saved["micro_position"],
+        position=Position(**saved["position"]),
         train_seconds=saved["train_seconds"],
+        padding=saved["padding"],
+        slots=saved["slots"],
         final=saved["final"],
     )
+
+
+def _epoch(position: Position, size: int | None) -> float:
+    """Epochs done: fractional when the epoch's size is known (in memory)."""
+    return position.epoch + (position.start / size if size else 0.0)
 
 
 def status_line(record: dict) -> str:

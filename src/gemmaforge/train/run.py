@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gemmaforge.config import Config
+from gemmaforge.config import Config, DataConfig
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.load import LoadedModel
 from gemmaforge.runs import RUN_FILE
@@ -40,8 +40,11 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
     from rich.console import Console
 
     from gemmaforge.config_load import dump_config
-    from gemmaforge.data.dataset import load_datasets
+    from gemmaforge.data.batching import BatchSpec
+    from gemmaforge.data.collate import Collator
     from gemmaforge.data.multimodal import media_encoder
+    from gemmaforge.data.skiplog import FILE as SKIP_FILE
+    from gemmaforge.data.skiplog import SkipLog
     from gemmaforge.models.load import load_model
     from gemmaforge.models.lora import apply_lora
     from gemmaforge.train import artifacts, loop
@@ -55,14 +58,19 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
         f"{str(loaded.dtype).removeprefix('torch.')}"
     )
     media = media_encoder(loaded, cfg.data)
-    train_set, val_set, report = load_datasets(
-        cfg.data, loaded.family, loaded.tokenizer, cfg.train.seed, media
-    )
+    skips = SkipLog(run_dir / SKIP_FILE)
+    source, val_set, report = _open_data(cfg, loaded, media, skips)
     console.print(f"data: {report.summary()}")
     for note in report.notes[:20]:
         console.print(f"  {note}")
-    for line in release_unused_towers(loaded.model, train_set + val_set, cfg.lora.towers):
-        console.print(line)
+    if skips.total:
+        console.print(f"  {skips.summary()}")
+    if report.streaming:
+        console.print("  streaming: encoders are kept (the data's media kinds are not known yet)")
+    else:
+        used = source.examples + val_set
+        for line in release_unused_towers(loaded.model, used, cfg.lora.towers):
+            console.print(line)
 
     random.seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
@@ -74,17 +82,27 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
             activation_checkpointing_kwargs={"use_reentrant": False}
         )
     accelerator = Accelerator(cpu=loaded.device.type == "cpu")
-    steps = loop.total_steps(cfg.train, len(train_set))
+    data = loop.LoopData(
+        train=source,
+        val=val_set,
+        collate=Collator(
+            pad_id=_pad_id(loaded.tokenizer),
+            type_key=media.type_key if media else None,
+            media=media,
+            dtype=loaded.dtype,
+            packed=cfg.data.packing,
+        ),
+        spec=BatchSpec(
+            batch_size=cfg.train.batch_size,
+            max_tokens=cfg.data.max_seq_length,
+            packing=cfg.data.packing,
+            group_by_length=cfg.data.group_by_length,
+            seed=cfg.train.seed,
+        ),
+    )
+    steps = loop.total_steps(cfg.train, data)
     optimizer, scheduler = loop.make_optimizer(model, cfg.train, steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    data = loop.LoopData(
-        train=train_set,
-        val=val_set,
-        pad_id=_pad_id(loaded.tokenizer),
-        type_key=media.type_key if media else None,
-        media=media if report.has_media or any(ex.media for ex in val_set) else None,
-        dtype=loaded.dtype,
-    )
 
     if cfg.train.resume:
         state = loop.restore(model, run_dir, optimizer, scheduler)
@@ -108,9 +126,48 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
         )
     model = accelerator.unwrap_model(model)
     model.eval()
+    if skips.total:
+        console.print(skips.summary())
+    if cfg.data.packing or state.padding:
+        console.print(f"padding: {state.padding:.1%} of the token slots trained on")
     _write_outputs(run_dir, cfg, model, loaded, report, lora_report, state.final)
     console.print(f"done: {run_dir} (final {loop.status_line(state.final)})")
     return TrainResult(run_dir=run_dir, model=model, loaded=loaded, final=state.final)
+
+
+def _open_data(cfg: Config, loaded: LoadedModel, media, skips):
+    """(training example source, validation examples, report): in memory, or streamed."""
+    from gemmaforge.data.dataset import RowRenderer, load_datasets
+    from gemmaforge.data.epochs import MemoryExamples
+    from gemmaforge.data.streaming import open_stream
+
+    if streams(cfg.data):
+        renderer = RowRenderer(cfg.data, loaded.family, loaded.tokenizer, media)
+        return open_stream(cfg.data, renderer, skips, cfg.train.seed)
+    train_set, val_set, report = load_datasets(
+        cfg.data, loaded.family, loaded.tokenizer, cfg.train.seed, media, skips
+    )
+    if cfg.data.packing and report.has_media:
+        raise UserError(
+            problem(
+                "data.packing",
+                f"the data has {report.images} images and {report.audio_clips} audio clips: "
+                "packing is for text",
+                "set data.packing=false (data.group_by_length=true also cuts padding)",
+            )
+        )
+    return MemoryExamples(train_set, cfg.train.seed), val_set, report
+
+
+def streams(data: DataConfig) -> bool:
+    """Whether training rows are streamed: asked for, or (auto) read from remote storage."""
+    if data.streaming != "auto":
+        return data.streaming == "on"
+    return any(
+        "://" in path and not path.startswith("file://")
+        for path in (data.train, data.validation)
+        if path
+    )
 
 
 def run_record(loaded: LoadedModel) -> dict:
@@ -160,6 +217,14 @@ def _prepare_run_dir(run_dir: Path, cfg: Config) -> None:
         for key, path in (("train", cfg.data.train), ("validation", cfg.data.validation))
         if path and "://" not in path and not Path(path).exists()
     ]
+    if streams(cfg.data) and not cfg.train.max_steps:
+        missing.append(
+            problem(
+                "train.max_steps",
+                "streamed data has no known length, so epochs cannot be counted",
+                "set train.max_steps (or data.streaming=off to load the data first)",
+            )
+        )
     if missing:
         raise UserError(missing)
     if cfg.train.resume:
