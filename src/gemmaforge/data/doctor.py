@@ -282,7 +282,8 @@ class _Scan:
         kept, dropped, _ = fit_length([example], self.data)
         action = "dropped" if dropped else "truncated"
         actions[action] += 1
-        what = f"{n} tokens, more than data.max_seq_length={limit}: training {action} it"
+        verb = "drops" if dropped else "cuts"
+        what = f"{n} tokens, more than data.max_seq_length={limit}: training {verb} it"
         if not dropped:
             what += f" to {limit} tokens (data.overlong=truncate)"
         elif example.media_end > limit:
