@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gemmaforge import cli_use
+from gemmaforge import cli_data, cli_use
 from gemmaforge.config import Config
 from gemmaforge.config_load import (
     COMMAND_LINE,
@@ -260,3 +260,7 @@ app.command("eval")(cli_use.evaluate)
 app.command()(cli_use.generate)
 app.command()(cli_use.chat)
 app.command()(cli_use.serve)
+
+data_app = _new_app(help=cli_data.HELP)
+app.add_typer(data_app, name="data")
+data_app.command("check")(cli_data.check)

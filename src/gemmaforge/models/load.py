@@ -35,6 +35,17 @@ class LoadedModel:
     dtype: Any
 
 
+@dataclass
+class LoadedTokenizer:
+    """A model's tokenizer and processor without its weights: enough to render data exactly
+    as training will (`data check`), in seconds instead of the minutes weights can take."""
+
+    tokenizer: Any
+    processor: Any | None
+    family: Family
+    source: str
+
+
 def resolve_device(preference: str = "auto"):
     import torch
 
@@ -119,14 +130,7 @@ def sha256_files(paths: list[Path]) -> str:
 
 def load_model(cfg: ModelConfig, *, for_training: bool = True) -> LoadedModel:
     """Load the base model named by `cfg` onto its device, frozen, in the policy dtype."""
-    if not cfg.name_or_path:
-        raise UserError(
-            problem(
-                "model.name_or_path",
-                "no base model given",
-                "pass --model PATH (a local folder or .gguf file)",
-            )
-        )
+    _require_model(cfg)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     path = Path(cfg.name_or_path).expanduser()
@@ -136,13 +140,7 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True) -> LoadedModel:
         loaded = _load_folder(str(path), None, dtype, local_only=True, where=str(path))
         loaded["sha256"] = sha256_files([p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES])
     elif path.exists():
-        raise UserError(
-            problem(
-                str(path),
-                "is neither a model folder nor a .gguf file",
-                "pass a folder with config.json and weights, or a .gguf file",
-            )
-        )
+        raise _neither(path)
     else:
         loaded = _load_hub(cfg, dtype)
     model = loaded["model"].to(device)
@@ -160,8 +158,48 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True) -> LoadedModel:
     )
 
 
-def _load_gguf(path: Path, dtype) -> dict:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
+def load_tokenizer(cfg: ModelConfig) -> LoadedTokenizer:
+    """The tokenizer, processor and family of the model `cfg` names, without loading weights.
+
+    Sources resolve as in `load_model` (folder, .gguf, hub id only with allow_download).
+    """
+    _require_model(cfg)
+    path = Path(cfg.name_or_path).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return _gguf_tokenizer(path)
+    if path.is_dir():
+        return _folder_tokenizer(str(path), None, local_only=True, where=str(path))
+    if path.exists():
+        raise _neither(path)
+    _require_download(cfg)
+    return _folder_tokenizer(
+        cfg.name_or_path, cfg.revision, local_only=False, where=cfg.name_or_path
+    )
+
+
+def _require_model(cfg: ModelConfig) -> None:
+    if not cfg.name_or_path:
+        raise UserError(
+            problem(
+                "model.name_or_path",
+                "no base model given",
+                "pass --model PATH (a local folder or .gguf file)",
+            )
+        )
+
+
+def _neither(path: Path) -> UserError:
+    return UserError(
+        problem(
+            str(path),
+            "is neither a model folder nor a .gguf file",
+            "pass a folder with config.json and weights, or a .gguf file",
+        )
+    )
+
+
+def _gguf_tokenizer(path: Path) -> LoadedTokenizer:
+    from transformers import AutoConfig, AutoTokenizer
 
     where = str(path)
     try:
@@ -173,6 +211,14 @@ def _load_gguf(path: Path, dtype) -> dict:
             )
         ) from err
     family = family_of(config, where)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return LoadedTokenizer(tokenizer=tokenizer, processor=None, family=family, source=where)
+
+
+def _load_gguf(path: Path, dtype) -> dict:
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    parts = _gguf_tokenizer(path)
     # Always dequantise: LoRA trains against dense weights, and transformers otherwise keeps
     # packed blocks whenever the optional `kernels` package happens to be installed.
     model = AutoModelForCausalLM.from_pretrained(
@@ -182,12 +228,11 @@ def _load_gguf(path: Path, dtype) -> dict:
         quantization_config=GgufConfig(gguf_file=path.name, dequantize=True),
     )
     _drop_quantization_marker(model)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     return {
         "model": model,
-        "tokenizer": tokenizer,
+        "tokenizer": parts.tokenizer,
         "processor": None,
-        "family": family,
+        "family": parts.family,
         "sha256": sha256_files([path]),
     }
 
@@ -202,13 +247,26 @@ def _drop_quantization_marker(model) -> None:
 
 
 def _load_folder(source: str, revision: str | None, dtype, *, local_only: bool, where: str) -> dict:
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForImageTextToText,
-        AutoProcessor,
-        AutoTokenizer,
-    )
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    parts = _folder_tokenizer(source, revision, local_only=local_only, where=where)
+    # A processor is loaded exactly for the multimodal checkpoints.
+    auto = AutoModelForImageTextToText if parts.processor else AutoModelForCausalLM
+    kwargs = {"revision": revision, "local_files_only": local_only}
+    model = auto.from_pretrained(source, dtype=dtype, **kwargs)
+    return {
+        "model": model,
+        "tokenizer": parts.tokenizer,
+        "processor": parts.processor,
+        "family": parts.family,
+    }
+
+
+def _folder_tokenizer(
+    source: str, revision: str | None, *, local_only: bool, where: str
+) -> LoadedTokenizer:
+    """The tokenizer of a folder or hub id, and its processor if the checkpoint is multimodal."""
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
     try:
         config = AutoConfig.from_pretrained(source, revision=revision, local_files_only=local_only)
@@ -221,16 +279,25 @@ def _load_folder(source: str, revision: str | None, dtype, *, local_only: bool, 
             )
         ) from err
     family = family_of(config, where)
-    multimodal = config.model_type == family.model_types[0] and family.multimodal_class
-    auto = AutoModelForImageTextToText if multimodal else AutoModelForCausalLM
     kwargs = {"revision": revision, "local_files_only": local_only}
-    model = auto.from_pretrained(source, dtype=dtype, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    multimodal = family.is_multimodal(config)
     processor = AutoProcessor.from_pretrained(source, **kwargs) if multimodal else None
-    return {"model": model, "tokenizer": tokenizer, "processor": processor, "family": family}
+    return LoadedTokenizer(tokenizer=tokenizer, processor=processor, family=family, source=where)
 
 
 def _load_hub(cfg: ModelConfig, dtype) -> dict:
+    _require_download(cfg)
+    loaded = _load_folder(
+        cfg.name_or_path, cfg.revision, dtype, local_only=False, where=cfg.name_or_path
+    )
+    commit = getattr(loaded["model"].config, "_commit_hash", None) or cfg.revision or "unpinned"
+    loaded["sha256"] = f"hub:{cfg.name_or_path}@{commit}"
+    return loaded
+
+
+def _require_download(cfg: ModelConfig) -> None:
+    """A hub id is only fetched when downloads are allowed; else say how to get it."""
     source = cfg.name_or_path
     local = f"models/{source.split('/')[-1]}"
     if not cfg.allow_download:
@@ -243,7 +310,3 @@ def _load_hub(cfg: ModelConfig, dtype) -> dict:
                 f" and pass --model {local}, or pass --allow-download",
             )
         )
-    loaded = _load_folder(source, cfg.revision, dtype, local_only=False, where=source)
-    commit = getattr(loaded["model"].config, "_commit_hash", None) or cfg.revision or "unpinned"
-    loaded["sha256"] = f"hub:{source}@{commit}"
-    return loaded

@@ -1,0 +1,85 @@
+"""The `data` verbs: `gemmaforge data check CONFIG|PATH`, the dataset doctor.
+
+`cli.py` registers them on its `data` sub-app (so they run guarded like every verb); the
+work is in `data/doctor.py`. The tokenizer and transformers are imported inside the verb.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+HELP = "Check a dataset before training on it."
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def check(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A YAML config (checks its data with its model), or a data file or folder.",
+            show_default=False,
+        ),
+    ],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="section.field=value settings, e.g. data.max_seq_length=2048.",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model whose tokenizer/processor counts tokens (folder or .gguf; weights are "
+            "not loaded). Default: the config's model, else the bundled Gemma 3 270M tokenizer.",
+            show_default=False,
+        ),
+    ] = None,
+    val_data: Annotated[
+        str | None,
+        typer.Option(
+            help="Validation data file or folder (sets data.validation).", show_default=False
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout instead of the report.")
+    ] = False,
+    strict: Annotated[bool, typer.Option(help="Exit with code 1 on warnings too.")] = False,
+    show: Annotated[
+        int, typer.Option(min=0, help="Findings listed per kind in the report (--json: all).")
+    ] = 10,
+) -> None:
+    """Find what is wrong with a dataset (file:row and the fix) before training on it.
+
+    Exit code: 1 when errors are found (--strict: or warnings), else 0; 2 if it cannot run.
+    """
+    from rich.console import Console
+
+    from gemmaforge.config_load import load_config
+    from gemmaforge.data.doctor import check_dataset, doctor_tokenizer
+    from gemmaforge.data.doctor_report import print_report
+
+    is_config = Path(target).suffix.lower() in CONFIG_SUFFIXES
+    flags = {
+        "data.train": None if is_config else target,
+        "data.validation": val_data,
+        "model.name_or_path": model,
+    }
+    cfg = load_config(target if is_config else None, overrides or [], flags)
+    status = Console(stderr=True)
+    with status.status("loading the tokenizer") as spinner:
+        tok, default = doctor_tokenizer(cfg)
+        spinner.update("checking rows")
+        report = check_dataset(
+            cfg, tok, default, lambda rows: spinner.update(f"checked {rows} rows")
+        )
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print_report(report, Console(highlight=False), show)
+    raise typer.Exit(report.exit_code(strict))
