@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gemmaforge import cli_use
+from gemmaforge import cli_perf, cli_use
 from gemmaforge.config import Config
 from gemmaforge.config_load import (
     COMMAND_LINE,
@@ -260,3 +260,17 @@ app.command("eval")(cli_use.evaluate)
 app.command()(cli_use.generate)
 app.command()(cli_use.chat)
 app.command()(cli_use.serve)
+
+
+@app.command()
+@_with_config_flags
+def plan(
+    config: ConfigArg = None, overrides: OverridesArg = None, *, flags: dict[str, object]
+) -> None:
+    """Predict a training config's peak memory and step time here, and what would fit if it
+    does not (docs/performance.md). Exit 1 when it does not fit."""
+    cli_perf.plan(_resolve(config, overrides, flags))
+
+
+# The benchmark verb lives in cli_perf.py with plan's printing.
+app.command()(cli_perf.bench)
