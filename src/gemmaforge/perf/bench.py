@@ -53,6 +53,8 @@ DEFAULT_CONFIGS = tuple(name for name in CONFIGS if name != "tiny-text")
 @dataclass
 class SideResult:
     side: str
+    pid: int
+    """The process that trained (each side has its own)."""
     tokens_per_second: float
     peak_bytes: int
     """Peak memory while training minus the process's memory before loading."""
@@ -207,6 +209,7 @@ def bench_config(
             )
         result.sides[side] = SideResult(
             side=side,
+            pid=out["pid"],
             tokens_per_second=speed,
             peak_bytes=out["peak_bytes"] - out["base_bytes"],
             predicted_bytes=predict(shape, side_settings).peak_bytes,

@@ -9,6 +9,7 @@ result (per-step seconds and losses, peak memory) is written as JSON to OUT.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class WorkerSpec:
 @dataclass
 class WorkerResult:
     side: str
+    pid: int
     device: str
     dtype: str
     step_seconds: list[float]
@@ -111,6 +113,7 @@ def main(argv: list[str]) -> None:
         seconds, losses = run_baseline(spec, loaded)
     result = WorkerResult(
         side=spec.side,
+        pid=os.getpid(),
         device=str(device),
         dtype=str(loaded.dtype).removeprefix("torch."),
         step_seconds=seconds,
