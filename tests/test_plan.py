@@ -166,3 +166,19 @@ def test_models_load_with_sdpa_attention(tiny_dir, family):
     model = load_model(ModelConfig(name_or_path=str(tiny_dir(family)))).model
     text = model.config.get_text_config()
     assert text._attn_implementation == "sdpa"
+
+
+@pytest.mark.slow
+def test_compile_trains_saves_and_resumes(tiny_dir, tmp_path):
+    """train.compile keeps parameter names: the run trains, saves its adapter and resumes.
+    Slow: inductor compiles the layers for minutes on two CPU cores."""
+    from gemmaforge.train.run import train
+    from test_train import run_config, write_task
+
+    data = write_task(tmp_path / "task.jsonl")
+    cfg = run_config(tiny_dir("gemma3"), data, tmp_path / "run", max_steps=4, compile=True)
+    first = train(cfg)
+    assert first.final["loss"] < 8 and (tmp_path / "run" / "adapter").is_dir()
+    longer = cfg.model_copy(deep=True)
+    longer.train.max_steps, longer.train.resume = 6, True
+    assert train(longer).final["step"] == 6
