@@ -154,7 +154,7 @@ class TrainConfig(Section):
     """Replace a finished or abandoned run already in output_dir (otherwise that is an error)."""
     keep_checkpoints: int = Field(2, ge=1)
     """How many of the newest checkpoints to keep."""
-    loss_chunk_size: int = Field(256, ge=1)
+    loss_chunk_size: int = Field(64, ge=1)
     """Tokens per chunk in the memory-efficient loss (the full logits are never built)."""
     compile: bool = False
     """Compile each decoder layer with torch.compile (minutes of compiling first; see
