@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gemmaforge import cli_data, cli_use
+from gemmaforge import cli_data, cli_perf, cli_use
 from gemmaforge.config import Config
 from gemmaforge.config_load import (
     COMMAND_LINE,
@@ -264,3 +264,17 @@ app.command()(cli_use.serve)
 data_app = _new_app(help=cli_data.HELP)
 app.add_typer(data_app, name="data")
 data_app.command("check")(cli_data.check)
+
+
+@app.command()
+@_with_config_flags
+def plan(
+    config: ConfigArg = None, overrides: OverridesArg = None, *, flags: dict[str, object]
+) -> None:
+    """Predict a training config's peak memory and step time here, and what would fit if it
+    does not (docs/performance.md). Exit 1 when it does not fit."""
+    cli_perf.plan(_resolve(config, overrides, flags))
+
+
+# The benchmark verb lives in cli_perf.py with plan's printing.
+app.command()(cli_perf.bench)

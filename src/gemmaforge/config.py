@@ -28,6 +28,10 @@ class ModelConfig(Section):
     """Weight/compute dtype. auto: bf16 where the device supports it, else fp32. Never fp16."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     """Device to train on. auto: cuda, then mps, then cpu."""
+    quantize: Literal["none", "4bit"] = "none"
+    """4bit: QLoRA. The language model's linear layers are stored in 4-bit NF4 (double
+    quantisation, bf16 compute) through bitsandbytes; CUDA only, and a transformers folder
+    (not a GGUF). Vision/audio towers, embeddings and the LM head stay unquantised."""
 
 
 class DataConfig(Section):
@@ -166,8 +170,15 @@ class TrainConfig(Section):
     """Replace a finished or abandoned run already in output_dir (otherwise that is an error)."""
     keep_checkpoints: int = Field(2, ge=1)
     """How many of the newest checkpoints to keep."""
-    loss_chunk_size: int = Field(256, ge=1)
+    loss_chunk_size: int = Field(64, ge=1)
     """Tokens per chunk in the memory-efficient loss (the full logits are never built)."""
+    compile: bool = False
+    """Compile each decoder layer with torch.compile (minutes of compiling first; see
+    docs/performance.md for when it pays)."""
+    offload_activations: bool = False
+    """With gradient_checkpointing on a GPU: keep the checkpointed activations in host memory
+    instead of device memory (slower steps, longer sequences). Refused on CPU, where it
+    saves nothing."""
 
 
 class Config(Section):

@@ -132,18 +132,23 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True) -> LoadedModel:
     """Load the base model named by `cfg` onto its device, frozen, in the policy dtype."""
     _require_model(cfg)
     device = resolve_device(cfg.device)
+    check_quantize(cfg, device)
     dtype = resolve_dtype(cfg.dtype, device)
     path = Path(cfg.name_or_path).expanduser()
+    quantize = _quantization(cfg, dtype, device)
     if path.is_file() and path.suffix == ".gguf":
         loaded = _load_gguf(path, dtype)
     elif path.is_dir():
-        loaded = _load_folder(str(path), None, dtype, local_only=True, where=str(path))
+        loaded = _load_folder(
+            str(path), None, dtype, local_only=True, where=str(path), quantize=quantize
+        )
         loaded["sha256"] = sha256_files([p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES])
     elif path.exists():
         raise _neither(path)
     else:
-        loaded = _load_hub(cfg, dtype)
-    model = loaded["model"].to(device)
+        loaded = _load_hub(cfg, dtype, quantize)
+    # A 4-bit model is placed on the GPU as it loads (device_map); bitsandbytes refuses .to().
+    model = loaded["model"] if quantize else loaded["model"].to(device)
     model.requires_grad_(False)
     model.train(for_training)
     return LoadedModel(
@@ -246,14 +251,16 @@ def _drop_quantization_marker(model) -> None:
     model.is_quantized = False
 
 
-def _load_folder(source: str, revision: str | None, dtype, *, local_only: bool, where: str) -> dict:
+def _load_folder(
+    source: str, revision: str | None, dtype, *, local_only: bool, where: str, quantize=None
+) -> dict:
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     parts = _folder_tokenizer(source, revision, local_only=local_only, where=where)
     # A processor is loaded exactly for the multimodal checkpoints.
     auto = AutoModelForImageTextToText if parts.processor else AutoModelForCausalLM
     kwargs = {"revision": revision, "local_files_only": local_only}
-    model = auto.from_pretrained(source, dtype=dtype, **kwargs)
+    model = auto.from_pretrained(source, dtype=dtype, **kwargs, **(quantize or {}))
     return {
         "model": model,
         "tokenizer": parts.tokenizer,
@@ -286,10 +293,15 @@ def _folder_tokenizer(
     return LoadedTokenizer(tokenizer=tokenizer, processor=processor, family=family, source=where)
 
 
-def _load_hub(cfg: ModelConfig, dtype) -> dict:
+def _load_hub(cfg: ModelConfig, dtype, quantize=None) -> dict:
     _require_download(cfg)
     loaded = _load_folder(
-        cfg.name_or_path, cfg.revision, dtype, local_only=False, where=cfg.name_or_path
+        cfg.name_or_path,
+        cfg.revision,
+        dtype,
+        local_only=False,
+        where=cfg.name_or_path,
+        quantize=quantize,
     )
     commit = getattr(loaded["model"].config, "_commit_hash", None) or cfg.revision or "unpinned"
     loaded["sha256"] = f"hub:{cfg.name_or_path}@{commit}"
@@ -310,3 +322,68 @@ def _require_download(cfg: ModelConfig) -> None:
                 f" and pass --model {local}, or pass --allow-download",
             )
         )
+
+
+# Modules never quantised: the towers (small, and their convolutions/clippable linears are not
+# plain nn.Linear), their projections, and the LM head (tied to the embeddings, and the loss
+# needs it exact). Names are suffixes bitsandbytes matches against every module's path.
+KEEP_UNQUANTIZED = (
+    "lm_head",
+    "vision_tower",
+    "audio_tower",
+    "embed_vision",
+    "embed_audio",
+    "multi_modal_projector",
+)
+
+
+def check_quantize(cfg: ModelConfig, device) -> None:
+    """Refuse 4-bit QLoRA where it cannot run, naming the device and the fix (before loading)."""
+    if cfg.quantize == "none":
+        return
+    if device.type != "cuda":
+        raise UserError(
+            problem(
+                "model.quantize",
+                f"4bit needs an NVIDIA GPU (bitsandbytes NF4 kernels); this run is on "
+                f"{device.type}",
+                "use model.quantize=none (bf16 LoRA) on CPU and Apple Silicon, or train on a "
+                "CUDA machine",
+            )
+        )
+    if Path(cfg.name_or_path or "").suffix == ".gguf":
+        raise UserError(
+            problem(
+                "model.quantize",
+                f"{cfg.name_or_path} is a GGUF file: it is dequantised to dense weights on load, "
+                "and 4bit quantises transformers checkpoints only",
+                "pass the model's transformers folder, or use model.quantize=none",
+            )
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise UserError(
+            problem(
+                "model.quantize",
+                "4bit needs the bitsandbytes package, which is not installed",
+                "pip install 'gemmaforge[cuda]' (or pip install bitsandbytes)",
+            )
+        ) from err
+
+
+def _quantization(cfg: ModelConfig, dtype, device) -> dict | None:
+    """from_pretrained arguments for QLoRA: NF4 with double quantisation, computing in the
+    run's dtype (bf16 where supported), loaded straight onto the GPU."""
+    if cfg.quantize == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+        llm_int8_skip_modules=list(KEEP_UNQUANTIZED),
+    )
+    return {"quantization_config": config, "device_map": {"": device.index or 0}}

@@ -127,6 +127,12 @@ def apply_lora(model, cfg: LoraConfig):
 
     LoRA weights stay in fp32 even on a bf16 base (PEFT's `autocast_adapter_dtype`), so the
     optimizer state and small updates keep full precision.
+
+    On a 4-bit base (model.quantize=4bit) PEFT wraps the bitsandbytes Linear4bit layers
+    itself. peft's `prepare_model_for_kbit_training` is deliberately not called: it upcasts
+    every unquantised parameter to fp32 (the 262,144-row embedding alone: +1 GB on E2B), which
+    bf16 compute does not need; its other steps are done already (`load_model` freezes the
+    base, and checkpointing is non-reentrant, so inputs need no `requires_grad`).
     """
     from peft import get_peft_model
 

@@ -482,3 +482,45 @@ def make_tiny(family: str, out: str | Path, seed: int = 0) -> Path:
     processor = _processor(family, tok)
     (tok if processor is None else processor).save_pretrained(out)
     return out
+
+
+# Gemma 3n's real vocabulary: 262,144 text tokens (also the per-layer embedding rows), then
+# 128 vision and 128 audio ids.
+_REAL_TEXT_VOCAB = 262_144
+
+
+def make_gemma3n_262k(out: str | Path, multimodal: bool = False, seed: int = 0) -> Path:
+    """A small random Gemma 3n with the real 262,144-token vocabulary, for benchmarks: the
+    embedding, per-layer embedding and LM head are full size (what dominates memory on a
+    laptop), the decoder is 4 layers of width 512. `multimodal` puts the same decoder in a
+    Gemma3nForConditionalGeneration with the tiny vision and audio towers.
+
+    The tokenizer is the tiny Gemma 3n one (its ids are a subset of the model's vocabulary).
+    """
+    out = Path(out)
+    tok = tiny_tokenizer("gemma3n")
+    config = _gemma3n_config(tok)
+    text = config.text_config
+    text.update(
+        dict(
+            vocab_size=_REAL_TEXT_VOCAB + 2 * MM_VOCAB,
+            vocab_size_per_layer_input=_REAL_TEXT_VOCAB,
+            hidden_size=512,
+            intermediate_size=[2048] * 4,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            head_dim=64,
+            hidden_size_per_layer_input=64,
+            laurel_rank=64,
+            sliding_window=256,
+        )
+    )
+    config.vision_config.vocab_offset = _REAL_TEXT_VOCAB
+    config.audio_config.vocab_offset = _REAL_TEXT_VOCAB + MM_VOCAB
+    class_name = "Gemma3nForConditionalGeneration" if multimodal else "Gemma3nForCausalLM"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = getattr(transformers, class_name)(config if multimodal else text)
+    model.save_pretrained(out)
+    (_processor("gemma3n", tok) if multimodal else tok).save_pretrained(out)
+    return out

@@ -47,10 +47,12 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
     from gemmaforge.data.skiplog import SkipLog
     from gemmaforge.models.load import load_model
     from gemmaforge.models.lora import apply_lora
+    from gemmaforge.perf.options import apply_options, check_options
     from gemmaforge.train import artifacts, loop
 
     console = console or Console(stderr=True)
     run_dir = Path(cfg.train.output_dir)
+    check_options(cfg)
     _prepare_run_dir(run_dir, cfg)
     loaded = loaded or load_model(cfg.model)
     console.print(
@@ -77,10 +79,8 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
     torch.manual_seed(cfg.train.seed)
     model, lora_report = apply_lora(loaded.model, cfg.lora)
     console.print(lora_report.summary())
-    if cfg.train.gradient_checkpointing:
-        model.get_base_model().activation_checkpointing_enable(
-            activation_checkpointing_kwargs={"use_reentrant": False}
-        )
+    for line in apply_options(model, cfg):
+        console.print(line)
     accelerator = Accelerator(cpu=loaded.device.type == "cpu")
     data = loop.LoopData(
         train=source,

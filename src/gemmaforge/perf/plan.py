@@ -1,0 +1,374 @@
+"""Predict a run's peak memory and step time before training, and what would fit if it
+does not.
+
+Memory is a sum of parts, each a product of sizes from the model's config (`perf/shapes.py`)
+and the run's settings, with a few byte-per-element constants measured on the benchmark
+configs (`gemmaforge bench` prints predicted next to measured; docs/performance.md):
+
+  weights      parameters kept in memory x dtype bytes (unused towers are released)
+  LoRA         LoRA parameters x 16 bytes (fp32 weight, gradient, two AdamW moments)
+  activations  tokens x layers x bytes per token and layer (without checkpointing), or
+               tokens x layers x hidden (checkpointing keeps only each layer's input)
+               plus one layer's activations while it is recomputed
+  loss         gemmaforge: one chunk of logits (chunk x vocab) with its softmax and gradient;
+               a plain Trainer: the whole batch's logits (tokens x vocab) in bf16 and fp32
+  runtime      allocator and kernel workspaces, measured
+
+Step time is the step's floating-point operations (recomputation included) divided by the
+device's measured matmul throughput times an efficiency measured on the benchmark configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from gemmaforge.config import Config
+from gemmaforge.errors import UserError, problem
+from gemmaforge.perf.shapes import ModelShape
+
+GiB = 2**30
+MiB = 2**20
+
+# Measured constants (CPU, bf16 and fp32, transformers 5.23; see docs/performance.md).
+RUNTIME_BYTES = 400 * MiB
+"""Thread pools, oneDNN workspaces and allocator slack of a training process."""
+ACT_SCALE = 1.5
+"""Correction on the analytic bytes per token and layer."""
+LOSS_CHUNK_BYTES = 14
+"""Bytes per (chunk token x vocab entry) at the loss's peak (logits, fp32 copy, softmax, grad)."""
+FULL_LOGITS_BYTES = 14
+"""Bytes per (token x vocab entry) of a plain Trainer's loss (bf16 logits, fp32 copy,
+log-softmax, gradient)."""
+EFFICIENCY = 0.35
+"""Share of the measured matmul peak a training step reaches."""
+
+MIN_SEQ_LEN = 128
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings that change memory and time."""
+
+    batch_size: int
+    seq_len: int
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
+    loss_chunk_size: int = 64
+    lora_r: int = 16
+    lora_targets: tuple[str, ...] | None = None
+    towers_kept: tuple[str, ...] = ()
+    """Vision/audio towers kept in memory (used by the data or adapted)."""
+    trained_fraction: float = 1.0
+    """Share of tokens with a label (the loss runs at these positions only)."""
+    dtype_bytes: int = 2
+    full_logits: bool = False
+    """A plain transformers Trainer's loss (the benchmark's baseline)."""
+
+    def describe(self) -> str:
+        parts = [f"batch {self.batch_size}", f"seq {self.seq_len}"]
+        if self.grad_accum > 1:
+            parts.append(f"accum {self.grad_accum}")
+        parts.append("checkpointing" if self.gradient_checkpointing else "no checkpointing")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    peak_bytes: int
+    parts: dict[str, int]
+    step_flops: float
+    """Floating-point operations of one optimizer step, recomputation included."""
+    model_flops_per_token: float
+    """Useful operations per trained token (no recomputation), for MFU."""
+
+
+def layer_bytes_per_token(shape: ModelShape, dtype_bytes: int) -> float:
+    """Activations one decoder layer keeps per token for the backward pass.
+
+    Counted from a Gemma layer: norms, q/k/v, rotary, attention output, o_proj and residuals
+    (about 10 hidden-wide and 4 attention-wide tensors), the MLP's gate, up, activation and
+    product (4 intermediate-wide), in the weights' dtype; and PEFT's fp32 copy of each LoRA
+    layer's input (5 hidden-wide, one attention-wide, one intermediate-wide).
+    """
+    h, i, q, kv = shape.hidden, shape.intermediate, shape.attention_width, shape.kv_width
+    native = dtype_bytes * (10 * h + 4 * q + 4 * kv + 4 * i)
+    lora_inputs = 4 * (5 * h + q + i) if dtype_bytes != 4 else 0
+    return ACT_SCALE * (native + lora_inputs)
+
+
+def predict(shape: ModelShape, s: Settings) -> Prediction:
+    tokens = s.batch_size * s.seq_len
+    labelled = max(1, round(tokens * s.trained_fraction))
+    kept_towers = sum(n for t, n in shape.tower_params.items() if t in s.towers_kept)
+    text_params = shape.layer_params + shape.embedding_params + shape.other_text_params
+    weights = (text_params + kept_towers) * s.dtype_bytes
+    lora = shape.lora_params(s.lora_r, list(s.lora_targets or ())) * 16
+    per_layer = layer_bytes_per_token(shape, s.dtype_bytes)
+    if s.gradient_checkpointing:
+        activations = tokens * (shape.layers * shape.hidden * s.dtype_bytes + per_layer)
+    else:
+        activations = tokens * shape.layers * per_layer
+    embeddings = tokens * shape.hidden * s.dtype_bytes * 2
+    if s.full_logits:
+        loss = tokens * shape.vocab * FULL_LOGITS_BYTES
+    else:
+        loss = min(s.loss_chunk_size, labelled) * shape.vocab * LOSS_CHUNK_BYTES
+        loss += labelled * shape.hidden * s.dtype_bytes
+    parts = {
+        "weights": weights,
+        "lora + optimizer": lora,
+        "activations": int(activations + embeddings),
+        "loss": int(loss),
+        "runtime": RUNTIME_BYTES,
+    }
+    flops = step_flops(shape, s, tokens, labelled)
+    useful = model_flops(shape, s.seq_len, s.trained_fraction)
+    return Prediction(sum(parts.values()), parts, flops * s.grad_accum, useful)
+
+
+def _attention_flops_per_token(shape: ModelShape, seq_len: int) -> float:
+    """Scores and weighted sum, forward: 4 x width x attended keys, per layer."""
+    window = shape.sliding_window or seq_len
+    full = shape.full_layers
+    attended = full * seq_len / 2 + (shape.layers - full) * min(window, seq_len / 2)
+    return 4 * shape.attention_width * attended
+
+
+def model_flops(shape: ModelShape, seq_len: int, trained_fraction: float) -> float:
+    """Useful operations per input token of LoRA training: forward and input-gradient of
+    every frozen matmul (the frozen weights need no weight gradient), and the LM head at the
+    labelled positions only. Recomputation is not useful work and is not counted."""
+    linear = shape.layer_params
+    head = shape.hidden * shape.vocab * trained_fraction
+    return 4 * linear + 4 * head + 3 * _attention_flops_per_token(shape, seq_len)
+
+
+def step_flops(shape: ModelShape, s: Settings, tokens: int, labelled: int) -> float:
+    """Operations one micro-batch really costs, recomputation included."""
+    linear = shape.layer_params
+    attention = _attention_flops_per_token(shape, s.seq_len)
+    per_token = 4 * linear + 3 * attention
+    if s.gradient_checkpointing:
+        per_token += 2 * linear + attention
+    head_positions = tokens if s.full_logits else labelled
+    # gemmaforge's chunks are checkpointed: the head's forward runs twice.
+    head_passes = 4 if s.full_logits else 6
+    return tokens * per_token + head_passes * shape.hidden * shape.vocab * head_positions
+
+
+def step_seconds(prediction: Prediction, matmul_flops: float) -> float:
+    return prediction.step_flops / (matmul_flops * EFFICIENCY)
+
+
+@dataclass
+class Plan:
+    """What `gemmaforge plan` prints."""
+
+    model: str
+    shape: ModelShape
+    device: str
+    available_bytes: int
+    matmul_flops: float
+    settings: Settings
+    prediction: Prediction
+    seconds_per_step: float
+    suggestions: list[tuple[str, Settings, Prediction]]
+    """When the run does not fit: settings that would, with their predictions."""
+    notes: list[str]
+
+    @property
+    def fits(self) -> bool:
+        return self.prediction.peak_bytes <= self.available_bytes
+
+
+def settings_from_config(cfg: Config, shape: ModelShape, dtype_bytes: int, media_kinds) -> Settings:
+    kept = tuple(t for t in ("vision", "audio") if t in cfg.lora.towers or t in media_kinds)
+    return Settings(
+        batch_size=cfg.train.batch_size,
+        seq_len=cfg.data.max_seq_length,
+        grad_accum=cfg.train.grad_accum,
+        gradient_checkpointing=cfg.train.gradient_checkpointing,
+        loss_chunk_size=cfg.train.loss_chunk_size,
+        lora_r=cfg.lora.r,
+        lora_targets=tuple(cfg.lora.targets) if cfg.lora.targets else None,
+        towers_kept=kept,
+        dtype_bytes=dtype_bytes,
+    )
+
+
+def make_plan(cfg: Config) -> Plan:
+    """Predict the run `cfg` describes, on this machine; a UserError when it cannot fit."""
+    from gemmaforge.models.load import check_quantize, resolve_device, resolve_dtype
+    from gemmaforge.perf.measure import available_bytes, matmul_flops
+    from gemmaforge.perf.shapes import model_shape, read_config
+
+    if not cfg.model.name_or_path:
+        raise UserError(problem("model.name_or_path", "no model given", "pass --model PATH"))
+    device = resolve_device(cfg.model.device)
+    check_quantize(cfg.model, device)
+    dtype = resolve_dtype(cfg.model.dtype, device)
+    config = read_config(cfg.model.name_or_path)
+    shape = model_shape(config, cfg.model.name_or_path)
+    _check_image_budget(cfg, shape)
+    need, kinds = media_need(cfg, shape, config)
+    if need > cfg.data.max_seq_length:
+        raise UserError(
+            problem(
+                "data.max_seq_length",
+                f"{cfg.data.max_seq_length} tokens is less than the {need} the image/audio tokens "
+                f"of a row of {cfg.data.train} need (media runs are never cut)",
+                f"raise data.max_seq_length to at least {need + 64}",
+            )
+        )
+    settings = settings_from_config(cfg, shape, dtype.itemsize, kinds)
+    prediction = predict(shape, settings)
+    available = available_bytes(device)
+    flops = matmul_flops(device, dtype, seconds=0.5)
+    notes = [
+        f"towers kept in memory: {', '.join(settings.towers_kept) or 'none'} "
+        "(unused encoders are released)"
+    ]
+    if cfg.model.quantize == "4bit":
+        notes.append("4-bit weights are not modelled yet: the prediction is for bf16 weights")
+    suggestions = []
+    if prediction.peak_bytes > available:
+        smallest = replace(
+            settings,
+            batch_size=1,
+            grad_accum=settings.batch_size * settings.grad_accum,
+            gradient_checkpointing=True,
+            seq_len=min(settings.seq_len, max(need + 64, MIN_SEQ_LEN)),
+            loss_chunk_size=min(64, settings.loss_chunk_size),
+        )
+        least = predict(shape, smallest)
+        if least.peak_bytes > available:
+            raise UserError(
+                problem(
+                    cfg.model.name_or_path,
+                    f"does not fit: even {smallest.describe()} and loss chunks of "
+                    f"{smallest.loss_chunk_size} need {least.peak_bytes / GiB:.2f} GiB, and "
+                    f"{device} has {available / GiB:.2f} GiB available",
+                    "use a smaller model, free memory, or a device with more memory",
+                )
+            )
+        suggestions = fitting_settings(shape, settings, available, need)
+    return Plan(
+        model=cfg.model.name_or_path,
+        shape=shape,
+        device=str(device),
+        available_bytes=available,
+        matmul_flops=flops,
+        settings=settings,
+        prediction=prediction,
+        seconds_per_step=step_seconds(prediction, flops),
+        suggestions=suggestions,
+        notes=notes,
+    )
+
+
+def fitting_settings(shape: ModelShape, s: Settings, available: int, need: int):
+    """Single changes first, then combinations, each keeping the effective batch."""
+    effective = s.batch_size * s.grad_accum
+    candidates: list[tuple[str, Settings]] = []
+    if not s.gradient_checkpointing:
+        candidates.append(
+            ("train.gradient_checkpointing=true", replace(s, gradient_checkpointing=True))
+        )
+    batch = s.batch_size
+    while batch > 1:
+        batch //= 2
+        accum = -(-effective // batch)
+        change = f"train.batch_size={batch} train.grad_accum={accum}"
+        candidates.append((change, replace(s, batch_size=batch, grad_accum=accum)))
+        candidates.append(
+            (
+                change + " train.gradient_checkpointing=true",
+                replace(s, batch_size=batch, grad_accum=accum, gradient_checkpointing=True),
+            )
+        )
+    seq = s.seq_len
+    while seq // 2 >= max(need, MIN_SEQ_LEN):
+        seq //= 2
+        candidates.append((f"data.max_seq_length={seq}", replace(s, seq_len=seq)))
+    if s.loss_chunk_size > 64:
+        candidates.append(("train.loss_chunk_size=64", replace(s, loss_chunk_size=64)))
+    out = []
+    for change, settings in candidates:
+        prediction = predict(shape, settings)
+        if prediction.peak_bytes <= available and change not in {c for c, _, _ in out}:
+            out.append((change, settings, prediction))
+    return out[:6]
+
+
+def _check_image_budget(cfg: Config, shape: ModelShape) -> None:
+    if cfg.data.image_budget is None:
+        return
+    if shape.family.name != "gemma4" or not shape.multimodal:
+        raise UserError(
+            problem(
+                "data.image_budget",
+                f"is a Gemma 4 image setting; {cfg.model.name_or_path} is a "
+                f"{'multimodal' if shape.multimodal else 'text-only'} {shape.family.name} model",
+                "remove data.image_budget",
+            )
+        )
+
+
+def media_need(cfg: Config, shape: ModelShape, config) -> tuple[int, set[str]]:
+    """(tokens the media of the most demanding row take, media kinds used) from the data
+    file, if given; media files are probed, not decoded (audio durations from headers)."""
+    from pathlib import Path
+
+    from gemmaforge.data.formats import detect_format, to_conversation
+    from gemmaforge.data.records import read_records
+
+    if not cfg.data.train or not Path(cfg.data.train).exists():
+        return 0, set()
+    records = read_records(cfg.data.train).records
+    fmt = cfg.data.format if cfg.data.format != "auto" else detect_format(records[0], cfg.data)
+    need, kinds = 0, set()
+    for record in records:
+        total = 0
+        for message in to_conversation(record, fmt, cfg.data).messages:
+            content = message["content"]
+            for part in content if isinstance(content, list) else []:
+                if part["type"] in ("image", "audio"):
+                    kinds.add(part["type"])
+                    total += media_tokens(part["type"], part["ref"], cfg, shape, config)
+        need = max(need, total)
+    return need, kinds
+
+
+def media_tokens(kind: str, ref: str, cfg: Config, shape: ModelShape, config) -> int:
+    """Tokens one image or clip becomes, with its begin/end markers."""
+    if shape.family.name == "gemma3n":
+        count = (
+            config.vision_soft_tokens_per_image
+            if kind == "image"
+            else config.audio_soft_tokens_per_image
+        )
+        return count + 4
+    if kind == "image":
+        return (cfg.data.image_budget or _processor_budget(cfg.model.name_or_path)) + 2
+    import soundfile
+
+    try:
+        seconds = min(soundfile.info(ref).duration, 30.0)
+    except (RuntimeError, OSError):
+        seconds = 30.0  # unreadable here (URL, compressed format): assume the longest clip
+    return int(seconds * 25) + 2
+
+
+def _processor_budget(folder: str) -> int:
+    """Gemma 4's image budget as saved in the checkpoint's processor files (280 if unset)."""
+    import json
+    from pathlib import Path
+
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        path = Path(folder) / name
+        if path.exists():
+            data = json.loads(path.read_text())
+            data = data.get("image_processor", data)
+            if "max_soft_tokens" in data:
+                return int(data["max_soft_tokens"])
+    return 280

@@ -1,0 +1,128 @@
+"""One side of a benchmark, run in its own process: `python -m gemmaforge.perf.worker SPEC OUT`.
+
+A fresh process per side means neither inherits the other's allocator caches, threads or
+peak memory. Both sides load the weights with gemmaforge's loader (same dtype, same device),
+then the peak-memory mark is reset, so what is compared is the training method alone. The
+result (per-step seconds and losses, peak memory) is written as JSON to OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class WorkerSpec:
+    side: str
+    """gemmaforge or baseline."""
+    model: str
+    data: str
+    seq_len: int
+    batch_size: int
+    steps: int
+    run_dir: str
+    lora_r: int = 16
+    lora_alpha: float = 32.0
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    train: dict = field(default_factory=dict)
+    """Extra gemmaforge TrainConfig fields (gradient_checkpointing, loss_chunk_size, compile)."""
+
+
+@dataclass
+class WorkerResult:
+    side: str
+    pid: int
+    device: str
+    dtype: str
+    step_seconds: list[float]
+    losses: list[float]
+    base_bytes: int
+    """Memory in use before the model loaded (the process itself)."""
+    peak_bytes: int
+    """Peak memory while training (RSS on CPU, allocated on CUDA/MPS)."""
+
+
+def model_config(spec: WorkerSpec):
+    from gemmaforge.config import ModelConfig
+
+    return ModelConfig(name_or_path=spec.model, dtype=spec.dtype, device=spec.device)
+
+
+def data_config(spec: WorkerSpec):
+    from gemmaforge.config import DataConfig
+
+    return DataConfig(train=spec.data, max_seq_length=spec.seq_len, val_fraction=0.0)
+
+
+def run_gemmaforge(spec: WorkerSpec, loaded) -> tuple[list[float], list[float]]:
+    """gemmaforge's own trainer, exactly as `gemmaforge train` runs it."""
+    from rich.console import Console
+
+    from gemmaforge.config import Config, LoraConfig, TrainConfig
+    from gemmaforge.train.run import train
+
+    cfg = Config(
+        model=model_config(spec),
+        data=data_config(spec),
+        lora=LoraConfig(r=spec.lora_r, alpha=spec.lora_alpha),
+        train=TrainConfig(
+            output_dir=spec.run_dir,
+            max_steps=spec.steps,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            overwrite=True,
+            **spec.train,
+        ),
+    )
+    train(cfg, loaded=loaded, console=Console(stderr=True))
+    lines = (Path(spec.run_dir) / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    # Every example is exactly seq_len tokens (perf/synthetic.py), so a step's input tokens
+    # are batch x seq_len and its duration follows from the logged tokens per second.
+    tokens = spec.batch_size * spec.seq_len
+    return [tokens / r["tokens_per_second"] for r in records], [r["loss"] for r in records]
+
+
+def main(argv: list[str]) -> None:
+    from gemmaforge.models.load import load_model, resolve_device
+    from gemmaforge.perf.measure import PeakMemory, device_base_bytes
+
+    spec = WorkerSpec(**json.loads(Path(argv[0]).read_text()))
+    device = resolve_device(spec.device)
+    # Both sides import the same libraries before the baseline memory is read, so the peak
+    # above it is the model and training, not the code.
+    import accelerate  # noqa: F401
+    import peft  # noqa: F401
+    import transformers.trainer  # noqa: F401
+
+    base = device_base_bytes(device.type)
+    loaded = load_model(model_config(spec))
+    peak = PeakMemory(device.type)
+    peak.start()
+    if spec.side == "gemmaforge":
+        seconds, losses = run_gemmaforge(spec, loaded)
+    else:
+        from gemmaforge.perf.baseline import run_baseline
+
+        seconds, losses = run_baseline(spec, loaded)
+    result = WorkerResult(
+        side=spec.side,
+        pid=os.getpid(),
+        device=str(device),
+        dtype=str(loaded.dtype).removeprefix("torch."),
+        step_seconds=seconds,
+        losses=losses,
+        base_bytes=base,
+        peak_bytes=peak.stop(),
+    )
+    Path(argv[1]).write_text(json.dumps(asdict(result)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

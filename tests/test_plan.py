@@ -1,0 +1,184 @@
+"""`gemmaforge plan`: predictions from a config alone, suggestions when a run does not fit,
+and clear errors for runs that cannot work (exit code 2); the refusal paths of QLoRA and
+activation offload on this CPU machine; attention implementation of loaded models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gemmaforge.cli import app
+from gemmaforge.config import Config, ModelConfig
+from gemmaforge.errors import UserError
+from gemmaforge.models.load import check_quantize, load_model
+from gemmaforge.perf.plan import FULL_LOGITS_BYTES, Settings, predict
+from gemmaforge.perf.shapes import model_shape, read_config
+
+runner = CliRunner()
+
+
+def gemma3_config_folder(folder, hidden: int, layers: int):
+    """A Gemma 3 text config.json with no weights: plan needs nothing else."""
+    folder.mkdir()
+    config = {
+        "model_type": "gemma3_text",
+        "architectures": ["Gemma3ForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": 4 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": hidden // 8,
+        "vocab_size": 262144,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_plan_prints_a_prediction_for_a_tiny_model(tiny_dir):
+    result = runner.invoke(app, ["plan", "--model", str(tiny_dir("gemma3")), "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert "predicted peak" in result.output
+    assert "step time" in result.output
+    assert "fits" in result.output
+
+
+def test_prediction_parts_follow_the_model_sizes(tiny_dir):
+    shape = model_shape(read_config(str(tiny_dir("gemma3"))))
+    base = Settings(batch_size=2, seq_len=64, loss_chunk_size=16)
+    ours, theirs = (
+        predict(shape, base),
+        predict(shape, Settings(**{**base.__dict__, "full_logits": True})),
+    )
+    assert ours.peak_bytes == sum(ours.parts.values())
+    # bf16 weights: 2 bytes for every parameter of the text model (tiny gemma3 has no towers).
+    assert ours.parts["weights"] == 2 * shape.total_params
+    # LoRA r=16 on all seven projections of 4 layers, fp32 weight + grad + 2 Adam moments.
+    assert ours.parts["lora + optimizer"] == 16 * shape.lora_params(16)
+    assert theirs.parts["loss"] == 2 * 64 * shape.vocab * FULL_LOGITS_BYTES
+    checkpointed = predict(shape, Settings(**{**base.__dict__, "gradient_checkpointing": True}))
+    assert checkpointed.parts["activations"] < ours.parts["activations"]
+    assert checkpointed.step_flops > ours.step_flops  # the forward runs twice
+
+
+def test_plan_suggests_settings_that_fit(tiny_dir):
+    # A batch of 100,000 x 2,048 tokens needs terabytes of activations; batch 1 does not.
+    args = [
+        "plan",
+        "--model",
+        str(tiny_dir("gemma3")),
+        "--batch-size",
+        "100000",
+        "--seq-len",
+        "2048",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "does not fit" in result.output
+    assert "train.batch_size=" in result.output and "train.grad_accum=" in result.output
+
+
+def test_plan_refuses_a_model_that_cannot_fit(tmp_path):
+    # ~1.3 trillion parameters: no machine running this test holds its bf16 weights.
+    folder = gemma3_config_folder(tmp_path / "huge", hidden=16384, layers=400)
+    result = runner.invoke(app, ["plan", "--model", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "does not fit: even batch 1" in result.output
+    assert "checkpointing" in result.output
+
+
+def test_plan_refuses_an_image_budget_on_gemma3(tiny_dir):
+    result = runner.invoke(
+        app, ["plan", "--model", str(tiny_dir("gemma3")), "data.image_budget=280"]
+    )
+    assert result.exit_code == 2
+    assert "data.image_budget" in result.output and "Gemma 4" in result.output
+
+
+def test_plan_refuses_a_sequence_shorter_than_an_image(tiny_dir, tmp_path):
+    import random
+
+    from gemmaforge.perf.synthetic import colour_image
+
+    colour_image(tmp_path / "red.png", (200, 0, 0), random.Random(0))
+    row = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "path": "red.png"},
+                    {"type": "text", "text": "Colour?"},
+                ],
+            },
+            {"role": "assistant", "content": "red"},
+        ]
+    }
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps(row) + "\n")
+    args = ["plan", "--model", str(tiny_dir("gemma4")), "--data", str(data), "--seq-len", "32"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    # The tiny Gemma 4 processor's budget is 70 soft tokens, plus the begin/end markers.
+    assert "less than the 72" in result.output and "data.max_seq_length" in result.output
+
+
+def test_qlora_is_refused_on_cpu_with_the_device_named(tiny_dir):
+    with pytest.raises(UserError) as err:
+        load_model(ModelConfig(name_or_path=str(tiny_dir("gemma3")), quantize="4bit"))
+    assert "this run is on cpu" in str(err.value) and "model.quantize=none" in str(err.value)
+    result = runner.invoke(app, ["plan", "--model", str(tiny_dir("gemma3")), "model.quantize=4bit"])
+    assert result.exit_code == 2 and "this run is on cpu" in result.output
+
+
+def test_qlora_checks_before_loading_on_cuda(tmp_path):
+    """The CUDA-side refusals, checked without a GPU (the device is only named)."""
+    cuda = torch.device("cuda")
+    with pytest.raises(UserError, match="GGUF file"):
+        check_quantize(ModelConfig(name_or_path=str(tmp_path / "m.gguf"), quantize="4bit"), cuda)
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match=r"gemmaforge\[cuda\]"):
+            check_quantize(ModelConfig(name_or_path=str(tmp_path), quantize="4bit"), cuda)
+
+
+def test_offload_is_refused_on_cpu(tiny_dir, tmp_path):
+    from gemmaforge.train.run import train
+
+    cfg = Config.model_validate(
+        {
+            "model": {"name_or_path": str(tiny_dir("gemma3"))},
+            "data": {"train": str(tmp_path / "none.jsonl")},
+            "train": {"output_dir": str(tmp_path / "run"), "offload_activations": True},
+        }
+    )
+    with pytest.raises(UserError) as err:
+        train(cfg)
+    assert "this run trains on the CPU" in str(err.value)
+    assert "also set train.gradient_checkpointing=true" in str(err.value)
+
+
+@pytest.mark.parametrize("family", ["gemma3", "gemma3n", "gemma4"])
+def test_models_load_with_sdpa_attention(tiny_dir, family):
+    model = load_model(ModelConfig(name_or_path=str(tiny_dir(family)))).model
+    text = model.config.get_text_config()
+    assert text._attn_implementation == "sdpa"
+
+
+@pytest.mark.slow
+def test_compile_trains_saves_and_resumes(tiny_dir, tmp_path):
+    """train.compile keeps parameter names: the run trains, saves its adapter and resumes.
+    Slow: inductor compiles the layers for minutes on two CPU cores."""
+    from gemmaforge.train.run import train
+    from test_train import run_config, write_task
+
+    data = write_task(tmp_path / "task.jsonl")
+    cfg = run_config(tiny_dir("gemma3"), data, tmp_path / "run", max_steps=4, compile=True)
+    first = train(cfg)
+    assert first.final["loss"] < 8 and (tmp_path / "run" / "adapter").is_dir()
+    longer = cfg.model_copy(deep=True)
+    longer.train.max_steps, longer.train.resume = 6, True
+    assert train(longer).final["step"] == 6
