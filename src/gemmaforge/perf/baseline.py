@@ -38,7 +38,7 @@ def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
     if report.has_media:
 
         def collator(batch):
-            out = collate(batch, pad_id, media.type_key, media)
+            out = collate([[ex] for ex in batch], pad_id, media.type_key, media)
             return {k: v.to(loaded.dtype) if v.is_floating_point() else v for k, v in out.items()}
 
         dataset = examples
