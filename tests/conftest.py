@@ -93,7 +93,11 @@ def s3():
 
 @pytest.fixture(scope="session", autouse=True)
 def _media_cache_in_tmp(tmp_path_factory):
-    """Remote and embedded media are cached in a temporary folder, not the user's ~/.cache."""
+    """The default media cache folder is a temporary one, not the user's ~/.cache (a run's
+    `data.media_cache_dir` still wins, as it does for users)."""
     from gemmaforge.data import media_cache
 
-    media_cache.configure(cache_dir=tmp_path_factory.mktemp("media-cache"))
+    folder = tmp_path_factory.mktemp("media-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(media_cache, "default_dir", lambda: folder)
+        yield

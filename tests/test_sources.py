@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,17 @@ import soundfile
 from PIL import Image
 
 from gemmaforge.config import DataConfig
+from gemmaforge.config_load import load_config
 from gemmaforge.data import media_cache, remote
 from gemmaforge.data.formats import to_conversation
 from gemmaforge.data.media import load_audio, load_image
 from gemmaforge.data.records import BadRow
-from gemmaforge.data.sources import iter_source_records, read_source, resolve_sources
+from gemmaforge.data.sources import (
+    configure_storage,
+    iter_source_records,
+    read_source,
+    resolve_sources,
+)
 from gemmaforge.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -305,36 +312,46 @@ def test_s3_thousands_of_rows_glob_and_parquet(s3):
     assert file.records[2999].row == {"prompt": "q2999", "response": "a"}
 
 
+def noise_png(seed: int) -> tuple[bytes, tuple[int, int, int]]:
+    """A 320 x 320 PNG of random pixels (~300 KB: PNG cannot shrink noise) and its first pixel."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (320, 320, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue(), tuple(int(v) for v in pixels[0, 0])
+
+
 def test_s3_media_through_the_size_capped_cache(s3, tmp_path):
-    images = [png((i, 0, 0), size=(64, 64)) for i in range(6)]
-    for i, data in enumerate(images):
+    images = [noise_png(i) for i in range(6)]
+    for i, (data, _) in enumerate(images):
         s3.put(f"media/set/img/{i}.png", data)
     text = "".join(
         json.dumps({"image": f"img/{i}.png", "caption": str(i)}) + "\n" for i in range(6)
     )
     url = s3.put("media/set/data.jsonl", text)
-    cap = 3 * len(images[0]) + 100  # room for three images
-    remote.configure(storage_options=s3.storage_options)
-    media_cache.configure(cache_dir=tmp_path / "cache", max_mb=1)
-    cache = media_cache.MediaCache(tmp_path / "cache", cap)
-    media_cache._caches[(tmp_path / "cache", 1)] = cache
+    # The run's config is what reaches the cache and the storage: a 1 MiB cap holds 3 images.
+    cfg = load_config(
+        None,
+        [f"data.storage_options.{k}={v}" for k, v in s3.storage_options.items()]
+        + [f"data.media_cache_dir={tmp_path / 'cache'}", "data.media_cache_mb=1"],
+    )
+    configure_storage(cfg.data)
+    cache = media_cache.current()
+    assert cache.root == tmp_path / "cache" and cache.max_bytes == 2**20
 
     records = list(iter_source_records(url))
-    refs = [
-        to_conversation(r, "caption", DataConfig()).messages[0]["content"][0]["ref"]
-        for r in records
-    ]
+    convert = partial(to_conversation, fmt="caption", cfg=cfg.data)
+    refs = [convert(r).messages[0]["content"][0]["ref"] for r in records]
     assert refs[2] == "s3://media/set/img/2.png"  # relative to the s3:// folder, not s3:/...
     sizes = []
     for i, ref in enumerate(refs):
-        assert load_image(ref, records[i].where).getpixel((0, 0)) == (i, 0, 0)
+        assert load_image(ref, records[i].where).getpixel((0, 0)) == images[i][1]
         sizes.append(cache.total_bytes())
-    print("cache bytes after each image:", sizes, "cap:", cap)
-    assert max(sizes) <= cap
+    print("cache bytes after each image:", sizes, "cap:", cache.max_bytes)
+    assert max(sizes) <= cache.max_bytes and sizes[3] < sizes[2] + len(images[3][0])
     assert not cache.path_for(refs[0]).exists()  # evicted, least recently used
-    assert cache.path_for(refs[5]).read_bytes() == images[5]
+    assert cache.path_for(refs[5]).read_bytes() == images[5][0]
     s3.fs().rm("media/set/img/5.png")  # a hit needs no network
-    assert load_image(refs[5]).getpixel((0, 0)) == (5, 0, 0)
+    assert load_image(refs[5]).getpixel((0, 0)) == images[5][1]
 
 
 def test_s3_missing_bucket_and_no_credentials(s3, monkeypatch):

@@ -27,7 +27,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from gemmaforge.data import remote
+from gemmaforge.config import DataConfig
+from gemmaforge.data import media_cache, remote
 from gemmaforge.data.records import (
     JSONL_SUFFIXES,
     BadRow,
@@ -94,6 +95,18 @@ class SourceFile:
                 while chunk := handle.read(1 << 20):
                     digest.update(chunk)
         return f"sha256:{digest.hexdigest()}"
+
+
+def configure_storage(cfg: DataConfig) -> None:
+    """Make a run's data settings reach every remote read: `storage_options` and `retries`
+    (remote.py, also used by media) and the media cache folder and cap (media_cache.py).
+
+    Module-level settings rather than arguments: media are read deep inside rendering, where
+    passing the config through every call would touch every stage. Call it once when a run
+    (train, eval, serve) starts; explicit `storage_options` arguments still win.
+    """
+    remote.configure(storage_options=cfg.storage_options, retries=cfg.retries)
+    media_cache.configure(cache_dir=cfg.media_cache_dir, max_mb=cfg.media_cache_mb)
 
 
 def resolve_sources(
