@@ -22,7 +22,7 @@ class S3Server:
     _buckets: set[str] = field(default_factory=set)
 
     KEY = "testing"
-    SECRET = "testing"
+    SECRET = "fake-secret"
 
     @property
     def storage_options(self) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.server
+import importlib.util
 import io
 import json
 import os
@@ -119,8 +120,21 @@ def test_problems_are_raised_at_once(tmp_path):
         "unsupported ",
         "matches no f",
     ]
-    with pytest.raises(UserError, match=r"bad.jsonl:2: not valid JSON"):
-        read_source(str(tmp_path / "bad.jsonl"))
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(UserError) as err:
+        read_source([str(tmp_path / "bad.jsonl"), str(tmp_path / "empty.jsonl")])
+    assert "bad.jsonl:2: not valid JSON" in err.value.problems[0]
+    assert err.value.problems[1].endswith(
+        "empty.jsonl: the source has no rows. Fix: add at least one example"
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gcsfs") is not None, reason="gcsfs is installed")
+def test_missing_backend_names_the_package():
+    with pytest.raises(
+        UserError, match=r"gs://b/x.jsonl: cannot be opened .* Fix: pip install gcsfs"
+    ):
+        resolve_sources("gs://b/x.jsonl")
 
 
 def test_datasets_on_disk_with_embedded_images(tmp_path):
@@ -301,6 +315,7 @@ def test_s3_thousands_of_rows_glob_and_parquet(s3):
     s3.put("rows/table/t.parquet", buffer.getvalue())
 
     sources = resolve_sources("s3://rows/data/*.jsonl", so)
+    assert s3.SECRET not in repr(sources) and sources[0].storage_options == so
     assert [s.path for s in sources] == [f"s3://rows/data/part-{i}.jsonl" for i in range(3)]
     assert all(s.fingerprint.startswith("etag:") and s.size for s in sources)
     got = rows("s3://rows/data/*.jsonl", so)

@@ -22,7 +22,7 @@ import glob
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,8 @@ class SourceFile:
     """mediafolder: its metadata file."""
     listed_fingerprint: str | None = None
     """Remote sources: the fingerprint from the storage listing."""
-    storage_options: dict[str, Any] | None = None
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)
+    """fsspec options for a remote source (not shown: they may hold credentials)."""
 
     @property
     def name(self) -> str:
@@ -166,13 +167,14 @@ def read_source(
     sources = spec if _resolved(spec) else resolve_sources(spec, storage_options)
     files, problems = [], []
     for source in sources:
-        records = []
+        records, bad = [], []
         for item in iter_file_records(source):
             if isinstance(item, BadRow):
-                problems.append(item.problem)
+                bad.append(item.problem)
             else:
                 records.append(item)
-        if not records and not problems:
+        problems += bad
+        if not records and not bad:
             problems.append(
                 problem(source.name, "the source has no rows", "add at least one example")
             )
