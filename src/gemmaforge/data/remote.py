@@ -35,7 +35,6 @@ TRANSIENT_CODES = {
     "Throttling",
     "ThrottlingException",
     "RequestTimeout",
-    "RequestTimeTooSkewed",
     "InternalError",
     "ServiceUnavailable",
     "503",
