@@ -78,3 +78,26 @@ def tiny_run(tiny_dir, tmp_path_factory):
         return built[variant]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3 API (moto server) on loopback for the session: an `S3Server` from
+    `tests/s3.py` (`s3.put("bucket/key", data) -> "s3://bucket/key"`, `s3.storage_options`)."""
+    from s3 import start_s3
+
+    server, moto = start_s3()
+    yield server
+    moto.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _media_cache_in_tmp(tmp_path_factory):
+    """The default media cache folder is a temporary one, not the user's ~/.cache (a run's
+    `data.media_cache_dir` still wins, as it does for users)."""
+    from gemmaforge.data import media_cache
+
+    folder = tmp_path_factory.mktemp("media-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(media_cache, "default_dir", lambda: folder)
+        yield

@@ -6,7 +6,7 @@ Loading (YAML + `section.field=value` overrides + flags) and error reporting liv
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,6 +110,18 @@ class DataConfig(Section):
     image_budget: Literal[70, 140, 280, 560, 1120] | None = None
     """Gemma 4 soft tokens per image (the processor's default when unset). The same budget is
     used by evaluation, serving and export of the run."""
+    storage_options: dict[str, Any] = {}
+    """Options for remote data and media URLs, passed to fsspec (e.g. for s3://: endpoint_url,
+    key, secret, profile, anon; for gs://: token, project). Credentials otherwise come from the
+    usual environment (AWS_* variables, ~/.aws, gcloud)."""
+    media_cache_dir: str | None = None
+    """Folder caching remote images and clips (and media embedded in Parquet / datasets);
+    default: $XDG_CACHE_HOME/gemmaforge/media, else ~/.cache/gemmaforge/media."""
+    media_cache_mb: int = Field(2048, ge=0)
+    """Size cap of the remote media cache in MiB; least recently used files are evicted."""
+    retries: int = Field(5, ge=0)
+    """Retries of a remote read that fails transiently (connection errors, timeouts, HTTP 429 /
+    5xx, S3 SlowDown), with exponential backoff from 0.5 s."""
 
 
 class LoraConfig(Section):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from gemmaforge.config import DataConfig
@@ -176,8 +175,7 @@ def _part(record: Record, key: str, part: Any) -> dict[str, str]:
     if kind in MEDIA_KEYS:
         ref = next((part[k] for k in MEDIA_KEYS[kind] if isinstance(part.get(k), str)), None)
         if ref:
-            base = Path(record.path).parent
-            return {"type": kind, "ref": resolve_media_path(ref, base)}
+            return {"type": kind, "ref": resolve_media_path(ref, record.base)}
     shapes = "{'type': 'text', 'text': ...}, {'type': 'image', 'path' | 'url': ...}, or "
     shapes += "{'type': 'audio', 'path' | 'url': ...}"
     raise UserError(
@@ -250,7 +248,6 @@ def _media_shortcut(fmt: str) -> Callable[[Record, DataConfig], Conversation]:
         from gemmaforge.data.media import resolve_media_path
 
         kinds, prompt_column, reply_column = MEDIA_SHORTCUTS[fmt](cfg)
-        base = Path(record.path).parent
         parts = []
         for kind, column in kinds.items():
             ref = _text(record, column, record.row[column]).strip()
@@ -258,7 +255,7 @@ def _media_shortcut(fmt: str) -> Callable[[Record, DataConfig], Conversation]:
                 raise UserError(
                     problem(record.where, f"{column!r} is empty", f"give the {kind} file's path")
                 )
-            parts.append({"type": kind, "ref": resolve_media_path(ref, base)})
+            parts.append({"type": kind, "ref": resolve_media_path(ref, record.base)})
         if prompt_column:
             prompt = _text(record, prompt_column, record.row[prompt_column])
         else:

@@ -6,7 +6,8 @@ media reference, the problem and the fix; the row reading code collects them.
 
 Decisions:
 - Media is read whole into memory from a local path or any fsspec URL: clips and photos are
-  small, and one code path serves local files and URLs alike.
+  small. Remote media are fetched with retries through a size-capped local cache
+  (`media_cache.py`), so later epochs read them from disk.
 - Images: only JPEG, PNG, WebP, TIFF, GIF and BMP are opened: fewer decoders run on untrusted
   files, and Pillow's EPS plugin would shell out to Ghostscript. The size in the header is
   checked before any pixel is decoded (decompression bombs). Transparency is composited on
@@ -25,19 +26,19 @@ from __future__ import annotations
 
 import io
 import itertools
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import av
-import fsspec
 import numpy as np
 import soundfile
 import soxr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gemmaforge.data import media_cache, remote
+from gemmaforge.data.remote import is_url
 from gemmaforge.errors import UserError, problem
 
 SAMPLE_RATE = 16_000
@@ -46,7 +47,6 @@ SAMPLE_RATE = 16_000
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF", "BMP")
 """Pillow plugins allowed to open an image (JPEG covers the MPO files many phones write)."""
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _RESIZE = "resize it, e.g. `magick IN -resize 4096x4096 OUT`; if it is genuine, raise "
 _CONVERT_AUDIO = "convert it with `ffmpeg -i IN -ac 1 -ar 16000 OUT.wav`"
 
@@ -100,19 +100,19 @@ def resolve_media_path(ref: str, base_dir: str | Path) -> str:
 
     Absolute paths and URLs are kept; a relative path under a URL folder becomes a URL.
     """
-    if _URL.match(ref):
+    if is_url(ref):
         return ref
     path = Path(ref).expanduser()
     if path.is_absolute():
         return str(path)
-    if _URL.match(str(base_dir)):
+    if is_url(str(base_dir)):
         return f"{str(base_dir).rstrip('/')}/{ref}"
     return str(Path(base_dir) / path)
 
 
 def open_media_bytes(ref: str, where: str | None = None) -> bytes:
     """All bytes of a local file or an fsspec URL (http(s)://, s3://, file://, ...)."""
-    if _URL.match(ref):
+    if is_url(ref):
         return _read_url(ref, where)
     try:
         return Path(ref).read_bytes()
@@ -130,23 +130,14 @@ def open_media_bytes(ref: str, where: str | None = None) -> bytes:
 
 
 def _read_url(ref: str, where: str | None) -> bytes:
+    """Remote media go through the size-capped local cache (`media_cache`); `file://` URLs
+    are local files and are read directly."""
     try:
-        with fsspec.open(ref, "rb") as file:
-            return file.read()
-    except FileNotFoundError as err:
-        # fsspec's HTTP backend reports unreachable hosts as missing files; say which it was.
-        reason = f" ({err.__cause__})" if err.__cause__ else ""
-        raise MediaError(
-            where, ref, f"was not found or not reachable{reason}", "check the URL and the network"
-        ) from None
-    except Exception as err:  # each backend raises its own types (aiohttp, botocore, ...)
-        raise MediaError(
-            where,
-            ref,
-            f"could not be downloaded ({type(err).__name__}: {err})",
-            "check the URL, the network and any credentials; a missing fsspec backend is named "
-            "in the error (pip install s3fs for s3://, gcsfs for gs://)",
-        ) from None
+        if ref.lower().startswith("file://"):
+            return remote.read_remote(ref)
+        return media_cache.fetch(ref)
+    except remote.StorageError as err:
+        raise MediaError(where, ref, err.what, err.fix) from None
 
 
 def load_image(

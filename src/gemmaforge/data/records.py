@@ -1,7 +1,9 @@
 """Read a JSONL or CSV file into plain dict rows, each tagged with its file and line.
 
-This is the only place that touches the bytes of a data file, so it also hashes them (the
-model card records which data trained an adapter). Every problem in a file is collected and
+Files are local paths or fsspec URLs (`s3://`, `gs://`, `https://`, `file://`), read line by
+line either way (remote reads retry transient failures, see `remote.py`). This is the only
+place that touches the bytes of a line-based data file, so it also hashes them (the model
+card records which data trained an adapter). Every problem in a file is collected and
 raised once as a UserError that names the file, the line and the fix.
 """
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gemmaforge.data.remote import is_url, open_remote, parent
 from gemmaforge.errors import UserError, problem
 
 MAX_PROBLEMS = 20
@@ -36,6 +39,12 @@ class Record:
     @property
     def where(self) -> str:
         return f"{self.path}:{self.line}"
+
+    @property
+    def base(self) -> str:
+        """The folder relative media paths in the row start from: the data file's folder,
+        a URL for remote files (`Path` would collapse `s3://b/x` to `s3:/b/x`)."""
+        return parent(self.path)
 
 
 @dataclass(frozen=True)
@@ -94,16 +103,18 @@ def read_records(path: str | Path) -> DataFile:
     return DataFile(path=str(path), sha256=digest.hexdigest(), records=records)
 
 
-def iter_records(path: str | Path, digest=None) -> Iterator[Record | BadRow]:
-    """Stream the rows of a JSONL or CSV file, one at a time, in file order.
+def iter_records(
+    path: str | Path, digest=None, storage_options: dict[str, Any] | None = None
+) -> Iterator[Record | BadRow]:
+    """Stream the rows of a JSONL or CSV file (a path or an fsspec URL), one at a time.
 
     A row that cannot be read comes out as a BadRow (the caller's error policy decides);
     a file that cannot be read at all raises UserError. `digest` (a hashlib object) is fed
-    every byte read.
+    every byte read. `storage_options` go to fsspec for URLs.
     """
     name = str(path)
-    suffix = Path(path).suffix.lower()
-    with _open_binary(Path(path)) as handle:
+    suffix = file_suffix(name)
+    with _open_binary(name, storage_options) as handle:
         lines = _decode_lines(name, handle, digest)
         if suffix in JSONL_SUFFIXES:
             yield from _parse_jsonl(name, lines)
@@ -113,16 +124,25 @@ def iter_records(path: str | Path, digest=None) -> Iterator[Record | BadRow]:
             pass
 
 
-def _open_binary(path: Path) -> BinaryIO:
+def file_suffix(name: str) -> str:
+    """The lower-case extension of a path or URL (a URL's query string is not part of it)."""
+    return Path(name.split("?", 1)[0] if is_url(name) else name).suffix.lower()
+
+
+def _open_binary(name: str, storage_options: dict[str, Any] | None) -> BinaryIO:
     suffixes = ", ".join(JSONL_SUFFIXES + tuple(CSV_DELIMITERS))
-    if path.suffix.lower() not in JSONL_SUFFIXES + tuple(CSV_DELIMITERS):
+    suffix = file_suffix(name)
+    if suffix not in JSONL_SUFFIXES + tuple(CSV_DELIMITERS):
         raise UserError(
             problem(
-                str(path),
-                f"unsupported file type {path.suffix or '(no extension)'!r}",
+                name,
+                f"unsupported file type {suffix or '(no extension)'!r}",
                 f"use one of {suffixes}",
             )
         )
+    if is_url(name):
+        return open_remote(name, storage_options)
+    path = Path(name)
     if path.is_dir():
         raise UserError(problem(str(path), "is a folder, not a file", "point at a data file"))
     if not path.exists():
