@@ -75,6 +75,9 @@ def test_text_fields_keep_the_raw_text():
     assert cfg.model.revision == "1234567"
     assert cfg.data.train == "1e5"
     assert cfg.data.system_column == "yes"
+    # data.train also takes a list, written as YAML.
+    cfg = load_config(None, ["data.train=[a.jsonl, s3://b/*.parquet]"])
+    assert cfg.data.train == ["a.jsonl", "s3://b/*.parquet"]
 
 
 def test_exponent_floats_in_files(tmp_path):

@@ -47,7 +47,7 @@ def test_messages_file_with_auto_split(tmp_path, tokenizer):
     assert report.train_tokens == sum(len(ex.input_ids) for ex in train)
     assert report.trained_tokens == sum(ex.num_trained for ex in train)
     (file,) = report.files
-    assert file.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert file.fingerprint == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
     assert (file.path, file.rows, file.format) == (str(path), 10, "messages")
     # Every row lands on exactly one side, tagged with its line.
     lines = sorted(int(ex.where.rsplit(":", 1)[1]) for ex in train + val)
@@ -190,5 +190,5 @@ def test_no_training_file(tokenizer):
 
 
 def test_missing_file_is_a_user_error(tmp_path, tokenizer):
-    with pytest.raises(UserError, match="file not found"):
+    with pytest.raises(UserError, match=r"missing\.jsonl: not found"):
         load(tokenizer, train=str(tmp_path / "missing.jsonl"))

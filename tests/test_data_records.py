@@ -31,7 +31,7 @@ def test_jsonl_rows_carry_file_line_and_hash(tmp_path):
     data = read_records(path)
     assert [(r.row, r.line) for r in data.records] == [({"a": 1}, 1), ({"a": 2}, 3)]
     assert data.records[1].where == f"{path}:3"
-    assert data.sha256 == hashlib.sha256(text.encode()).hexdigest()
+    assert data.fingerprint == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_csv_rows_start_lines_with_multiline_fields(tmp_path):

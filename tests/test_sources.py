@@ -105,7 +105,7 @@ def test_folder_glob_and_list_are_sorted(tmp_path):
     ]
     files = read_source(f"{tmp_path}/*.jsonl")
     assert [Path(f.path).name for f in files] == ["a.jsonl", "b.jsonl"]
-    assert files[0].sha256.startswith("sha256:")
+    assert files[0].fingerprint.startswith("sha256:")
 
 
 def test_problems_are_raised_at_once(tmp_path):

@@ -35,10 +35,13 @@ class ModelConfig(Section):
 
 
 class DataConfig(Section):
-    train: str | None = None
-    """Training data file (JSONL or CSV)."""
-    validation: str | None = None
-    """Validation data file. Without it, a seeded split of the training data is held out."""
+    train: str | list[str] | None = None
+    """Training data: a file (JSONL, CSV, TSV, Parquet), a glob, a folder (data files, a 🤗
+    datasets save_to_disk folder, an imagefolder/audiofolder), an s3://, gs:// or https://
+    URL, or a list of those (docs/data.md, "Sources")."""
+    validation: str | list[str] | None = None
+    """Validation data, in any form data.train takes. Without it, a seeded split of the
+    training data is held out."""
     format: Literal[
         "auto",
         "messages",

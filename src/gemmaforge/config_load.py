@@ -12,7 +12,7 @@ import functools
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -185,9 +185,10 @@ def _parse_override(text: str, problems: list[str]) -> tuple[str, Any] | None:
         )
         return None
     info = config_fields().get(key)
-    if info is not None and _is_text(info):
+    if info is not None and _is_text(info) and not raw.lstrip().startswith("["):
         # Text fields take the raw text, so `model.revision=1234567` stays a string (YAML
-        # would make it an int) and paths like `@data.jsonl` need no shell quoting.
+        # would make it an int) and paths like `@data.jsonl` need no shell quoting. A field
+        # that also takes a list (data.train) reads `[a, b]` as YAML.
         return key, (None if raw.strip() in _NULLS else raw)
     try:
         return key, yaml.load(raw, Loader=_Loader)
@@ -198,9 +199,10 @@ def _parse_override(text: str, problems: list[str]) -> tuple[str, Any] | None:
 
 
 def _is_text(info: FieldInfo) -> bool:
-    """True for `str` and `str | None` fields (not Literal choices, lists or numbers)."""
+    """True for `str`, `str | None` and `str | list[str]` fields (not Literal choices or
+    numbers)."""
     types = [t for t in (get_args(info.annotation) or (info.annotation,)) if t is not type(None)]
-    return types == [str]
+    return str in types and all(t is str or get_origin(t) is list for t in types)
 
 
 def _set(

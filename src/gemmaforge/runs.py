@@ -93,7 +93,10 @@ def load_run(run: Run, base: str | None = None, device: str = "auto", dtype: str
     `dtype` (auto, bf16, fp32) replaces the run's `model.dtype` when given."""
     from peft import PeftModel
 
+    from gemmaforge.data.sources import configure_storage
     from gemmaforge.models.load import load_model
+
+    configure_storage(run.config.data)  # media URLs in eval rows and requests
 
     model_cfg = run.config.model.model_copy(update={"device": device})
     if dtype:

@@ -9,7 +9,6 @@ counts a user needs to trust the run, and each file's sha256 for the model card.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING
 from gemmaforge.config import DataConfig
 from gemmaforge.data.formats import detect_format, to_conversation
 from gemmaforge.data.media import MediaDropped, MediaError
-from gemmaforge.data.records import BadRow, Record, iter_records, raise_if_problems
+from gemmaforge.data.records import BadRow, Record, raise_if_problems
 from gemmaforge.data.render import RenderedExample, render, render_text
 from gemmaforge.data.skiplog import SkipLog
 from gemmaforge.errors import UserError, problem
@@ -34,7 +33,8 @@ class FileReport:
     """One data file as the model card records it."""
 
     path: str
-    sha256: str
+    fingerprint: str
+    """`sha256:<hex>` of a local file's bytes; an ETag or version for remote objects."""
     rows: int
     format: str
 
@@ -108,8 +108,8 @@ def load_datasets(
     renderer = RowRenderer(cfg, family, tokenizer, media)
     problems: list[str] = []
     files: list[FileReport] = []
-    train_rows = _read_file(cfg.train, cfg, files, problems, skips)
-    val_rows = _read_file(cfg.validation, cfg, files, problems, skips)
+    train_rows = read_rows(cfg.train, cfg, files, problems, skips)
+    val_rows = read_rows(cfg.validation, cfg, files, problems, skips)
     source = "file" if cfg.validation else "none"
     if not cfg.validation:
         held_out = set(split_indices(len(train_rows), cfg.val_fraction, cfg.val_max_rows, seed))
@@ -258,32 +258,43 @@ class RowRenderer:
         return examples
 
 
-def _read_file(
-    path: str | None,
+def read_rows(
+    spec: str | list[str] | None,
     cfg: DataConfig,
     files: list[FileReport],
     problems: list[str],
     skips: SkipLog,
 ) -> list[Record]:
-    """The readable rows of one file; unreadable ones go to `problems` (fail) or `skips`."""
-    if path is None:
+    """The readable rows of every source `spec` names (data/sources.py), in order; unreadable
+    ones go to `problems` (on_error=fail) or `skips`. Each source's report joins `files`."""
+    from gemmaforge.data.sources import iter_file_records, resolve_sources
+
+    if spec is None:
         return []
-    digest = hashlib.sha256()
-    rows = []
     try:
-        for item in iter_records(path, digest):
-            if isinstance(item, Record):
-                rows.append(item)
-            elif cfg.on_error == "fail":
-                problems.append(item.problem)
-            else:
-                skips.add(item.where, "unreadable", item.problem, item.raw)
+        sources = resolve_sources(spec, cfg.storage_options)
     except UserError as err:
         problems.extend(err.problems)
         return []
-    if not rows and not problems:
-        problems.append(problem(path, "the file has no rows", "add at least one example to it"))
-    files.append(FileReport(str(path), digest.hexdigest(), len(rows), _format_name(rows, cfg)))
+    rows: list[Record] = []
+    for source in sources:
+        count = len(rows)
+        try:
+            for item in iter_file_records(source):
+                if isinstance(item, Record):
+                    rows.append(item)
+                elif cfg.on_error == "fail":
+                    problems.append(item.problem)
+                else:
+                    skips.add(item.where, "unreadable", item.problem, item.raw)
+            fingerprint = source.fingerprint
+        except UserError as err:
+            problems.extend(err.problems)
+            continue
+        mine = rows[count:]
+        if not mine and not problems:
+            problems.append(problem(source.name, "has no rows", "add at least one example to it"))
+        files.append(FileReport(source.name, fingerprint, len(mine), _format_name(mine, cfg)))
     return rows
 
 

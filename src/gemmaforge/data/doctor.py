@@ -20,7 +20,7 @@ import hashlib
 import json
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,16 +31,15 @@ from gemmaforge.data.dataset import fit_length, split_indices
 from gemmaforge.data.doctor_report import KINDS, DoctorReport, Finding, distribution
 from gemmaforge.data.formats import Conversation, detect_format, to_conversation
 from gemmaforge.data.media import MediaError, MediaPolicy, load_audio, load_image
-from gemmaforge.data.records import CSV_DELIMITERS, BadRow, Record, iter_records
+from gemmaforge.data.records import BadRow, Record
 from gemmaforge.data.render import ROLES, RenderedExample, render, render_text
+from gemmaforge.data.sources import configure_storage, iter_source_records
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import FAMILIES, GEMMA3
 
 if TYPE_CHECKING:
     from gemmaforge.models.load import LoadedTokenizer
 
-FOLDER_SUFFIXES = (".jsonl", ".ndjson", *CSV_DELIMITERS)
-"""Data files checked in a folder (not .json: a folder's .json files are usually metadata)."""
 
 SHORT_REPLY_CHARS = 80
 """Replies up to this long are kept as text for the label statistics (classification-like)."""
@@ -65,29 +64,6 @@ def doctor_tokenizer(cfg: Config) -> tuple[LoadedTokenizer, bool]:
     return LoadedTokenizer(tokenizer, None, GEMMA3, str(path)), True
 
 
-def _rows(spec: str) -> Iterator[Record | BadRow]:
-    """Every row of a data spec, file by file: the one place the doctor reads data.
-
-    A folder means every data file directly in it. `data/sources.py::iter_source_records`
-    (Parquet, datasets folders, globs, URLs) replaces this body when it lands.
-    """
-    path = Path(spec)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES)
-        if not files:
-            raise UserError(
-                problem(
-                    spec,
-                    "the folder holds no data files",
-                    f"put {', '.join(FOLDER_SUFFIXES)} files in it",
-                )
-            )
-    else:
-        files = [path]
-    for file in files:
-        yield from iter_records(file)
-
-
 def check_dataset(
     cfg: Config,
     tok: LoadedTokenizer,
@@ -98,6 +74,7 @@ def check_dataset(
     them. `progress` is called with the number of rows read so far, every 256 rows."""
     from gemmaforge.data.multimodal import media_encoder
 
+    configure_storage(cfg.data)
     if not cfg.data.train:
         raise UserError(problem(None, "no training data", "pass a data file or set data.train"))
     scan = _Scan(cfg, tok, media_encoder(tok, cfg.data), default_tokenizer, progress)
@@ -140,16 +117,16 @@ class _Scan:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def read(self, split: str, spec: str) -> None:
+    def read(self, split: str, spec: str | list[str]) -> None:
         try:
-            for item in _rows(spec):
+            for item in iter_source_records(spec, self.data.storage_options):
                 self._count_row(split, item)
                 if isinstance(item, BadRow):
                     self._add("unreadable_row", item.path, item.line, [item.problem])
                 else:
                     self._check_record(split, item)
         except UserError as err:
-            self._add("unreadable_file", spec, None, err.problems)
+            self._add("unreadable_file", str(spec), None, err.problems)
 
     def _count_row(self, split: str, item: Record | BadRow) -> None:
         if item.path not in self.sources:

@@ -67,7 +67,8 @@ class DataFile:
     """The rows of one file plus the facts a model card needs about it."""
 
     path: str
-    sha256: str
+    fingerprint: str
+    """`sha256:<hex>` of the bytes for a local file; see data/sources.py for remote ones."""
     records: list[Record]
 
 
@@ -100,7 +101,7 @@ def read_records(path: str | Path) -> DataFile:
             problem(str(path), "the file has no rows", "add at least one example to the file")
         )
     raise_if_problems(problems)
-    return DataFile(path=str(path), sha256=digest.hexdigest(), records=records)
+    return DataFile(path=str(path), fingerprint=f"sha256:{digest.hexdigest()}", records=records)
 
 
 def iter_records(

@@ -161,7 +161,7 @@ def read_source(
     """Every row of every source in memory, per source, with its fingerprint.
 
     Every bad row of every source is raised at once, as `read_records` does for one file.
-    `DataFile.sha256` holds the fingerprint (`sha256:<hex>`, or `etag:` / `version:` /
+    `DataFile.fingerprint` holds the fingerprint (`sha256:<hex>`, or `etag:` / `version:` /
     `size:...,mtime:...` for remote sources).
     """
     sources = spec if _resolved(spec) else resolve_sources(spec, storage_options)
@@ -178,7 +178,7 @@ def read_source(
             problems.append(
                 problem(source.name, "the source has no rows", "add at least one example")
             )
-        files.append(DataFile(path=source.name, sha256=source.fingerprint, records=records))
+        files.append(DataFile(path=source.name, fingerprint=source.fingerprint, records=records))
     raise_if_problems(problems)
     return files
 

@@ -125,20 +125,24 @@ def open_stream(
 ) -> tuple[StreamedExamples, list, DataReport]:
     """The streamed training source, the (in-memory) validation examples, and a report of
     what is known before reading: the files and the validation split."""
-    from gemmaforge.data.records import iter_records
+    from gemmaforge.data.sources import iter_source_records, resolve_sources
+
+    # Listed once: every epoch re-reads the same objects.
+    train_sources = resolve_sources(cfg.train, cfg.storage_options)
+    val_sources = resolve_sources(cfg.validation, cfg.storage_options) if cfg.validation else []
 
     def rows() -> Iterable[Record | BadRow]:
-        return iter_records(cfg.train)
+        return iter_source_records(train_sources)
 
-    validation = (lambda: iter_records(cfg.validation)) if cfg.validation else None
+    validation = (lambda: iter_source_records(val_sources)) if val_sources else None
     picked, indices = validation_rows(rows, cfg, seed, validation)
     problems: list[str] = []
     val = renderer.render_all(picked, problems, skips, cfg.on_error)
     raise_if_problems(problems)
     val, dropped, truncated = fit_length(val, cfg, skips=skips)
-    files = [
-        FileReport(str(path), "", 0, cfg.format) for path in (cfg.train, cfg.validation) if path
-    ]
+    # Fingerprints from the listing (remote) or a hash pass (local): never a download.
+    sources = train_sources + val_sources
+    files = [FileReport(s.name, s.fingerprint, 0, cfg.format) for s in sources]
     report = DataReport(
         files=files,
         rows_read=0,

@@ -22,9 +22,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from gemmaforge.data.dataset import split_indices
+from gemmaforge.data.dataset import read_rows, split_indices
 from gemmaforge.data.formats import Conversation, detect_format, to_conversation
-from gemmaforge.data.records import raise_if_problems, read_records
+from gemmaforge.data.records import raise_if_problems
+from gemmaforge.data.skiplog import SkipLog
 from gemmaforge.errors import UserError, problem
 from gemmaforge.eval.tasks import TASKS, pick_task
 from gemmaforge.runs import Run, open_run
@@ -43,14 +44,17 @@ def eval_data(run: Run, data: str | None = None, limit: int | None = None) -> Ev
     """The rows to score: `data`, else the run's validation file, else its held-out split."""
     cfg = run.config.data
     path = data or cfg.validation or cfg.train
-    file = read_records(path)
-    rows = file.records
+    # Rows the run skipped as unreadable (data.on_error=skip) are skipped here too, so the
+    # held-out split indexes the same rows training split.
+    files, problems = [], []
+    rows = read_rows(path, cfg, files, problems, SkipLog())
+    raise_if_problems(problems)
     if data:
         source = f"{data} (--data)"
     elif cfg.validation:
         source = f"{path} (the run's validation file)"
     else:
-        _check_unchanged(run, file.path, file.sha256)
+        _check_unchanged(run, files)
         seed = run.config.train.seed
         keep = split_indices(len(rows), cfg.val_fraction, cfg.val_max_rows, seed)
         if not keep:
@@ -74,17 +78,19 @@ def eval_data(run: Run, data: str | None = None, limit: int | None = None) -> Ev
     return EvalData(conversations, source)
 
 
-def _check_unchanged(run: Run, path: str, sha256: str) -> None:
+def _check_unchanged(run: Run, files: list) -> None:
     """A changed training file would give another split: its rows may have been trained on."""
     import json
 
     report = json.loads((run.dir / "data_report.json").read_text(encoding="utf-8"))
-    recorded = {Path(f["path"]).resolve(): f["sha256"] for f in report["files"]}
-    expected = recorded.get(Path(path).resolve())
-    if expected is not None and expected != sha256:
+    recorded = {f["path"]: f["fingerprint"] for f in report["files"]}
+    for file in files:
+        expected = recorded.get(file.path)
+        if expected is None or expected == file.fingerprint:
+            continue
         raise UserError(
             problem(
-                path,
+                file.path,
                 "changed since the run trained on it, so its held-out split is not the one "
                 "training held out",
                 "pass --data with a held-out file",

@@ -79,7 +79,8 @@ def model_card(
 ) -> str:
     """A Markdown model card: what was trained on what, how, and how well."""
     rows = "\n".join(
-        f"| {name} | `{info['sha256'][:16]}…` | {info['rows']} |" for name, info in data.items()
+        f"| {name} | `{info['fingerprint'][:23]}…` | {info['rows']} |"
+        for name, info in data.items()
     )
     hyper = "\n".join(
         f"| {section}.{key} | {value} |"
@@ -104,7 +105,7 @@ Trained with gemmaforge on this machine. Load it with
 
 ## Data
 
-| file | sha256 | rows |
+| file | fingerprint | rows |
 | --- | --- | --- |
 {rows}
 

@@ -45,6 +45,7 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
     from gemmaforge.data.multimodal import media_encoder
     from gemmaforge.data.skiplog import FILE as SKIP_FILE
     from gemmaforge.data.skiplog import SkipLog
+    from gemmaforge.data.sources import configure_storage
     from gemmaforge.models.load import load_model
     from gemmaforge.models.lora import apply_lora
     from gemmaforge.perf.options import apply_options, check_options
@@ -53,6 +54,7 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
     console = console or Console(stderr=True)
     run_dir = Path(cfg.train.output_dir)
     check_options(cfg)
+    configure_storage(cfg.data)
     _prepare_run_dir(run_dir, cfg)
     loaded = loaded or load_model(cfg.model)
     console.print(
@@ -310,7 +312,7 @@ def _write_outputs(run_dir, cfg, model, loaded, report, lora_report, final) -> N
     model.save_pretrained(tmp, save_embedding_layers=False)
     (loaded.processor or loaded.tokenizer).save_pretrained(tmp)
     replace_dir(tmp, run_dir / "adapter")
-    data = {Path(f.path).name: {"sha256": f.sha256, "rows": f.rows} for f in report.files}
+    data = {Path(f.path).name: {"fingerprint": f.fingerprint, "rows": f.rows} for f in report.files}
     card = artifacts.model_card(
         base=loaded.source,
         base_sha256=loaded.source_sha256,
