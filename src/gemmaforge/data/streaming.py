@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 from gemmaforge.config import DataConfig
 from gemmaforge.data.batching import Item
@@ -48,14 +47,6 @@ def held_out(index: int, seed: int, fraction: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
-@dataclass
-class StreamStats:
-    rows: int = 0
-    """Rows read in the current epoch (good or bad)."""
-    examples: int = 0
-    """Examples produced in the current epoch."""
-
-
 class StreamedExamples:
     """The training side of a streamed source, as an ExampleSource (data/epochs.py)."""
 
@@ -73,14 +64,11 @@ class StreamedExamples:
         self.rows, self.cfg, self.renderer, self.skips = rows, cfg, renderer, skips
         self.seed = seed
         self.validation_ids = validation_ids
-        self.stats = StreamStats()
 
     def items(self, epoch: int, start: int) -> Iterator[Item]:
         train = (row for index, row in enumerate(self.rows()) if index not in self.validation_ids)
         rng = random.Random(f"{self.seed}:{epoch}")
-        self.stats = StreamStats()
         for n, row in enumerate(shuffle_buffer(train, self.cfg.shuffle_buffer, rng)):
-            self.stats.rows = n + 1
             if n < start:
                 continue
             example = self.renderer.admit(row, self.skips, self.cfg.on_error)
@@ -90,7 +78,6 @@ class StreamedExamples:
             if example is None:
                 self.skips.add(row.where, "too_long", why)
                 continue
-            self.stats.examples += 1
             yield Item(n, example)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +69,9 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
         console.print(f"  {note}")
     if skips.total:
         console.print(f"  {skips.summary()}")
-    if report.streaming:
+    if report.streaming and loaded.processor is not None:
         console.print("  streaming: encoders are kept (the data's media kinds are not known yet)")
-    else:
+    elif not report.streaming:
         used = source.examples + val_set
         for line in release_unused_towers(loaded.model, used, cfg.lora.towers):
             console.print(line)
@@ -130,6 +130,9 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
     model.eval()
     if skips.total:
         console.print(skips.summary())
+        # Streamed rows are only judged as they are read: the count is final now.
+        report = replace(report, skipped=skips.total)
+        artifacts.write_json_atomic(run_dir / "data_report.json", asdict(report))
     if cfg.data.packing or state.padding:
         console.print(f"padding: {state.padding:.1%} of the token slots trained on")
     _write_outputs(run_dir, cfg, model, loaded, report, lora_report, state.final)
