@@ -2,26 +2,72 @@
 
 Gemma's vocabulary has 262,144 entries, so one token's fp32 logits take 1 MiB. We run the
 decoder to its last hidden state, keep only the positions that carry a label, and compute the
-LM head, the final-logit soft-cap and the cross-entropy chunk by chunk. Each chunk is
-checkpointed, so the backward pass recomputes its logits instead of keeping them.
+LM head, the final-logit soft-cap and the cross-entropy chunk by chunk. Each chunk's gradient
+is computed in the same pass, while its logits exist (softmax minus one-hot, through the
+soft-cap, back through the head), and only the [tokens x hidden] input gradient is kept for
+the backward pass: no chunk's logits are stored or recomputed. This is the fused linear
+cross-entropy of Liger-Kernel and Apple's Cut Cross-Entropy, in plain PyTorch so it runs on
+CPU, CUDA and MPS alike.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from gemmaforge.models.families import text_config
 
 IGNORE = -100
 
 
-def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, softcap):
-    logits = (hidden @ weight.T).float()
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return F.cross_entropy(logits, labels, reduction="sum")
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `rows @ weight.T` (soft-capped) against `targets`, with the
+    gradients of `rows` (and of `weight`, when it is trained) computed in the forward pass."""
+
+    @staticmethod
+    def forward(ctx, rows, weight, targets, softcap, chunk_size):
+        want_rows, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_rows = torch.zeros_like(rows) if want_rows else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
+        total = torch.zeros((), dtype=torch.float32, device=rows.device)
+        for start in range(0, rows.shape[0], chunk_size):
+            h = rows[start : start + chunk_size]
+            t = targets[start : start + chunk_size]
+            picked = torch.arange(t.shape[0], device=t.device)
+            logits = (h @ weight.T).float()
+            capped = None
+            if softcap:
+                capped = logits.div_(softcap).tanh_()  # in place: one [chunk x vocab] buffer
+                logits = capped * softcap
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits[picked, t]).sum()
+            if not (want_rows or want_weight):
+                continue
+            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            grad[picked, t] -= 1
+            if capped is not None:
+                grad.mul_(capped.square_().neg_().add_(1))  # d tanh = 1 - tanh^2
+            if want_rows:
+                grad_rows[start : start + chunk_size] = grad.to(weight.dtype) @ weight
+            if want_weight:
+                grad_weight += grad.T @ h.float()
+        ctx.save_for_backward(
+            *(g if g is not None else torch.empty(0) for g in (grad_rows, grad_weight))
+        )
+        ctx.wanted = (want_rows, want_weight)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_rows, grad_weight = ctx.saved_tensors
+        want_rows, want_weight = ctx.wanted
+        return (
+            grad_rows * grad_output.to(grad_rows.dtype) if want_rows else None,
+            (grad_weight * grad_output).to(ctx.weight_dtype) if want_weight else None,
+            None,
+            None,
+            None,
+        )
 
 
 def chunked_cross_entropy(
@@ -40,15 +86,7 @@ def chunked_cross_entropy(
     keep = targets != IGNORE
     rows = hidden[:, :-1][keep]
     targets = targets[keep]
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, rows.shape[0], chunk_size):
-        part = slice(start, start + chunk_size)
-        if torch.is_grad_enabled():
-            total = total + checkpoint(
-                _chunk_loss, rows[part], weight, targets[part], softcap, use_reentrant=False
-            )
-        else:
-            total = total + _chunk_loss(rows[part], weight, targets[part], softcap)
+    total = _LinearCrossEntropy.apply(rows, weight, targets, softcap, chunk_size)
     return total, int(targets.numel())
 
 
