@@ -152,7 +152,11 @@ def test_offload_is_refused_on_cpu(tiny_dir, tmp_path):
         {
             "model": {"name_or_path": str(tiny_dir("gemma3"))},
             "data": {"train": str(tmp_path / "none.jsonl")},
-            "train": {"output_dir": str(tmp_path / "run"), "offload_activations": True},
+            "train": {
+                "output_dir": str(tmp_path / "run"),
+                "offload_activations": True,
+                "gradient_checkpointing": False,
+            },
         }
     )
     with pytest.raises(UserError) as err:

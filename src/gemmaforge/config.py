@@ -169,8 +169,10 @@ class TrainConfig(Section):
     """Learning-rate decay after warm-up."""
     max_grad_norm: float = Field(1.0, ge=0)
     """Gradient clipping norm; 0 disables clipping."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory."""
+    gradient_checkpointing: bool = True
+    """Recompute each layer's activations in the backward pass instead of keeping them: on by
+    default, because activations are most of the memory above the weights. Off trades that
+    memory for speed (`gemmaforge plan` says whether it fits)."""
     seed: int = 42
     """Seed for data order, the validation split, LoRA init and dropout."""
     save_every: int = Field(0, ge=0)

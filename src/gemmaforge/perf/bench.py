@@ -175,6 +175,8 @@ def bench_config(
         dtype_bytes=dtype.itemsize,
         **_plan_train(train or {}),
     )
+    # The baseline runs the Trainer's defaults (no checkpointing) unless --train sets it.
+    baseline_checkpointing = bool((train or {}).get("gradient_checkpointing", False))
     result = BenchResult(
         config=name,
         description=bench.description,
@@ -205,7 +207,12 @@ def bench_config(
         if side == "baseline":
             towers = tuple(shape.tower_params)
             side_settings = Settings(
-                **{**asdict(settings), "full_logits": True, "towers_kept": towers}
+                **{
+                    **asdict(settings),
+                    "full_logits": True,
+                    "towers_kept": towers,
+                    "gradient_checkpointing": baseline_checkpointing,
+                }
             )
         result.sides[side] = SideResult(
             side=side,
@@ -222,8 +229,12 @@ def bench_config(
 
 
 def _plan_train(train: dict) -> dict:
+    """gemmaforge's side: its defaults, with the bench's --train settings over them."""
+    from gemmaforge.config import TrainConfig
+
+    defaults = TrainConfig()
     keys = {"gradient_checkpointing", "loss_chunk_size"}
-    return {k: v for k, v in train.items() if k in keys}
+    return {key: train.get(key, getattr(defaults, key)) for key in keys}
 
 
 def run_bench(
