@@ -65,7 +65,12 @@ def test_media_parts_render_to_the_processors_token_runs(family, kind, tiny_dir,
 
 
 def accuracy(model, loaded, data_file, labels) -> float:
-    """Held-out accuracy by scoring each candidate answer: the lowest loss wins."""
+    """Held-out accuracy by scoring each candidate answer: the most likely one wins.
+
+    Candidates are compared by their summed loss (the answer's log-likelihood), not the loss
+    per token: labels differ in length ("low" is 1 token of the tiny tokenizer, "middle" 4),
+    and per token a long label whose later pieces are easy would win whenever the first token
+    is uncertain."""
     from gemmaforge.data.collate import collate
     from gemmaforge.data.formats import to_conversation
     from gemmaforge.data.multimodal import media_encoder
@@ -88,8 +93,8 @@ def accuracy(model, loaded, data_file, labels) -> float:
                 for k, v in batch.items()
             }
             with torch.no_grad():
-                loss, count = batch_loss(model, batch)
-            losses[label] = loss.item() / count
+                loss, _ = batch_loss(model, batch)
+            losses[label] = loss.item()
         correct += min(losses, key=losses.get) == truth
     return correct / len(records)
 
