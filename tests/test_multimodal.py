@@ -121,7 +121,14 @@ LEARNABLE = {
 }
 
 
-@pytest.mark.parametrize("family,kind", list(LEARNABLE))
+# The audio case takes ~110 s on two busy cores (two 100-step runs); the image cases ~20 s.
+@pytest.mark.parametrize(
+    "family,kind",
+    [
+        pytest.param(*case, marks=[pytest.mark.slow] if case[1] == "audio" else [])
+        for case in LEARNABLE
+    ],
+)
 def test_the_answer_in_the_media_is_learned(family, kind, tiny_dir, tmp_path):
     towers, steps, lr = LEARNABLE[family, kind]
     labels = COLOURS if kind == "image" else PITCHES
