@@ -121,7 +121,7 @@ LEARNABLE = {
 }
 
 
-# The audio case takes ~110 s on two busy cores (two 100-step runs); the image cases ~20 s.
+# The audio case takes 110-350 s on two busy cores (two 100-step runs); the image cases 20-140 s.
 @pytest.mark.parametrize(
     "family,kind",
     [
