@@ -24,10 +24,17 @@ def colour_image(path: Path, rgb, rng: random.Random, blank: bool = False) -> Pa
 
 
 def tone(path: Path, hz: float, rng: random.Random, blank: bool = False) -> Path:
+    """A clean sine of random length and phase (silence if `blank`).
+
+    No background noise: the tiny models' random audio encoders normalise every (time, mel
+    bin) cell of the spectrogram on its own (LayerNorm over the conv channels), so -40 dB of
+    hiss in the ~125 quiet bins weighs as much as the tone in its 2-3 bins. Measured on the
+    tiny Gemma 4 (30 clips, mean soft token per clip): class separation (between / within
+    variance) 125 without noise, 3.4 with noise of std 0.01.
+    """
     seconds = rng.uniform(0.6, 1.0)
     t = np.arange(int(16000 * seconds)) / 16000
     wave = 0.0 * t if blank else 0.5 * np.sin(2 * np.pi * hz * t + rng.uniform(0, 6.28))
-    wave = wave + np.array([rng.gauss(0, 0.01) for _ in t])
     soundfile.write(path, wave.astype(np.float32), 16000)
     return path
 

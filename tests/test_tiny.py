@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 from gemmaforge.models.families import family_by_name
 from gemmaforge.models.tiny import TINY_FAMILIES, make_tiny, tiny_tokenizer
 
-MULTIMODAL = ("gemma3n", "gemma4", "gemma4-moe", "gemma4-dense")
+MULTIMODAL = ("gemma3-vision", "gemma3n", "gemma4", "gemma4-moe", "gemma4-dense")
 WITH_AUDIO = ("gemma3n", "gemma4")
-TOKENIZER_FAMILIES = ("gemma3", "gemma3n", "gemma4")
+TOKENIZER_FAMILIES = ("gemma3", "gemma3-vision", "gemma3n", "gemma4")
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def no_network(monkeypatch):
 
 
 def _family(name: str):
-    return family_by_name("gemma4" if name.startswith("gemma4") else name)
+    return family_by_name("gemma4" if name.startswith("gemma4") else name.removesuffix("-vision"))
 
 
 def _load(path, family: str):
@@ -43,7 +43,7 @@ def _load(path, family: str):
 @pytest.mark.parametrize("family", TOKENIZER_FAMILIES)
 def test_tokenizer_special_tokens_are_single_ids(family):
     tok = tiny_tokenizer(family)
-    facts = family_by_name(family)
+    facts = _family(family)
     assert [tok.pad_token, tok.eos_token, tok.bos_token, tok.unk_token] == [
         "<pad>",
         "<eos>",
@@ -56,7 +56,7 @@ def test_tokenizer_special_tokens_are_single_ids(family):
         getattr(tok, n) for n in ("image_token", "boi_token", "eoi_token") if family != "gemma3"
     ]
     names += [
-        getattr(tok, n) for n in ("audio_token", "boa_token", "eoa_token") if family != "gemma3"
+        getattr(tok, n) for n in ("audio_token", "boa_token", "eoa_token") if family in WITH_AUDIO
     ]
     for name in names:
         ids = tok(name, add_special_tokens=False).input_ids
@@ -72,7 +72,7 @@ def test_tokenizer_round_trips_any_text(family):
     assert ids[0] == tok.bos_token_id and tok.bos_token_id not in ids[1:]
     assert tok.unk_token_id not in ids
     assert tok.decode(ids, skip_special_tokens=True) == text
-    turn = f"{family_by_name(family).turn_start}user\nHi{family_by_name(family).turn_end}"
+    turn = f"{_family(family).turn_start}user\nHi{_family(family).turn_end}"
     assert tok.decode(tok(turn).input_ids) == "<bos>" + turn
 
 

@@ -82,7 +82,8 @@ def _tower_targets(model, tower: str) -> list[str]:
     which PEFT refuses to adapt; choosing plain `nn.Linear` modules selects the wrapper's
     inner `.linear` instead, so the clamping stays around the adapted layer. Gemma 3n's timm
     vision encoder has attention as 1x1 convolutions and no linear at all: there only the
-    projection into the language model is adapted.
+    projection into the language model is adapted. Gemma 3's projector
+    (`multi_modal_projector`) is a bare weight matrix: there only the SigLIP tower is.
     """
     import torch
 

@@ -22,9 +22,12 @@ from gemmaforge.models.families import family_by_name
 from gemmaforge.models.tiny_names import TINY_FAMILIES
 
 # Text vocabulary of every tiny model (the real ones have 262,144 tokens). Gemma 3n adds two
-# 128-token ranges above it for its vision and audio towers, as the real model does.
+# 128-token ranges above it for its vision and audio towers, as the real model does; Gemma 3
+# with vision puts its image soft token just above it (id 262,144 in the real model), in a
+# 64-token tail (the real vocabulary is 262,208).
 TEXT_VOCAB = 1024
 MM_VOCAB = 128
+GEMMA3_VISION_TAIL = 64
 
 _CORPUS = """\
 The quick brown fox jumps over the lazy dog. A model learns from the data it is given.
@@ -125,6 +128,7 @@ _HEAD = ("<pad>", "<eos>", "<bos>", "<unk>")
 
 _TURN_TOKENS = {
     "gemma3": ("<start_of_turn>", "<end_of_turn>"),
+    "gemma3-vision": ("<start_of_turn>", "<end_of_turn>"),
     "gemma3n": ("<start_of_turn>", "<end_of_turn>"),
     "gemma4": (
         "<|turn>",
@@ -145,6 +149,11 @@ _TURN_TOKENS = {
 # Named multimodal tokens (the attribute names processors read), as in the real tokenizers.
 _MM_TOKENS = {
     "gemma3": {},
+    "gemma3-vision": {
+        "boi_token": "<start_of_image>",
+        "eoi_token": "<end_of_image>",
+        "image_token": "<image_soft_token>",
+    },
     "gemma3n": {
         "boi_token": "<start_of_image>",
         "boa_token": "<start_of_audio>",
@@ -167,6 +176,7 @@ _MM_TOKENS = {
 # Gemma 3n embeds its multimodal tokens through the towers' own tables, so they must sit in the
 # vision range [TEXT_VOCAB, TEXT_VOCAB + 128) and audio range above it, as in the real model.
 _PINNED = {
+    "gemma3-vision": {"<image_soft_token>": TEXT_VOCAB},
     "gemma3n": {
         "<end_of_image>": TEXT_VOCAB,
         "<image_soft_token>": TEXT_VOCAB + 1,
@@ -182,9 +192,15 @@ def _tokenizer_family(family: str) -> str:
     return "gemma4" if family.startswith("gemma4") else family
 
 
+def _family_facts(family: str):
+    """The family table entry of a tiny family name (gemma3-vision is a Gemma 3)."""
+    return family_by_name(_tokenizer_family(family).removesuffix("-vision"))
+
+
 def vocab_size(family: str) -> int:
     """Size of the tiny tokenizer's vocabulary, which is also the model's `vocab_size`."""
-    return TEXT_VOCAB + 2 * MM_VOCAB if _tokenizer_family(family) == "gemma3n" else TEXT_VOCAB
+    extra = {"gemma3n": 2 * MM_VOCAB, "gemma3-vision": GEMMA3_VISION_TAIL}
+    return TEXT_VOCAB + extra.get(_tokenizer_family(family), 0)
 
 
 @functools.cache
@@ -280,9 +296,10 @@ def chat_template(family: str) -> str:
     """The Jinja chat template shipped with the tiny checkpoints of `family`."""
     family = _tokenizer_family(family)
     mm = _MM_TOKENS[family]
-    head = _CONTENT.replace("IMAGE", mm.get("image_token", "")).replace(
-        "AUDIO", mm.get("audio_token", "")
-    )
+    # Gemma 3's template writes <start_of_image>, which its processor expands; the others
+    # write the soft token itself.
+    image = mm.get("boi_token" if family == "gemma3-vision" else "image_token", "")
+    head = _CONTENT.replace("IMAGE", image).replace("AUDIO", mm.get("audio_token", ""))
     return head + (_GEMMA4_TURNS if family == "gemma4" else _GEMMA3_TURNS)
 
 
@@ -309,6 +326,35 @@ _DECODER = dict(
 def _gemma3_config(tok: PreTrainedTokenizerFast) -> transformers.PretrainedConfig:
     return transformers.Gemma3TextConfig(
         **_DECODER, vocab_size=len(tok), query_pre_attn_scalar=_DECODER["head_dim"]
+    )
+
+
+# Gemma 3 4B+ pools SigLIP's 64x64 patch grid to 16x16 = 256 soft tokens per image; the tiny
+# one pools an 8x8 grid (64 px, 8 px patches) to 4x4 = 16, so test sequences stay short.
+_GEMMA3_IMAGE_SIZE = 64
+_GEMMA3_IMAGE_TOKENS = 16
+
+
+def _gemma3_vision_config(tok: PreTrainedTokenizerFast) -> transformers.PretrainedConfig:
+    vision = transformers.SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=_GEMMA3_IMAGE_SIZE,
+        patch_size=8,
+        vision_use_head=False,  # as in Gemma 3: the projector pools the patch tokens
+    )
+    return transformers.Gemma3Config(
+        text_config=_gemma3_config(tok),
+        vision_config=vision,
+        mm_tokens_per_image=_GEMMA3_IMAGE_TOKENS,
+        **_token_ids(
+            tok,
+            boi_token_index="boi_token",
+            eoi_token_index="eoi_token",
+            image_token_index="image_token",
+        ),
     )
 
 
@@ -417,6 +463,16 @@ def _gemma4_config(tok: PreTrainedTokenizerFast, variant: str) -> transformers.P
 
 
 def _processor(family: str, tok: PreTrainedTokenizerFast) -> transformers.ProcessorMixin | None:
+    if family == "gemma3-vision":
+        size = {"height": _GEMMA3_IMAGE_SIZE, "width": _GEMMA3_IMAGE_SIZE}
+        return transformers.Gemma3Processor(
+            image_processor=transformers.Gemma3ImageProcessor(
+                size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3
+            ),
+            tokenizer=tok,
+            chat_template=tok.chat_template,
+            image_seq_length=_GEMMA3_IMAGE_TOKENS,
+        )
     if family == "gemma3n":
         return transformers.Gemma3nProcessor(
             feature_extractor=transformers.Gemma3nAudioFeatureExtractor(),
@@ -453,6 +509,15 @@ def _widen_embeddings(model) -> None:
         model.get_input_embeddings().weight.mul_(_EMBEDDING_SCALE)
 
 
+def _init_gemma3_projector(model) -> None:
+    """Gemma 3 initialises its image projector (a bare weight matrix, which LoRA cannot adapt)
+    to zeros, so a fresh model's image soft tokens are all zero and no pixel reaches the
+    language model. Real checkpoints have a trained projector; give the tiny one the same
+    random init as the other towers' projections (std 0.02)."""
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.02)
+
+
 def make_tiny(family: str, out: str | Path, seed: int = 0) -> Path:
     """Write a random tiny checkpoint of `family` (one of TINY_FAMILIES) to `out`.
 
@@ -464,9 +529,11 @@ def make_tiny(family: str, out: str | Path, seed: int = 0) -> Path:
         raise ValueError(f"unknown tiny family {family!r}; choose one of {TINY_FAMILIES}")
     out = Path(out)
     tok = tiny_tokenizer(family)
-    facts = family_by_name(_tokenizer_family(family))
+    facts = _family_facts(family)
     if family == "gemma3":
         config, class_name = _gemma3_config(tok), facts.causal_lm_class
+    elif family == "gemma3-vision":
+        config, class_name = _gemma3_vision_config(tok), facts.multimodal_class
     elif family == "gemma3n":
         config, class_name = _gemma3n_config(tok), facts.multimodal_class
     else:
@@ -476,6 +543,8 @@ def make_tiny(family: str, out: str | Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         model = getattr(transformers, class_name)(config)
         _widen_embeddings(model)
+        if family == "gemma3-vision":
+            _init_gemma3_projector(model)
     model.generation_config.eos_token_id = tok.convert_tokens_to_ids(list(facts.stop_tokens))
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out)

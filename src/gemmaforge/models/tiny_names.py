@@ -6,4 +6,4 @@ The CLI validates `gemmaforge tiny FAMILY` against this tuple without loading to
 
 from __future__ import annotations
 
-TINY_FAMILIES = ("gemma3", "gemma3n", "gemma4", "gemma4-moe", "gemma4-dense")
+TINY_FAMILIES = ("gemma3", "gemma3-vision", "gemma3n", "gemma4", "gemma4-moe", "gemma4-dense")
