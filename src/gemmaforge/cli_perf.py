@@ -68,8 +68,12 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     output: Annotated[Path | None, typer.Option(help="Also write the JSON results here.")] = None,
     gradient_checkpointing: Annotated[
-        bool, typer.Option(help="Checkpointing on both sides.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            help="Checkpointing on (or off) on both sides. Default: each side's own default "
+            "(gemmaforge: on; the Trainer: off)."
+        ),
+    ] = None,
     loss_chunk_size: Annotated[
         int | None, typer.Option(help="gemmaforge's loss chunk size.")
     ] = None,
@@ -82,7 +86,9 @@ def bench(
     from gemmaforge.train.artifacts import write_json_atomic
 
     err = Console(stderr=True, highlight=False)
-    train: dict = {"gradient_checkpointing": gradient_checkpointing}
+    train: dict = {}
+    if gradient_checkpointing is not None:
+        train["gradient_checkpointing"] = gradient_checkpointing
     if loss_chunk_size:
         train["loss_chunk_size"] = loss_chunk_size
     results = run_bench(
