@@ -205,7 +205,7 @@ def test_gemma3_vision_trains_and_reloads(fmt, towers, csv_files, tiny_dir, tmp_
     encoder = media_encoder(loaded, cfg.data)
     example = render(messages, loaded.family, loaded.tokenizer, media=encoder)
     assert example.input_ids.count(loaded.tokenizer.image_token_id) == 16
-    batch = collate([example], 0, encoder.type_key, encoder)
+    batch = collate([[example]], 0, encoder.type_key, encoder)
     batch["pixel_values"] = batch["pixel_values"].to(loaded.dtype)
     with torch.no_grad():
         got, _ = batch_loss(reloaded, batch)
