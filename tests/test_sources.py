@@ -26,13 +26,14 @@ from PIL import Image
 from gemmaforge.config import DataConfig
 from gemmaforge.config_load import load_config
 from gemmaforge.data import media_cache, remote
+from gemmaforge.data.dataset import read_rows
 from gemmaforge.data.formats import to_conversation
 from gemmaforge.data.media import load_audio, load_image
-from gemmaforge.data.records import BadRow
+from gemmaforge.data.records import BadRow, raise_if_problems
+from gemmaforge.data.skiplog import SkipLog
 from gemmaforge.data.sources import (
     configure_storage,
     iter_source_records,
-    read_source,
     resolve_sources,
 )
 from gemmaforge.errors import UserError
@@ -48,6 +49,15 @@ def fast_retries():
     yield
     remote._settings.update(saved[0])
     media_cache._settings.update(saved[1])
+
+
+def read(spec, storage_options=None):
+    """(per-source reports, rows) as training reads them in memory; problems raised at once."""
+    files, problems = [], []
+    cfg = DataConfig(storage_options=storage_options or {})
+    records = read_rows(spec, cfg, files, problems, SkipLog())
+    raise_if_problems(problems)
+    return files, records
 
 
 def rows(spec, storage_options=None):
@@ -103,8 +113,10 @@ def test_folder_glob_and_list_are_sorted(tmp_path):
         {"text": "from c"},
         {"text": "from a"},
     ]
-    files = read_source(f"{tmp_path}/*.jsonl")
+    files, _ = read(f"{tmp_path}/*.jsonl")
     assert [Path(f.path).name for f in files] == ["a.jsonl", "b.jsonl"]
+    # Hashed while the rows are read: the same value as hashing the file on its own.
+    assert files[0].fingerprint == resolve_sources(str(tmp_path / "a.jsonl"))[0].fingerprint
     assert files[0].fingerprint.startswith("sha256:")
 
 
@@ -122,7 +134,7 @@ def test_problems_are_raised_at_once(tmp_path):
     ]
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(UserError) as err:
-        read_source([str(tmp_path / "bad.jsonl"), str(tmp_path / "empty.jsonl")])
+        read([str(tmp_path / "bad.jsonl"), str(tmp_path / "empty.jsonl")])
     assert "bad.jsonl:2: not valid JSON" in err.value.problems[0]
     assert err.value.problems[1].endswith(
         "empty.jsonl: the source has no rows. Fix: add at least one example"
@@ -157,7 +169,7 @@ def test_datasets_on_disk_with_embedded_images(tmp_path):
         assert load_image(ref, record.where).getpixel((0, 0)) == (255, 0, 0)
 
     assert rows(f"{tmp_path / 'dict'}#validation") == [{"text": "v1"}, {"text": "v2"}]
-    assert read_source(f"{tmp_path / 'dict'}#validation")[0].path.endswith("dict#validation")
+    assert read(f"{tmp_path / 'dict'}#validation")[0][0].path.endswith("dict#validation")
     with pytest.raises(UserError, match=r"without a 'test' split .*splits: train, validation"):
         resolve_sources(f"{tmp_path / 'dict'}#test")
     with pytest.raises(UserError, match="only read from a 🤗 DatasetDict"):
@@ -322,9 +334,9 @@ def test_s3_thousands_of_rows_glob_and_parquet(s3):
     assert len(got) == 6000 and got[0] == {"text": "p0 r0"} and got[-1] == {"text": "p2 r1999"}
     assert len(rows("s3://rows/data", so)) == 6000  # a prefix is a folder of files
 
-    (file,) = read_source("s3://rows/table/t.parquet", so)
-    assert len(file.records) == 3000 and file.records[-1].line == 3000
-    assert file.records[2999].row == {"prompt": "q2999", "response": "a"}
+    (file,), records = read("s3://rows/table/t.parquet", so)
+    assert file.rows == 3000 and records[-1].line == 3000
+    assert records[2999].row == {"prompt": "q2999", "response": "a"}
 
 
 def noise_png(seed: int) -> tuple[bytes, tuple[int, int, int]]:

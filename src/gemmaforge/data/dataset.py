@@ -9,12 +9,13 @@ counts a user needs to trust the run, and each file's sha256 for the model card.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from gemmaforge.config import DataConfig
-from gemmaforge.data.formats import detect_format, to_conversation
+from gemmaforge.data.formats import Conversation, detect_format, to_conversation
 from gemmaforge.data.media import MediaDropped, MediaError
 from gemmaforge.data.records import BadRow, Record, raise_if_problems
 from gemmaforge.data.render import RenderedExample, render, render_text
@@ -212,11 +213,14 @@ class RowRenderer:
         if fmt is None:
             fmt = cfg.format if cfg.format != "auto" else detect_format(record, cfg)
             self._formats[record.path] = fmt
-        conv = to_conversation(record, fmt, cfg)
+        return self.render_conversation(to_conversation(record, fmt, cfg))
+
+    def render_conversation(self, conv: Conversation) -> RenderedExample:
+        """One converted row rendered (raises UserError for a conversation it refuses)."""
         if conv.text is not None:
             return render_text(conv.text, self.family, self.tokenizer, conv.where)
         return render(
-            conv.messages, self.family, self.tokenizer, cfg.train_on, conv.where, self.media
+            conv.messages, self.family, self.tokenizer, self.cfg.train_on, conv.where, self.media
         )
 
     def admit(self, item: Record | BadRow, skips: SkipLog, on_error: str) -> RenderedExample | None:
@@ -278,22 +282,28 @@ def read_rows(
         return []
     rows: list[Record] = []
     for source in sources:
-        count = len(rows)
+        count, bad = len(rows), 0
+        # A local data file is hashed as it is read, not read a second time for its hash.
+        digest = hashlib.sha256() if source.hashed_by_reading else None
         try:
-            for item in iter_file_records(source):
+            for item in iter_file_records(source, digest):
                 if isinstance(item, Record):
                     rows.append(item)
-                elif cfg.on_error == "fail":
+                    continue
+                bad += 1
+                if cfg.on_error == "fail":
                     problems.append(item.problem)
                 else:
                     skips.add(item.where, "unreadable", item.problem, item.raw)
-            fingerprint = source.fingerprint
+            fingerprint = f"sha256:{digest.hexdigest()}" if digest else source.fingerprint
         except UserError as err:
             problems.extend(err.problems)
             continue
         mine = rows[count:]
-        if not mine and not problems:
-            problems.append(problem(source.name, "has no rows", "add at least one example to it"))
+        if not mine and not bad:
+            problems.append(
+                problem(source.name, "the source has no rows", "add at least one example")
+            )
         files.append(FileReport(source.name, fingerprint, len(mine), _format_name(mine, cfg)))
     return rows
 

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gemmaforge.config import Config
-from gemmaforge.data.dataset import fit_length, split_indices
+from gemmaforge.data.dataset import RowRenderer, fit_length, split_indices
 from gemmaforge.data.doctor_report import KINDS, DoctorReport, Finding, distribution
 from gemmaforge.data.formats import Conversation, detect_format, to_conversation
 from gemmaforge.data.media import MediaError, MediaPolicy, load_audio, load_image
 from gemmaforge.data.records import BadRow, Record
-from gemmaforge.data.render import ROLES, RenderedExample, render, render_text
+from gemmaforge.data.render import ROLES, RenderedExample
 from gemmaforge.data.sources import configure_storage, iter_source_records
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import FAMILIES, GEMMA3
@@ -89,6 +89,7 @@ class _Scan:
 
     def __init__(self, cfg: Config, tok, encoder, default_tokenizer: bool, progress):
         self.cfg, self.data, self.tok, self.encoder = cfg, cfg.data, tok, encoder
+        self.renderer = RowRenderer(cfg.data, tok.family, tok.tokenizer, encoder)
         self.default_tokenizer, self.progress = default_tokenizer, progress
         self.audio_limit = tok.family.audio_max_seconds
         if default_tokenizer and self.audio_limit is None:
@@ -178,7 +179,7 @@ class _Scan:
         example = None
         if self.encoder is not None or not parts or not self.default_tokenizer:
             try:
-                example = self._render(conv)
+                example = self.renderer.render_conversation(conv)
             except UserError as err:
                 empty = any(_is_empty(m.get("content")) for m in conv.messages)
                 kind = "empty_text" if empty else "conversation"
@@ -194,14 +195,6 @@ class _Scan:
         if split == "train":
             self.kept_train += kept
             self._label(conv)
-
-    def _render(self, conv: Conversation) -> RenderedExample:
-        family, tokenizer = self.tok.family, self.tok.tokenizer
-        if conv.text is not None:
-            return render_text(conv.text, family, tokenizer, conv.where)
-        return render(
-            conv.messages, family, tokenizer, self.data.train_on, conv.where, self.encoder
-        )
 
     def _check_media(self, parts: list[dict[str, str]], record: Record) -> bool:
         """Decode every image and clip (facts + validity); False if training would not use

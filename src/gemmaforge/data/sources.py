@@ -1,8 +1,9 @@
 """Data sources: turn a spec (file, glob, folder, URL, or a list of them) into rows.
 
 `resolve_sources` expands a spec into the files to read, in a stable sorted order;
-`iter_source_records` streams their rows, memory bounded; `read_source` collects them per file
-with a fingerprint for the model card. What a folder is, is decided by what it holds:
+`iter_source_records` streams their rows, memory bounded (training's in-memory reader,
+`dataset.read_rows`, collects them per source with a fingerprint for the model card). What a
+folder is, is decided by what it holds:
 
 - `dataset_dict.json` or `state.json` (🤗 `save_to_disk`): kind `hf_disk`, the dataset's rows;
   of a DatasetDict, the `train` split, or the one named as `folder#split`.
@@ -32,7 +33,6 @@ from gemmaforge.data import media_cache, remote
 from gemmaforge.data.records import (
     JSONL_SUFFIXES,
     BadRow,
-    DataFile,
     Record,
     file_suffix,
     iter_records,
@@ -52,6 +52,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".gif", ".b
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".webm")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
 """Looked for in this order (as 🤗 imagefolder / audiofolder do)."""
+
+
+LINE_KINDS = ("jsonl", "csv", "tsv")
+"""Sources read line by line (records.py)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,12 @@ class SourceFile:
     def name(self) -> str:
         """How rows and reports name this source (`folder#split` for a split)."""
         return f"{self.path}#{self.split}" if self.split else self.path
+
+    @property
+    def hashed_by_reading(self) -> bool:
+        """A local JSONL/CSV file: its fingerprint is the sha256 of the bytes its rows are
+        read from, so a reader can hash them on the way (`iter_file_records(digest=)`)."""
+        return self.kind in LINE_KINDS and self.listed_fingerprint is None
 
     @cached_property
     def fingerprint(self) -> str:
@@ -140,11 +150,11 @@ def iter_source_records(
         yield from iter_file_records(source)
 
 
-def iter_file_records(source: SourceFile) -> Iterator[Record | BadRow]:
-    """The rows of one resolved source."""
+def iter_file_records(source: SourceFile, digest=None) -> Iterator[Record | BadRow]:
+    """The rows of one resolved source; a JSONL/CSV file's bytes also feed `digest`."""
     so = source.storage_options
-    if source.kind in ("jsonl", "csv", "tsv"):
-        yield from iter_records(source.path, storage_options=so)
+    if source.kind in LINE_KINDS:
+        yield from iter_records(source.path, digest, storage_options=so)
     elif source.kind == "parquet":
         yield from iter_parquet(source.path, so)
     elif source.kind == "hf_disk":
@@ -153,34 +163,6 @@ def iter_file_records(source: SourceFile) -> Iterator[Record | BadRow]:
         yield from _iter_mediafolder(source)
     else:
         yield from _iter_classfolder(source)
-
-
-def read_source(
-    spec: str | list[str] | list[SourceFile], storage_options: dict[str, Any] | None = None
-) -> list[DataFile]:
-    """Every row of every source in memory, per source, with its fingerprint.
-
-    Every bad row of every source is raised at once, as `read_records` does for one file.
-    `DataFile.fingerprint` holds the fingerprint (`sha256:<hex>`, or `etag:` / `version:` /
-    `size:...,mtime:...` for remote sources).
-    """
-    sources = spec if _resolved(spec) else resolve_sources(spec, storage_options)
-    files, problems = [], []
-    for source in sources:
-        records, bad = [], []
-        for item in iter_file_records(source):
-            if isinstance(item, BadRow):
-                bad.append(item.problem)
-            else:
-                records.append(item)
-        problems += bad
-        if not records and not bad:
-            problems.append(
-                problem(source.name, "the source has no rows", "add at least one example")
-            )
-        files.append(DataFile(path=source.name, fingerprint=source.fingerprint, records=records))
-    raise_if_problems(problems)
-    return files
 
 
 def _resolved(spec) -> bool:
