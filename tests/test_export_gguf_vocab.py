@@ -92,10 +92,8 @@ def tiny_model(vocab_size: int):
     return transformers.Gemma3ForCausalLM(config)
 
 
-def test_sentencepiece_pieces_scores_and_types(spm_base, tmp_path):
-    import gguf
-
-    folder, sp, tokenizer = spm_base
+def spm_gguf(folder, tokenizer, tmp_path):
+    """A tiny Gemma 3 with the sentencepiece tokenizer, written as GGUF (448 rows: padded)."""
     path = tmp_path / "m.gguf"
     write_gguf(
         tiny_model(448),
@@ -106,6 +104,14 @@ def test_sentencepiece_pieces_scores_and_types(spm_base, tmp_path):
         gguf_type="f16",
         name="spm",
     )
+    return path
+
+
+def test_sentencepiece_pieces_scores_and_types(spm_base, tmp_path):
+    import gguf
+
+    folder, sp, tokenizer = spm_base
+    path = spm_gguf(folder, tokenizer, tmp_path)
     fields = {k: f.contents() for k, f in gguf.GGUFReader(path).fields.items()}
     assert fields["tokenizer.ggml.model"] == "llama"
     assert fields["tokenizer.ggml.add_space_prefix"] is False
@@ -127,16 +133,7 @@ def test_llama_cpp_tokenizes_like_sentencepiece(spm_base, tmp_path):
     from llama_cpp import Llama
 
     folder, sp, tokenizer = spm_base
-    path = tmp_path / "m.gguf"
-    write_gguf(
-        tiny_model(448),
-        tokenizer,
-        GEMMA3,
-        source=str(folder),
-        path=path,
-        gguf_type="f16",
-        name="spm",
-    )
+    path = spm_gguf(folder, tokenizer, tmp_path)
     llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
     for text in TEXTS:
         expected = [sp.bos_id(), *sp.encode(text)]

