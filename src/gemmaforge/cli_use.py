@@ -50,25 +50,24 @@ SeedOpt = Annotated[
     int | None, typer.Option(help="Seed for sampling (temperature > 0).", show_default=False)
 ]
 DeviceOpt = Annotated[Device, typer.Option(help="Device to run on; auto: cuda, mps, then cpu.")]
-# A missing file is reported before the model loads (exists=True), not after a long wait.
-ImageOpt = Annotated[
-    list[Path] | None,
-    typer.Option(
-        help="An image for the prompt (repeatable; multimodal models).",
-        exists=True,
-        dir_okay=False,
-        show_default=False,
-    ),
-]
-AudioOpt = Annotated[
-    list[Path] | None,
-    typer.Option(
-        help="An audio clip for the prompt (repeatable; multimodal models).",
-        exists=True,
-        dir_okay=False,
-        show_default=False,
-    ),
-]
+
+
+def _media_option(what: str):
+    """A repeatable --image/--audio path; a missing file is reported before the model loads
+    (exists=True), not after a long wait."""
+    return Annotated[
+        list[Path] | None,
+        typer.Option(
+            help=f"{what} for the prompt (repeatable; multimodal models).",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ]
+
+
+ImageOpt = _media_option("An image")
+AudioOpt = _media_option("An audio clip")
 
 
 def evaluate(
