@@ -51,7 +51,7 @@ def test_prediction_parts_follow_the_model_sizes(tiny_dir):
     base = Settings(batch_size=2, seq_len=64, loss_chunk_size=16)
     ours, theirs = (
         predict(shape, base),
-        predict(shape, Settings(**{**base.__dict__, "full_logits": True})),
+        predict(shape, Settings(**{**base.__dict__, "plain_trainer": True})),
     )
     assert ours.peak_bytes == sum(ours.parts.values())
     # bf16 weights: 2 bytes for every parameter of the text model (tiny gemma3 has no towers).

@@ -127,7 +127,8 @@ def apply_lora(model, cfg: LoraConfig):
     """Wrap `model` with fresh LoRA adapters; returns (peft_model, LoraReport).
 
     LoRA weights stay in fp32 even on a bf16 base (PEFT's `autocast_adapter_dtype`), so the
-    optimizer state and small updates keep full precision.
+    optimizer state and small updates keep full precision; on a bf16 base they compute in bf16
+    (`lora_precision.py`), so no fp32 copy of each adapted layer's input is kept.
 
     On a 4-bit base (model.quantize=4bit) PEFT wraps the bitsandbytes Linear4bit layers
     itself. peft's `prepare_model_for_kbit_training` is deliberately not called: it upcasts
@@ -137,9 +138,12 @@ def apply_lora(model, cfg: LoraConfig):
     """
     from peft import get_peft_model
 
+    from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
+
     targets = target_modules(model, cfg)
     modules = [name for names in targets.values() for name in names]
     peft_model = get_peft_model(model, peft_config(cfg, modules), autocast_adapter_dtype=True)
+    compute_adapters_in_input_dtype(peft_model)
     trainable, total = peft_model.get_nb_trainable_parameters()
     wrapped = {tower: len(names) for tower, names in targets.items()}
     return peft_model, LoraReport(wrapped, trainable, total)

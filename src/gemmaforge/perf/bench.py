@@ -209,7 +209,7 @@ def bench_config(
             side_settings = Settings(
                 **{
                     **asdict(settings),
-                    "full_logits": True,
+                    "plain_trainer": True,
                     "towers_kept": towers,
                     "gradient_checkpointing": baseline_checkpointing,
                 }

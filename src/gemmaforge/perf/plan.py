@@ -61,8 +61,9 @@ class Settings:
     trained_fraction: float = 1.0
     """Share of tokens with a label (the loss runs at these positions only)."""
     dtype_bytes: int = 2
-    full_logits: bool = False
-    """A plain transformers Trainer's loss (the benchmark's baseline)."""
+    plain_trainer: bool = False
+    """A plain transformers Trainer + PEFT (the benchmark's baseline): the whole batch's
+    logits, and PEFT's fp32 copy of each adapted layer's input."""
 
     def describe(self) -> str:
         parts = [f"batch {self.batch_size}", f"seq {self.seq_len}"]
@@ -82,17 +83,19 @@ class Prediction:
     """Useful operations per trained token (no recomputation), for MFU."""
 
 
-def layer_bytes_per_token(shape: ModelShape, dtype_bytes: int) -> float:
+def layer_bytes_per_token(shape: ModelShape, dtype_bytes: int, plain_peft: bool = False) -> float:
     """Activations one decoder layer keeps per token for the backward pass.
 
     Counted from a Gemma layer: norms, q/k/v, rotary, attention output, o_proj and residuals
     (about 10 hidden-wide and 4 attention-wide tensors), the MLP's gate, up, activation and
-    product (4 intermediate-wide), in the weights' dtype; and PEFT's fp32 copy of each LoRA
-    layer's input (5 hidden-wide, one attention-wide, one intermediate-wide).
+    product (4 intermediate-wide), in the weights' dtype. Plain PEFT on a bf16 base also keeps
+    an fp32 copy of each LoRA layer's input (5 hidden-wide, one attention-wide, one
+    intermediate-wide); gemmaforge's adapters compute in bf16 and keep none
+    (`models/lora_precision.py`).
     """
     h, i, q, kv = shape.hidden, shape.intermediate, shape.attention_width, shape.kv_width
     native = dtype_bytes * (10 * h + 4 * q + 4 * kv + 4 * i)
-    lora_inputs = 4 * (5 * h + q + i) if dtype_bytes != 4 else 0
+    lora_inputs = 4 * (5 * h + q + i) if plain_peft and dtype_bytes != 4 else 0
     return ACT_SCALE * (native + lora_inputs)
 
 
@@ -103,13 +106,13 @@ def predict(shape: ModelShape, s: Settings) -> Prediction:
     text_params = shape.layer_params + shape.embedding_params + shape.other_text_params
     weights = (text_params + kept_towers) * s.dtype_bytes
     lora = shape.lora_params(s.lora_r, list(s.lora_targets or ())) * 16
-    per_layer = layer_bytes_per_token(shape, s.dtype_bytes)
+    per_layer = layer_bytes_per_token(shape, s.dtype_bytes, s.plain_trainer)
     if s.gradient_checkpointing:
         activations = tokens * (shape.layers * shape.hidden * s.dtype_bytes + per_layer)
     else:
         activations = tokens * shape.layers * per_layer
     embeddings = tokens * shape.hidden * s.dtype_bytes * 2
-    if s.full_logits:
+    if s.plain_trainer:
         loss = tokens * shape.vocab * FULL_LOGITS_BYTES
     else:
         loss = min(s.loss_chunk_size, labelled) * shape.vocab * LOSS_CHUNK_BYTES
@@ -150,10 +153,10 @@ def step_flops(shape: ModelShape, s: Settings, tokens: int, labelled: int) -> fl
     per_token = 4 * linear + 3 * attention
     if s.gradient_checkpointing:
         per_token += 2 * linear + attention
-    head_positions = tokens if s.full_logits else labelled
-    # gemmaforge's chunks are checkpointed: the head's forward runs twice.
-    head_passes = 4 if s.full_logits else 6
-    return tokens * per_token + head_passes * shape.hidden * shape.vocab * head_positions
+    # A plain Trainer runs the head on every position; gemmaforge's fused loss on the labelled
+    # ones only, its forward and input gradient once each (train/loss.py).
+    head_positions = tokens if s.plain_trainer else labelled
+    return tokens * per_token + 4 * shape.hidden * shape.vocab * head_positions
 
 
 def step_seconds(prediction: Prediction, matmul_flops: float) -> float:
