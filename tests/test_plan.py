@@ -5,6 +5,7 @@ activation offload on this CPU machine; attention implementation of loaded model
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,7 +15,13 @@ from gemmaforge.cli import app
 from gemmaforge.config import Config, ModelConfig
 from gemmaforge.errors import UserError
 from gemmaforge.models.load import check_quantize, load_model
-from gemmaforge.perf.plan import FULL_LOGITS_BYTES, Settings, predict
+from gemmaforge.perf.plan import (
+    AUTO_SHARE,
+    FULL_LOGITS_BYTES,
+    Settings,
+    auto_checkpointed_layers,
+    predict,
+)
 from gemmaforge.perf.shapes import model_shape, read_config
 
 runner = CliRunner()
@@ -59,9 +66,70 @@ def test_prediction_parts_follow_the_model_sizes(tiny_dir):
     # LoRA r=16 on all seven projections of 4 layers, fp32 weight + grad + 2 Adam moments.
     assert ours.parts["lora + optimizer"] == 16 * shape.lora_params(16)
     assert theirs.parts["loss"] == 2 * 64 * shape.vocab * FULL_LOGITS_BYTES
-    checkpointed = predict(shape, Settings(**{**base.__dict__, "gradient_checkpointing": True}))
-    assert checkpointed.parts["activations"] < ours.parts["activations"]
-    assert checkpointed.step_flops > ours.step_flops  # the forward runs twice
+    every = shape.layers
+    half = predict(shape, replace(base, checkpointed_layers=every // 2))
+    checkpointed = predict(shape, replace(base, checkpointed_layers=every))
+    assert checkpointed.parts["activations"] < half.parts["activations"]
+    assert half.parts["activations"] < ours.parts["activations"]
+    # The checkpointed layers' forward runs twice.
+    assert checkpointed.step_flops > half.step_flops > ours.step_flops
+
+
+def test_auto_checkpoints_the_fewest_layers_that_fit(tmp_path):
+    shape = model_shape(read_config(str(gemma3_config_folder(tmp_path / "m", 640, 18))))
+    settings = Settings(batch_size=4, seq_len=1024)
+
+    def need(layers: int) -> int:
+        prediction = predict(shape, replace(settings, checkpointed_layers=layers))
+        return prediction.peak_bytes - prediction.parts["weights"]
+
+    assert auto_checkpointed_layers(shape, settings, room=100 * need(0)) == 0
+    assert auto_checkpointed_layers(shape, settings, room=need(18)) == 18  # nothing fits
+    # Room for about half the activations: some layers, and the fewest that fit.
+    room = int((need(0) + need(18)) / 2 / AUTO_SHARE)
+    layers = auto_checkpointed_layers(shape, settings, room)
+    assert 0 < layers < 18
+    assert need(layers) <= AUTO_SHARE * room < need(layers - 1)
+
+
+def test_partial_checkpointing_keeps_the_gradients_and_saves_memory(tiny_dir):
+    """Checkpointing some decoder layers (auto's choice on a tight machine) computes the same
+    gradients as none or all, and keeps less for the backward pass the more layers it
+    recomputes."""
+    from gemmaforge.config import LoraConfig
+    from gemmaforge.models.lora import apply_lora
+    from gemmaforge.perf.options import apply_options, checkpointed_layers, decoder_layers
+    from gemmaforge.train.loss import batch_loss
+
+    cfg = Config.model_validate({"model": {"name_or_path": str(tiny_dir("gemma3"))}})
+    torch.manual_seed(1)
+    ids = torch.randint(3, 200, (2, 64))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    results = {}
+    for count in (0, 2, 4):
+        torch.manual_seed(0)
+        model, _ = apply_lora(load_model(cfg.model).model, LoraConfig(r=4))
+        if count == 0:
+            # The default (auto) on this machine: the tiny run fits many times over.
+            assert checkpointed_layers(model, cfg, torch.device("cpu"), torch.bfloat16)[0] == 0
+        lines = apply_options(model, cfg, (count, "test"))
+        layers = decoder_layers(model.get_base_model())
+        assert sum(layer.gradient_checkpointing for layer in layers) == count, lines
+        model.train()
+        saved: dict[int, int] = {}
+
+        def keep(tensor, saved=saved):
+            saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+            total, tokens = batch_loss(model, batch, 64)
+        (total / tokens).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[count] = (grads, sum(saved.values()))
+    for count in (2, 4):
+        assert all(torch.allclose(results[count][0][n], g) for n, g in results[0][0].items())
+    assert results[0][1] > results[2][1] > results[4][1]
 
 
 def test_plan_suggests_settings_that_fit(tiny_dir):

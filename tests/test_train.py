@@ -66,6 +66,7 @@ def test_tiny_family_trains(family, checkpointing, tiny_dir, tmp_path):
 
     from gemmaforge.models.load import load_model
     from gemmaforge.models.lora import apply_lora
+    from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
 
     data = write_task(tmp_path / "train.jsonl")
     cfg = run_config(tiny_dir(family), data, tmp_path / "run", gradient_checkpointing=checkpointing)
@@ -88,8 +89,10 @@ def test_tiny_family_trains(family, checkpointing, tiny_dir, tmp_path):
     unchanged = [n for n in trained if torch.equal(trained[n], initial[n])]
     assert not unchanged, f"LoRA tensors that never changed: {unchanged[:5]}"
 
-    # The saved adapter reloads onto a fresh base and gives the same logits.
+    # The saved adapter reloads onto a fresh base and gives the same logits, computed the way
+    # training computed them (plain PEFT runs the adapter in fp32: the same up to bf16 rounding).
     reloaded = PeftModel.from_pretrained(load_model(cfg.model).model, result.run_dir / "adapter")
+    compute_adapters_in_input_dtype(reloaded)
     reloaded.eval()
     ids = torch.tensor([[2, 10, 11, 12, 13, 14, 15]])
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

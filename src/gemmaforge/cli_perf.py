@@ -71,7 +71,7 @@ def bench(
         bool | None,
         typer.Option(
             help="Checkpointing on (or off) on both sides. Default: each side's own default "
-            "(gemmaforge: on; the Trainer: off)."
+            "(gemmaforge: auto; the Trainer: off)."
         ),
     ] = None,
     loss_chunk_size: Annotated[

@@ -169,10 +169,11 @@ class TrainConfig(Section):
     """Learning-rate decay after warm-up."""
     max_grad_norm: float = Field(1.0, ge=0)
     """Gradient clipping norm; 0 disables clipping."""
-    gradient_checkpointing: bool = True
-    """Recompute each layer's activations in the backward pass instead of keeping them: on by
-    default, because activations are most of the memory above the weights. Off trades that
-    memory for speed (`gemmaforge plan` says whether it fits)."""
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
+    """Recompute decoder layers' activations in the backward pass instead of keeping them
+    (about a third more compute per checkpointed layer). auto: as few layers as keep the run's
+    predicted memory above the weights within half of what the device has free (none when it
+    fits easily); true: every layer; false: none. `gemmaforge plan` shows the choice."""
     seed: int = 42
     """Seed for data order, the validation split, LoRA init and dropout."""
     save_every: int = Field(0, ge=0)
@@ -193,7 +194,7 @@ class TrainConfig(Section):
     """Compile each decoder layer with torch.compile (minutes of compiling first; see
     docs/performance.md for when it pays)."""
     offload_activations: bool = False
-    """With gradient_checkpointing on a GPU: keep the checkpointed activations in host memory
+    """With gradient_checkpointing=true on a GPU: keep the checkpointed activations in host memory
     instead of device memory (slower steps, longer sequences). Refused on CPU, where it
     saves nothing."""
 

@@ -95,6 +95,7 @@ def load_run(run: Run, base: str | None = None, device: str = "auto", dtype: str
 
     from gemmaforge.data.sources import configure_storage
     from gemmaforge.models.load import load_model
+    from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
 
     configure_storage(run.config.data)  # media URLs in eval rows and requests
 
@@ -111,5 +112,7 @@ def load_run(run: Run, base: str | None = None, device: str = "auto", dtype: str
         # The Gemma 4 image budget is part of what the adapter learned: reuse the run's.
         set_image_budget(loaded.processor, run.config.data.image_budget)
     model = PeftModel.from_pretrained(loaded.model, run.adapter_dir)
+    # The adapter computes exactly as it did in training (bf16 on a bf16 base).
+    compute_adapters_in_input_dtype(model)
     model.eval()
     return loaded, model

@@ -13,7 +13,7 @@ import json
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from gemmaforge.errors import UserError, problem
@@ -175,8 +175,6 @@ def bench_config(
         dtype_bytes=dtype.itemsize,
         **_plan_train(train or {}),
     )
-    # The baseline runs the Trainer's defaults (no checkpointing) unless --train sets it.
-    baseline_checkpointing = bool((train or {}).get("gradient_checkpointing", False))
     result = BenchResult(
         config=name,
         description=bench.description,
@@ -203,17 +201,11 @@ def bench_config(
         out = run_side(spec, folder, log)
         timed = out["step_seconds"][warmup:] or out["step_seconds"]
         speed = tokens * len(timed) / sum(timed)
-        side_settings = settings
+        # Each side reports the layers it checkpointed (gemmaforge's auto decides at run time).
+        side_settings = replace(settings, checkpointed_layers=out["checkpointed_layers"])
         if side == "baseline":
             towers = tuple(shape.tower_params)
-            side_settings = Settings(
-                **{
-                    **asdict(settings),
-                    "plain_trainer": True,
-                    "towers_kept": towers,
-                    "gradient_checkpointing": baseline_checkpointing,
-                }
-            )
+            side_settings = replace(side_settings, plain_trainer=True, towers_kept=towers)
         result.sides[side] = SideResult(
             side=side,
             pid=out["pid"],
@@ -232,9 +224,7 @@ def _plan_train(train: dict) -> dict:
     """gemmaforge's side: its defaults, with the bench's --train settings over them."""
     from gemmaforge.config import TrainConfig
 
-    defaults = TrainConfig()
-    keys = {"gradient_checkpointing", "loss_chunk_size"}
-    return {key: train.get(key, getattr(defaults, key)) for key in keys}
+    return {"loss_chunk_size": train.get("loss_chunk_size", TrainConfig().loss_chunk_size)}
 
 
 def run_bench(

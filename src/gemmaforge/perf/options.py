@@ -1,5 +1,6 @@
-"""Speed and memory options of a training run: activation checkpointing (optionally offloaded
-to host memory) and torch.compile of the decoder layers.
+"""Speed and memory options of a training run: activation checkpointing (of every decoder
+layer, of none, or with `auto` of as few as the device's free memory needs; optionally
+offloaded to host memory) and torch.compile of the decoder layers.
 
 Checked before the model loads, so an option that cannot work on this device fails at once.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from gemmaforge.config import Config
 from gemmaforge.errors import UserError, problem
+
+GiB = 2**30
 
 
 def check_options(cfg: Config) -> None:
@@ -26,11 +29,13 @@ def check_options(cfg: Config) -> None:
                     "remove it (train.gradient_checkpointing=true alone saves the memory on CPU)",
                 )
             )
-        if not cfg.train.gradient_checkpointing:
+        if cfg.train.gradient_checkpointing is not True:
             problems.append(
                 problem(
                     "train.offload_activations",
-                    "offloads the activations kept by gradient checkpointing, which is off",
+                    "offloads the activations kept by gradient checkpointing, which is not "
+                    f"set to true here ({cfg.train.gradient_checkpointing}; auto may checkpoint "
+                    "no layer)",
                     "also set train.gradient_checkpointing=true",
                 )
             )
@@ -38,19 +43,58 @@ def check_options(cfg: Config) -> None:
         raise UserError(problems)
 
 
-def apply_options(model, cfg: Config) -> list[str]:
-    """Turn on checkpointing/offload and compile on a PEFT-wrapped model; lines to report."""
+def checkpointed_layers(model, cfg: Config, device, dtype) -> tuple[int, str]:
+    """How many decoder layers of the loaded `model` to checkpoint, and why.
+
+    true: all; false: none; auto: the fewest that keep the run's predicted memory above the
+    weights within `plan.AUTO_SHARE` of what the device has free now (`perf/plan.py`), so a run
+    that fits comfortably keeps every activation and runs at full speed.
+    """
+    from gemmaforge.perf.measure import available_bytes
+    from gemmaforge.perf.plan import AUTO_SHARE, predict, settings_from_config
+    from gemmaforge.perf.shapes import model_shape
+
+    layers = len(decoder_layers(model.get_base_model()))
+    choice = cfg.train.gradient_checkpointing
+    if choice != "auto":
+        return (layers, "train.gradient_checkpointing=true") if choice else (0, "set to false")
+    shape = model_shape(model.get_base_model().config)
+    free = available_bytes(device)
+    settings = settings_from_config(cfg, shape, dtype.itemsize, (), free, weights_loaded=True)
+    prediction = predict(shape, settings)
+    need = prediction.peak_bytes - prediction.parts["weights"]
+    why = (
+        f"auto: {need / GiB:.2f} GiB predicted above the weights, within "
+        f"{AUTO_SHARE:.0%} of the {free / GiB:.2f} GiB free"
+    )
+    return settings.checkpointed_layers, why
+
+
+def apply_options(model, cfg: Config, checkpointed: tuple[int, str]) -> list[str]:
+    """Turn on checkpointing (of `checkpointed[0]` decoder layers, for the reason
+    `checkpointed[1]`), offload and compile on a PEFT-wrapped model; lines to report."""
     lines = []
     base = model.get_base_model()
-    if cfg.train.gradient_checkpointing:
+    count, why = checkpointed
+    decoder = decoder_layers(base)
+    if count:
         # transformers' own implementation; with offload it wraps each checkpoint in
         # torch.autograd.graph.save_on_cpu, so the saved layer inputs live in pinned host memory.
         base.activation_checkpointing_enable(
             activation_checkpointing_kwargs={"use_reentrant": False},
             offload=cfg.train.offload_activations,
         )
+        # Then back off on the decoder layers not chosen, spread evenly (any `count` layers
+        # save the same memory). Encoder towers stay checkpointed.
+        chosen = {index * len(decoder) // count for index in range(count)}
+        for index, layer in enumerate(decoder):
+            layer.gradient_checkpointing = index in chosen
         where = " (offloaded to host memory)" if cfg.train.offload_activations else ""
-        lines.append(f"gradient checkpointing on every decoder layer{where}")
+        lines.append(
+            f"gradient checkpointing on {count} of {len(decoder)} decoder layers{where} ({why})"
+        )
+    else:
+        lines.append(f"gradient checkpointing off ({why})")
     if cfg.train.compile:
         layers = decoder_layers(base)
         for layer in layers:

@@ -7,9 +7,9 @@ configs (`gemmaforge bench` prints predicted next to measured; docs/performance.
 
   weights      parameters kept in memory x dtype bytes (unused towers are released)
   LoRA         LoRA parameters x 16 bytes (fp32 weight, gradient, two AdamW moments)
-  activations  tokens x layers x bytes per token and layer (without checkpointing), or
-               tokens x layers x hidden (checkpointing keeps only each layer's input)
-               plus one layer's activations while it is recomputed
+  activations  tokens x bytes per token and layer, for each layer not checkpointed, and
+               tokens x hidden for each checkpointed one (it keeps only its input), plus one
+               layer's activations while it is recomputed
   loss         gemmaforge: one chunk of logits (chunk x vocab) with its softmax and gradient;
                a plain Trainer: the whole batch's logits (tokens x vocab) in bf16 and fp32
   runtime      allocator and kernel workspaces, measured
@@ -34,13 +34,18 @@ RUNTIME_BYTES = 400 * MiB
 """Thread pools, oneDNN workspaces and allocator slack of a training process."""
 ACT_SCALE = 1.5
 """Correction on the analytic bytes per token and layer."""
-LOSS_CHUNK_BYTES = 14
-"""Bytes per (chunk token x vocab entry) at the loss's peak (logits, fp32 copy, softmax, grad)."""
+LOSS_CHUNK_BYTES = 10
+"""Bytes per (chunk token x vocab entry) of the fused loss's buffers: the logits in the weights'
+dtype, their fp32 copy (softmax and gradient in place), the soft-cap's tanh."""
 FULL_LOGITS_BYTES = 14
 """Bytes per (token x vocab entry) of a plain Trainer's loss (bf16 logits, fp32 copy,
 log-softmax, gradient)."""
 EFFICIENCY = 0.35
 """Share of the measured matmul peak a training step reaches."""
+AUTO_SHARE = 0.5
+"""`train.gradient_checkpointing: auto` keeps a run's predicted memory above its weights within
+this share of the memory available: room for the prediction's error (+-25%) and for the
+other programs of a laptop."""
 
 MIN_SEQ_LEN = 128
 
@@ -52,7 +57,8 @@ class Settings:
     batch_size: int
     seq_len: int
     grad_accum: int = 1
-    gradient_checkpointing: bool = False
+    checkpointed_layers: int = 0
+    """Decoder layers whose activations are recomputed in the backward pass."""
     loss_chunk_size: int = 64
     lora_r: int = 16
     lora_targets: tuple[str, ...] | None = None
@@ -69,7 +75,8 @@ class Settings:
         parts = [f"batch {self.batch_size}", f"seq {self.seq_len}"]
         if self.grad_accum > 1:
             parts.append(f"accum {self.grad_accum}")
-        parts.append("checkpointing" if self.gradient_checkpointing else "no checkpointing")
+        checkpointed = self.checkpointed_layers
+        parts.append(f"checkpointing {checkpointed} layers" if checkpointed else "no checkpointing")
         return ", ".join(parts)
 
 
@@ -107,10 +114,10 @@ def predict(shape: ModelShape, s: Settings) -> Prediction:
     weights = (text_params + kept_towers) * s.dtype_bytes
     lora = shape.lora_params(s.lora_r, list(s.lora_targets or ())) * 16
     per_layer = layer_bytes_per_token(shape, s.dtype_bytes, s.plain_trainer)
-    if s.gradient_checkpointing:
-        activations = tokens * (shape.layers * shape.hidden * s.dtype_bytes + per_layer)
-    else:
-        activations = tokens * shape.layers * per_layer
+    kept = s.checkpointed_layers
+    activations = tokens * (shape.layers - kept) * per_layer
+    if kept:
+        activations += tokens * (kept * shape.hidden * s.dtype_bytes + per_layer)
     embeddings = tokens * shape.hidden * s.dtype_bytes * 2
     if s.plain_trainer:
         loss = tokens * shape.vocab * FULL_LOGITS_BYTES
@@ -151,8 +158,7 @@ def step_flops(shape: ModelShape, s: Settings, tokens: int, labelled: int) -> fl
     linear = shape.layer_params
     attention = _attention_flops_per_token(shape, s.seq_len)
     per_token = 4 * linear + 3 * attention
-    if s.gradient_checkpointing:
-        per_token += 2 * linear + attention
+    per_token += (2 * linear + attention) * s.checkpointed_layers / shape.layers
     # A plain Trainer runs the head on every position; gemmaforge's fused loss on the labelled
     # ones only, its forward and input gradient once each (train/loss.py).
     head_positions = tokens if s.plain_trainer else labelled
@@ -184,19 +190,47 @@ class Plan:
         return self.prediction.peak_bytes <= self.available_bytes
 
 
-def settings_from_config(cfg: Config, shape: ModelShape, dtype_bytes: int, media_kinds) -> Settings:
+def settings_from_config(
+    cfg: Config,
+    shape: ModelShape,
+    dtype_bytes: int,
+    media_kinds,
+    available: int,
+    weights_loaded: bool = False,
+) -> Settings:
+    """The run's settings. `available` (memory free on the device; the weights already among
+    what is used when `weights_loaded`) decides how many layers `gradient_checkpointing: auto`
+    checkpoints."""
     kept = tuple(t for t in ("vision", "audio") if t in cfg.lora.towers or t in media_kinds)
-    return Settings(
+    settings = Settings(
         batch_size=cfg.train.batch_size,
         seq_len=cfg.data.max_seq_length,
         grad_accum=cfg.train.grad_accum,
-        gradient_checkpointing=cfg.train.gradient_checkpointing,
         loss_chunk_size=cfg.train.loss_chunk_size,
         lora_r=cfg.lora.r,
         lora_targets=tuple(cfg.lora.targets) if cfg.lora.targets else None,
         towers_kept=kept,
         dtype_bytes=dtype_bytes,
     )
+    choice = cfg.train.gradient_checkpointing
+    if choice == "auto":
+        weights = 0 if weights_loaded else predict(shape, settings).parts["weights"]
+        choice = auto_checkpointed_layers(shape, settings, available - weights)
+    return replace(settings, checkpointed_layers=shape.layers if choice is True else int(choice))
+
+
+def auto_checkpointed_layers(shape: ModelShape, s: Settings, room: int) -> int:
+    """The fewest decoder layers to checkpoint for the run's predicted memory above its weights
+    to stay within AUTO_SHARE of `room`; every layer when no fewer do.
+
+    Any layers will do: the peak is the sum of what every layer keeps at the end of the
+    forward pass. Checkpointing a layer costs about a third of its step time (a second forward).
+    """
+    for layers in range(shape.layers + 1):
+        prediction = predict(shape, replace(s, checkpointed_layers=layers))
+        if prediction.peak_bytes - prediction.parts["weights"] <= AUTO_SHARE * room:
+            return layers
+    return shape.layers
 
 
 def make_plan(cfg: Config) -> Plan:
@@ -223,9 +257,9 @@ def make_plan(cfg: Config) -> Plan:
                 f"raise data.max_seq_length to at least {need + 64}",
             )
         )
-    settings = settings_from_config(cfg, shape, dtype.itemsize, kinds)
-    prediction = predict(shape, settings)
     available = available_bytes(device)
+    settings = settings_from_config(cfg, shape, dtype.itemsize, kinds, available)
+    prediction = predict(shape, settings)
     flops = matmul_flops(device, dtype, seconds=0.5)
     notes = [
         f"towers kept in memory: {', '.join(settings.towers_kept) or 'none'} "
@@ -239,7 +273,7 @@ def make_plan(cfg: Config) -> Plan:
             settings,
             batch_size=1,
             grad_accum=settings.batch_size * settings.grad_accum,
-            gradient_checkpointing=True,
+            checkpointed_layers=shape.layers,
             seq_len=min(settings.seq_len, max(need + 64, MIN_SEQ_LEN)),
             loss_chunk_size=min(64, settings.loss_chunk_size),
         )
@@ -273,9 +307,10 @@ def fitting_settings(shape: ModelShape, s: Settings, available: int, need: int):
     """Single changes first, then combinations, each keeping the effective batch."""
     effective = s.batch_size * s.grad_accum
     candidates: list[tuple[str, Settings]] = []
-    if not s.gradient_checkpointing:
+    every = shape.layers
+    if s.checkpointed_layers < every:
         candidates.append(
-            ("train.gradient_checkpointing=true", replace(s, gradient_checkpointing=True))
+            ("train.gradient_checkpointing=true", replace(s, checkpointed_layers=every))
         )
     batch = s.batch_size
     while batch > 1:
@@ -286,7 +321,7 @@ def fitting_settings(shape: ModelShape, s: Settings, available: int, need: int):
         candidates.append(
             (
                 change + " train.gradient_checkpointing=true",
-                replace(s, batch_size=batch, grad_accum=accum, gradient_checkpointing=True),
+                replace(s, batch_size=batch, grad_accum=accum, checkpointed_layers=every),
             )
         )
     seq = s.seq_len

@@ -46,6 +46,8 @@ class WorkerResult:
     """Memory in use before the model loaded (the process itself)."""
     peak_bytes: int
     """Peak memory while training (RSS on CPU, allocated on CUDA/MPS)."""
+    checkpointed_layers: int
+    """Decoder layers recomputed in the backward pass."""
 
 
 def model_config(spec: WorkerSpec):
@@ -60,7 +62,7 @@ def data_config(spec: WorkerSpec):
     return DataConfig(train=spec.data, max_seq_length=spec.seq_len, val_fraction=0.0)
 
 
-def run_gemmaforge(spec: WorkerSpec, loaded) -> tuple[list[float], list[float]]:
+def run_gemmaforge(spec: WorkerSpec, loaded) -> tuple[list[float], list[float], int]:
     """gemmaforge's own trainer, exactly as `gemmaforge train` runs it."""
     from rich.console import Console
 
@@ -80,13 +82,20 @@ def run_gemmaforge(spec: WorkerSpec, loaded) -> tuple[list[float], list[float]]:
             **spec.train,
         ),
     )
-    train(cfg, loaded=loaded, console=Console(stderr=True))
+    result = train(cfg, loaded=loaded, console=Console(stderr=True))
     lines = (Path(spec.run_dir) / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     # Every example is exactly seq_len tokens (perf/synthetic.py), so a step's input tokens
     # are batch x seq_len and its duration follows from the logged tokens per second.
     tokens = spec.batch_size * spec.seq_len
-    return [tokens / r["tokens_per_second"] for r in records], [r["loss"] for r in records]
+    seconds = [tokens / r["tokens_per_second"] for r in records]
+    return seconds, [r["loss"] for r in records], checkpointed(result.model.get_base_model())
+
+
+def checkpointed(base) -> int:
+    from gemmaforge.perf.options import decoder_layers
+
+    return sum(bool(layer.gradient_checkpointing) for layer in decoder_layers(base))
 
 
 def main(argv: list[str]) -> None:
@@ -106,11 +115,12 @@ def main(argv: list[str]) -> None:
     peak = PeakMemory(device.type)
     peak.start()
     if spec.side == "gemmaforge":
-        seconds, losses = run_gemmaforge(spec, loaded)
+        seconds, losses, layers = run_gemmaforge(spec, loaded)
     else:
         from gemmaforge.perf.baseline import run_baseline
 
         seconds, losses = run_baseline(spec, loaded)
+        layers = checkpointed(loaded.model)
     result = WorkerResult(
         side=spec.side,
         pid=os.getpid(),
@@ -120,6 +130,7 @@ def main(argv: list[str]) -> None:
         losses=losses,
         base_bytes=base,
         peak_bytes=peak.stop(),
+        checkpointed_layers=layers,
     )
     Path(argv[1]).write_text(json.dumps(asdict(result)))
 

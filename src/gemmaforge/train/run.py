@@ -48,7 +48,7 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
     from gemmaforge.data.sources import configure_storage
     from gemmaforge.models.load import load_model
     from gemmaforge.models.lora import apply_lora
-    from gemmaforge.perf.options import apply_options, check_options
+    from gemmaforge.perf.options import apply_options, check_options, checkpointed_layers
     from gemmaforge.train import artifacts, loop
 
     console = console or Console(stderr=True)
@@ -81,7 +81,8 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
     torch.manual_seed(cfg.train.seed)
     model, lora_report = apply_lora(loaded.model, cfg.lora)
     console.print(lora_report.summary())
-    for line in apply_options(model, cfg):
+    checkpointed = checkpointed_layers(model, cfg, loaded.device, loaded.dtype)
+    for line in apply_options(model, cfg, checkpointed):
         console.print(line)
     accelerator = Accelerator(cpu=loaded.device.type == "cpu")
     data = loop.LoopData(
