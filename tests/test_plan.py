@@ -51,6 +51,9 @@ def test_plan_prints_a_prediction_for_a_tiny_model(tiny_dir):
     assert "predicted peak" in result.output
     assert "step time" in result.output
     assert "fits" in result.output
+    # The tiny run fits many times over: auto checkpoints nothing.
+    assert "no checkpointing" in result.output
+    assert "auto checkpoints 0 of" in " ".join(result.output.split())
 
 
 def test_prediction_parts_follow_the_model_sizes(tiny_dir):

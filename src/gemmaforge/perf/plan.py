@@ -265,6 +265,12 @@ def make_plan(cfg: Config) -> Plan:
         f"towers kept in memory: {', '.join(settings.towers_kept) or 'none'} "
         "(unused encoders are released)"
     ]
+    if cfg.train.gradient_checkpointing == "auto":
+        notes.append(
+            f"train.gradient_checkpointing=auto checkpoints {settings.checkpointed_layers} of "
+            f"{shape.layers} decoder layers: the fewest that keep the memory above the weights "
+            f"within {AUTO_SHARE:.0%} of what is available"
+        )
     if cfg.model.quantize == "4bit":
         notes.append("4-bit weights are not modelled yet: the prediction is for bf16 weights")
     suggestions = []
