@@ -30,12 +30,11 @@ def check_options(cfg: Config) -> None:
                 )
             )
         if cfg.train.gradient_checkpointing is not True:
+            state = "off" if cfg.train.gradient_checkpointing is False else "auto (maybe no layer)"
             problems.append(
                 problem(
                     "train.offload_activations",
-                    "offloads the activations kept by gradient checkpointing, which is not "
-                    f"set to true here ({cfg.train.gradient_checkpointing}; auto may checkpoint "
-                    "no layer)",
+                    f"offloads the activations kept by gradient checkpointing, which is {state}",
                     "also set train.gradient_checkpointing=true",
                 )
             )
@@ -96,14 +95,15 @@ def apply_options(model, cfg: Config, checkpointed: tuple[int, str]) -> list[str
     else:
         lines.append(f"gradient checkpointing off ({why})")
     if cfg.train.compile:
-        layers = decoder_layers(base)
-        for layer in layers:
+        for layer in decoder:
             # Module.compile compiles in place: parameter names, and so saving, resuming and
             # the PEFT adapter files, stay exactly as without it. Layers are compiled one by
             # one (same code, shared graph) rather than the whole model, whose Python control
             # flow (masks, per-layer embeddings, towers) would break the graph anyway.
             layer.compile(dynamic=None)
-        lines.append(f"torch.compile on {len(layers)} decoder layers (compiles on the first steps)")
+        lines.append(
+            f"torch.compile on {len(decoder)} decoder layers (compiles on the first steps)"
+        )
     return lines
 
 
