@@ -32,9 +32,12 @@ def upload_rows(s3, prefix: str, rows: int, files: int = 4) -> str:
     for f in range(files):
         lines = []
         for i in range(f * per_file, (f + 1) * per_file):
+            # Zero-padded: every row has the same token count in every run, so the runs
+            # differ only in how many rows they read (unpadded, 12,800 rows' longer numbers
+            # made longer batches and so more activation memory).
             messages = [
-                {"role": "user", "content": f"Which number is row {i}?"},
-                {"role": "assistant", "content": f"Row {i}."},
+                {"role": "user", "content": f"Which number is row {i:05d}?"},
+                {"role": "assistant", "content": f"Row {i:05d}."},
             ]
             lines.append(json.dumps({"messages": messages}))
         s3.put(f"stream/{prefix}/part-{f}.jsonl", "\n".join(lines) + "\n")
@@ -70,12 +73,12 @@ def config(tmp_path, model, url, s3, steps: int, name: str) -> Path:
 def test_streamed_training_from_s3_keeps_memory_level(s3, tiny_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
     runs = {}
-    # 3,200 and 12,800 rows: from fewer rows, the allocator's warm-up alone (not the data)
-    # raises the peak by ~30 MiB (800 -> 3,200 rows: +33 MiB, whether or not rows stream).
+    # The same number of steps for both (four epochs of 3,200 rows, one of 12,800): the
+    # allocator's peak creeps up with steps alone (~+25 MiB from 50 to 200 steps of this
+    # model, streamed from a local file), so only the number of rows read may differ.
+    steps = 12800 // 64
     for name, rows in (("small", 3200), ("large", 12800)):
         url = upload_rows(s3, name, rows)
-        # One epoch: every training row read once (a few are held out for validation).
-        steps = rows // 64
         path = config(tmp_path, tiny_dir("gemma3"), url, s3, steps, name)
         out = subprocess.run(
             [sys.executable, "-c", TRAIN, str(path)],
