@@ -33,8 +33,7 @@ def upload_rows(s3, prefix: str, rows: int, files: int = 4) -> str:
         lines = []
         for i in range(f * per_file, (f + 1) * per_file):
             # Zero-padded: every row has the same token count in every run, so the runs
-            # differ only in how many rows they read (unpadded, 12,800 rows' longer numbers
-            # made longer batches and so more activation memory).
+            # differ in how many rows they read, not in how long their batches are.
             messages = [
                 {"role": "user", "content": f"Which number is row {i:05d}?"},
                 {"role": "assistant", "content": f"Row {i:05d}."},
