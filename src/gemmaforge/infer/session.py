@@ -171,12 +171,14 @@ class Session:
         from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
 
         source = self.adapters[name]
-        if not self._active:
-            self.model = PeftModel.from_pretrained(self.model, source.dir, adapter_name=name)
-        elif name not in self._active:
-            self.model.load_adapter(source.dir, adapter_name=name)
-        # Each adapter computes exactly as it did in training (bf16 on a bf16 base).
-        compute_adapters_in_input_dtype(self.model)
+        if name not in self._active:
+            if not self._active:
+                self.model = PeftModel.from_pretrained(self.model, source.dir, adapter_name=name)
+            else:
+                self.model.load_adapter(source.dir, adapter_name=name)
+            # Each adapter computes exactly as it did in training (bf16 on a bf16 base); once
+            # per load, not per request.
+            compute_adapters_in_input_dtype(self.model)
         self._active.add(name)
         self.model.set_adapter(name)
         self.model.eval()
