@@ -95,7 +95,7 @@ def s3():
 def _media_cache_in_tmp(tmp_path_factory):
     """The default media cache folder is a temporary one, not the user's ~/.cache (a run's
     `data.media_cache_dir` still wins, as it does for users)."""
-    from gemmaforge.data import media_cache
+    from gemmaforge.data.read import media_cache
 
     folder = tmp_path_factory.mktemp("media-cache")
     with pytest.MonkeyPatch.context() as patch:

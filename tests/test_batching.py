@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from gemmaforge.data.batching import BatchSpec, Position, batches
-from gemmaforge.data.collate import collate
-from gemmaforge.data.epochs import MemoryExamples, batch_stream
+from gemmaforge.data.batches.batching import BatchSpec, Position, batches
+from gemmaforge.data.batches.collate import collate
+from gemmaforge.data.batches.epochs import MemoryExamples, batch_stream
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ import os
 
 from typer.testing import CliRunner
 
+from gemmaforge.bench.synthetic import write_chat_rows
 from gemmaforge.cli import app
-from gemmaforge.data.render import render
+from gemmaforge.data.examples.render import render
 from gemmaforge.models.families import family_by_name
 from gemmaforge.models.tiny import tiny_tokenizer
-from gemmaforge.perf.synthetic import write_chat_rows
 
 
 def test_synthetic_rows_render_to_exactly_the_sequence_length(tmp_path):

@@ -10,9 +10,10 @@ import time
 
 from typer.testing import CliRunner
 
-from gemmaforge.cli import CONFIG_FLAGS, app
+from gemmaforge.cli import app
+from gemmaforge.cli.common import CONFIG_FLAGS
 from gemmaforge.config_load import load_config
-from gemmaforge.models.tiny_names import TINY_FAMILIES
+from gemmaforge.models.families import TINY_FAMILIES
 
 runner = CliRunner()
 

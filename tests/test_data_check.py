@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from gemmaforge.cli import app
 from gemmaforge.config import Config, DataConfig
-from gemmaforge.data.doctor import check_dataset
+from gemmaforge.data.check.scan import check_dataset
 from gemmaforge.models.families import GEMMA3
 from gemmaforge.models.load import LoadedTokenizer
 from mm_tasks import colour_image, tone

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from gemmaforge.config import DataConfig
-from gemmaforge.data.dataset import load_datasets, split_indices
-from gemmaforge.data.render import IGNORE_INDEX, render
+from gemmaforge.data.examples.dataset import load_datasets, split_indices
+from gemmaforge.data.examples.render import IGNORE_INDEX, render
 from gemmaforge.errors import UserError
 from gemmaforge.models.families import GEMMA4
 

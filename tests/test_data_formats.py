@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gemmaforge.config import DataConfig
-from gemmaforge.data.formats import detect_format, to_conversation
-from gemmaforge.data.records import Record
+from gemmaforge.data.examples.formats import detect_format, to_conversation
+from gemmaforge.data.read.records import Record
 from gemmaforge.errors import UserError
 
 CFG = DataConfig()

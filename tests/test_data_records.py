@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gemmaforge.data.records import MAX_PROBLEMS, read_records
+from gemmaforge.data.read.records import MAX_PROBLEMS, read_records
 from gemmaforge.errors import UserError
 
 

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from gemmaforge.data.render import IGNORE_INDEX, render, render_prompt, render_text
+from gemmaforge.data.examples.render import IGNORE_INDEX, render, render_prompt, render_text
 from gemmaforge.errors import UserError
 from gemmaforge.models.families import GEMMA3, GEMMA4, family_by_name
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from gemmaforge.cli import app
 from gemmaforge.errors import UserError
-from gemmaforge.eval.run import eval_data, evaluate
+from gemmaforge.eval.evaluate import eval_data, evaluate
 from gemmaforge.runs import open_run
 from tiny_runs import ANSWERS, QUESTIONS
 
@@ -43,7 +43,7 @@ def test_eval_verb_scores_base_and_adapter(tiny_run):
 
 
 def test_default_rows_are_the_ones_training_held_out(tiny_run):
-    from gemmaforge.data.dataset import load_datasets
+    from gemmaforge.data.examples.dataset import load_datasets
     from gemmaforge.models.families import GEMMA3
 
     run = open_run(tiny_run("plain"))
@@ -129,7 +129,7 @@ def test_trained_adapter_beats_the_real_base_model(tmp_path):
     """The quickstart's task on the real Gemma 3 270M: a short training, then eval on 16 of
     the bundled held-out rows. The pretrained base model knows nothing of the format."""
     from gemmaforge.quickstart import dataset_path, quickstart_config
-    from gemmaforge.train.run import train
+    from gemmaforge.train.trainer import train
 
     cfg = quickstart_config(tmp_path / "run", steps=30)
     cfg.model.dtype = "fp32"

@@ -12,7 +12,8 @@ import torch
 
 from gemmaforge.errors import UserError
 from gemmaforge.export import export
-from gemmaforge.runs import load_run, open_run
+from gemmaforge.infer.load import load_run
+from gemmaforge.runs import open_run
 from test_train import run_config, write_task
 
 needs_llama_cpp = pytest.mark.skipif(
@@ -111,7 +112,7 @@ def test_gguf_lora_holds_the_adapter_in_peft_layout(tiny, tmp_path):
 
 
 def test_multimodal_families_are_refused_with_what_is_supported(tiny_dir, tmp_path):
-    from gemmaforge.train.run import train
+    from gemmaforge.train.trainer import train
 
     data = write_task(tmp_path / "train.jsonl", rows=8)
     run = train(run_config(tiny_dir("gemma3n"), data, tmp_path / "run", max_steps=1)).run_dir

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from gemmaforge.export import export
-from gemmaforge.runs import load_run, open_run
+from gemmaforge.infer.load import load_run
+from gemmaforge.runs import open_run
 from test_train import run_config, write_task
 
 IDS = [2, 10, 11, 12, 13, 14, 15, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52]
@@ -18,7 +19,7 @@ IDS = [2, 10, 11, 12, 13, 14, 15, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51
 @pytest.fixture(scope="module")
 def gemma4_run(tiny_dir, tmp_path_factory):
     """A short LoRA run on the tiny multimodal Gemma 4 (E2B-like)."""
-    from gemmaforge.train.run import train
+    from gemmaforge.train.trainer import train
 
     tmp = tmp_path_factory.mktemp("gemma4-run")
     data = write_task(tmp / "train.jsonl", rows=16)

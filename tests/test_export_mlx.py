@@ -51,7 +51,7 @@ def test_keys_shapes_and_config_follow_mlx_lm(tiny_run, tmp_path):
 
 
 def test_rslora_scale_and_multimodal_layer_path(tiny_dir, tmp_path):
-    from gemmaforge.train.run import train
+    from gemmaforge.train.trainer import train
 
     data = write_task(tmp_path / "train.jsonl", rows=8)
     cfg = run_config(tiny_dir("gemma4"), data, tmp_path / "run", max_steps=1)
@@ -124,8 +124,9 @@ def test_mlx_lm_computes_what_transformers_and_peft_compute(tmp_path, method):
     import mlx.core as mx
     from mlx_lm.utils import load
 
-    from gemmaforge.runs import load_run, open_run
-    from gemmaforge.train.run import train
+    from gemmaforge.infer.load import load_run
+    from gemmaforge.runs import open_run
+    from gemmaforge.train.trainer import train
 
     base = gemma3_shaped_base(tmp_path / "base")
     data = write_task(tmp_path / "train.jsonl", rows=16)

@@ -34,8 +34,8 @@ PROMPTS = (
 def real(gemma3_270m, tmp_path_factory):
     """The run folder, its trained PeftModel (fp32), the base and the rendered prompts. LoRA
     wraps the shared 270M in place; it is unwrapped at the end so later tests see the base."""
-    from gemmaforge.data.render import render_prompt
-    from gemmaforge.train.run import train
+    from gemmaforge.data.examples.render import render_prompt
+    from gemmaforge.train.trainer import train
 
     tmp = tmp_path_factory.mktemp("real")
     data = write_task(tmp / "train.jsonl", rows=16)

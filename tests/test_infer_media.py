@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from gemmaforge.data.multimodal import MediaRef
+from gemmaforge.data.examples.multimodal import MediaRef
 from gemmaforge.infer.chat import generate_once
 from gemmaforge.infer.session import open_session
 from gemmaforge.infer.stream import Sampling
@@ -89,8 +89,8 @@ def test_generate_refuses_a_broken_image_and_a_text_only_model(tiny_dir, media):
 
 def test_eval_scores_rows_with_images(tiny_dir, tmp_path):
     from gemmaforge.config import Config
-    from gemmaforge.eval.run import evaluate
-    from gemmaforge.train.run import train
+    from gemmaforge.eval.evaluate import evaluate
+    from gemmaforge.train.trainer import train
     from mm_tasks import write_task
 
     data = write_task(tmp_path / "data", "image", 8, seed=0)

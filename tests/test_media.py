@@ -17,7 +17,7 @@ import pytest
 import soundfile
 from PIL import Image
 
-from gemmaforge.data.media import (
+from gemmaforge.data.examples.media import (
     SAMPLE_RATE,
     AudioClip,
     MediaDropped,

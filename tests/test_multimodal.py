@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from gemmaforge.config import Config
-from gemmaforge.data.multimodal import MediaEncoder
-from gemmaforge.data.render import IGNORE_INDEX, render
+from gemmaforge.data.examples.multimodal import MediaEncoder
+from gemmaforge.data.examples.render import IGNORE_INDEX, render
 from gemmaforge.models.families import family_by_name
 from gemmaforge.train.loss import batch_loss
-from gemmaforge.train.run import train
+from gemmaforge.train.trainer import train
 from mm_tasks import COLOURS, PITCHES, write_task
 
 
@@ -62,7 +62,7 @@ def test_media_parts_render_to_the_processors_token_runs(family, kind, tiny_dir,
     assert set(example.labels[start : start + count]) == {IGNORE_INDEX}
     assert example.media_end >= start + count
     # The batch features cover exactly those tokens: the model accepts them.
-    from gemmaforge.data.collate import collate
+    from gemmaforge.data.batches.collate import collate
 
     batch = collate([[example]], 0, encoder.type_key, encoder)
     from transformers import AutoModelForImageTextToText
@@ -80,10 +80,10 @@ def accuracy(model, loaded, data_file, labels) -> float:
     per token: labels differ in length ("low" is 1 token of the tiny tokenizer, "middle" 4),
     and per token a long label whose later pieces are easy would win whenever the first token
     is uncertain."""
-    from gemmaforge.data.collate import collate
-    from gemmaforge.data.formats import to_conversation
-    from gemmaforge.data.multimodal import media_encoder
-    from gemmaforge.data.records import read_records
+    from gemmaforge.data.batches.collate import collate
+    from gemmaforge.data.examples.formats import to_conversation
+    from gemmaforge.data.examples.multimodal import media_encoder
+    from gemmaforge.data.read.records import read_records
 
     cfg = Config().data
     encoder = media_encoder(loaded, cfg)

@@ -9,7 +9,7 @@ import pytest
 
 from gemmaforge.config import Config
 from gemmaforge.errors import UserError
-from gemmaforge.train.run import train
+from gemmaforge.train.trainer import train
 from mm_tasks import write_csv_formats, write_task
 from test_train import losses
 
@@ -147,7 +147,8 @@ def test_media_tokens_are_never_truncated(tiny_dir, tmp_path):
 
 
 def test_gemma4_image_budget_is_used_and_kept_with_the_run(tiny_dir, tmp_path):
-    from gemmaforge.runs import load_run, open_run
+    from gemmaforge.infer.load import load_run
+    from gemmaforge.runs import open_run
 
     data = write_task(tmp_path, "image", 4, seed=0)
     tokens = {}
@@ -174,10 +175,11 @@ def test_gemma3_vision_trains_and_reloads(fmt, towers, csv_files, tiny_dir, tmp_
     """Gemma 3 4B+ (SigLIP tower, <start_of_image> expanded by Gemma3Processor) end to end."""
     import torch
 
-    from gemmaforge.data.collate import collate
-    from gemmaforge.data.multimodal import media_encoder
-    from gemmaforge.data.render import render
-    from gemmaforge.runs import load_run, open_run
+    from gemmaforge.data.batches.collate import collate
+    from gemmaforge.data.examples.multimodal import media_encoder
+    from gemmaforge.data.examples.render import render
+    from gemmaforge.infer.load import load_run
+    from gemmaforge.runs import open_run
     from gemmaforge.train.loss import batch_loss
 
     cfg = config(

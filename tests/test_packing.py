@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gemmaforge.config import DataConfig, ModelConfig
-from gemmaforge.data.collate import collate
-from gemmaforge.data.render import render
+from gemmaforge.data.batches.collate import collate
+from gemmaforge.data.examples.render import render
 from gemmaforge.train.loss import batch_loss
 from test_train import run_config
 
@@ -31,7 +31,7 @@ def only(example, keep: bool):
 
 @pytest.mark.parametrize("family", ["gemma3", "gemma3n", "gemma4"])
 def test_packed_losses_equal_unpacked(family, tiny_dir):
-    from gemmaforge.data.multimodal import media_encoder
+    from gemmaforge.data.examples.multimodal import media_encoder
     from gemmaforge.models.load import load_model
 
     loaded = load_model(ModelConfig(name_or_path=str(tiny_dir(family)), dtype="fp32"))
@@ -63,7 +63,7 @@ def test_packed_losses_equal_unpacked(family, tiny_dir):
 
 
 def test_packed_run_trains_and_reports_padding(tiny_dir, tmp_path):
-    from gemmaforge.train.run import train
+    from gemmaforge.train.trainer import train
 
     data = tmp_path / "train.jsonl"
     with data.open("w") as handle:  # replies of 1 to 12 sentences: lengths vary a lot

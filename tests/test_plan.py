@@ -101,8 +101,8 @@ def test_partial_checkpointing_keeps_the_gradients_and_saves_memory(tiny_dir):
     recomputes."""
     from gemmaforge.config import LoraConfig
     from gemmaforge.models.lora import apply_lora
-    from gemmaforge.perf.options import apply_options, checkpointed_layers, decoder_layers
     from gemmaforge.train.loss import batch_loss
+    from gemmaforge.train.options import apply_options, checkpointed_layers, decoder_layers
 
     cfg = Config.model_validate({"model": {"name_or_path": str(tiny_dir("gemma3"))}})
     torch.manual_seed(1)
@@ -172,7 +172,7 @@ def test_plan_refuses_an_image_budget_on_gemma3(tiny_dir):
 def test_plan_refuses_a_sequence_shorter_than_an_image(tiny_dir, tmp_path):
     import random
 
-    from gemmaforge.perf.synthetic import colour_image
+    from gemmaforge.bench.synthetic import colour_image
 
     colour_image(tmp_path / "red.png", (200, 0, 0), random.Random(0))
     row = {
@@ -217,7 +217,7 @@ def test_qlora_checks_before_loading_on_cuda(tmp_path):
 
 
 def test_offload_is_refused_on_cpu(tiny_dir, tmp_path):
-    from gemmaforge.train.run import train
+    from gemmaforge.train.trainer import train
 
     cfg = Config.model_validate(
         {
@@ -247,7 +247,7 @@ def test_models_load_with_sdpa_attention(tiny_dir, family):
 def test_compile_trains_saves_and_resumes(tiny_dir, tmp_path):
     """train.compile keeps parameter names: the run trains, saves its adapter and resumes.
     Slow: inductor compiles the layers for minutes on two CPU cores."""
-    from gemmaforge.train.run import train
+    from gemmaforge.train.trainer import train
     from test_train import run_config, write_task
 
     data = write_task(tmp_path / "task.jsonl")

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from gemmaforge.errors import UserError
-from gemmaforge.runs import load_run, open_run
-from gemmaforge.train.run import train
+from gemmaforge.infer.load import load_run
+from gemmaforge.runs import open_run
+from gemmaforge.train.trainer import train
 from test_train import run_config, write_task
 
 

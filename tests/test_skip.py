@@ -9,7 +9,7 @@ import json
 import pytest
 
 from gemmaforge.errors import UserError
-from gemmaforge.train.run import train
+from gemmaforge.train.trainer import train
 from test_train import run_config, write_task
 
 

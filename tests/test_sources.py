@@ -25,13 +25,13 @@ from PIL import Image
 
 from gemmaforge.config import DataConfig
 from gemmaforge.config_load import load_config
-from gemmaforge.data import media_cache, remote
-from gemmaforge.data.dataset import read_rows
-from gemmaforge.data.formats import to_conversation
-from gemmaforge.data.media import load_audio, load_image
-from gemmaforge.data.records import BadRow, raise_if_problems
-from gemmaforge.data.skiplog import SkipLog
-from gemmaforge.data.sources import (
+from gemmaforge.data.examples.dataset import read_rows
+from gemmaforge.data.examples.formats import to_conversation
+from gemmaforge.data.examples.media import load_audio, load_image
+from gemmaforge.data.examples.skiplog import SkipLog
+from gemmaforge.data.read import media_cache, remote
+from gemmaforge.data.read.records import BadRow, raise_if_problems
+from gemmaforge.data.read.sources import (
     configure_storage,
     iter_source_records,
     resolve_sources,
@@ -422,7 +422,7 @@ def test_unreachable_endpoint():
 # test process would report the parent's peak.
 MEASURE = """
 import sys
-from gemmaforge.data.sources import iter_source_records
+from gemmaforge.data.read.sources import iter_source_records
 count = sum(1 for _ in iter_source_records(sys.argv[1]))
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 print(count, int(status["VmHWM"].split()[0]) // 1024)

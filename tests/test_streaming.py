@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = """
 import json, sys
 from gemmaforge.config_load import load_config
-from gemmaforge.train.run import train
+from gemmaforge.train.trainer import train
 result = train(load_config(sys.argv[1]))
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 print(json.dumps({"peak_mib": int(status["VmHWM"].split()[0]) // 1024, "final": result.final}))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gemmaforge.config import Config
-from gemmaforge.train.run import train
+from gemmaforge.train.trainer import train
 
 FAMILIES = ["gemma3", "gemma3n", "gemma4", "gemma4-moe", "gemma4-dense"]
 

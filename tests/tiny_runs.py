@@ -47,7 +47,7 @@ def write_rows(path: Path, answers: tuple[str, ...], rows: int = ROWS) -> Path:
 def train_run(model_dir: Path, folder: Path, variant: str) -> Path:
     """Train the `variant` run (a key of ANSWERS) into `folder`/run; its data is beside it."""
     from gemmaforge.config import Config
-    from gemmaforge.train.run import train
+    from gemmaforge.train.trainer import train
 
     data = write_rows(folder / "train.jsonl", ANSWERS[variant])
     cfg = Config.model_validate(

@@ -23,7 +23,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from gemmaforge.config import Config, DataConfig, LoraConfig, ModelConfig, TrainConfig
-from gemmaforge.data.records import read_records
+from gemmaforge.data.read.records import read_records
 from gemmaforge.errors import UserError, problem
 from gemmaforge.eval.metrics import exact_match, json_validity, matches
 from gemmaforge.infer.generate import generate
@@ -78,9 +78,9 @@ def run_quickstart(output: str | Path = "runs/quickstart", steps: int | None = N
     """
     from rich.console import Console
 
+    from gemmaforge.files import write_json_atomic
     from gemmaforge.models.load import load_model
-    from gemmaforge.train.artifacts import write_json_atomic
-    from gemmaforge.train.run import train
+    from gemmaforge.train.trainer import train
 
     output = Path(output)
     _check_output(output)

@@ -1,8 +1,10 @@
-"""Read a finished run folder back: its config, its adapter, and the base it belongs to.
+"""A run folder: every file name in it, and reading a finished run back.
 
-Everything downstream of training (eval, generate, chat, serve, export) starts here, so the
-checks live in one place: the folder is a run, the adapter exists, and the base model given
-is the one the adapter was trained on (same sha256), or the user is told both hashes.
+`RunFolder` owns the names of the files a run leaves behind; the trainer writes through it
+and every reader (eval, generate, chat, serve, export, the hub) finds files through it, so a
+name is defined once. `open_run` checks that a folder is a finished run before anything
+downstream loads weights; `check_base` refuses a base other than the one the adapter was
+trained on (same sha256), telling the user both hashes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,67 @@ from pathlib import Path
 from gemmaforge.config import Config
 from gemmaforge.errors import UserError, problem
 
-RUN_FILE = "run.json"
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of one run folder (`train.output_dir`), by what they hold."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def adapter(self) -> Path:
+        """PEFT adapter weights + config + tokenizer/processor files."""
+        return self.root / "adapter"
+
+    @property
+    def config(self) -> Path:
+        """The resolved config (YAML)."""
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        """One JSON line per logged step."""
+        return self.root / "metrics.jsonl"
+
+    @property
+    def data_report(self) -> Path:
+        """Rows read, dropped, skipped; data fingerprints."""
+        return self.root / "data_report.json"
+
+    @property
+    def skipped(self) -> Path:
+        """Every row left out, with its reason."""
+        return self.root / "skipped.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def card(self) -> Path:
+        """The model card (Markdown with Hugging Face YAML front matter)."""
+        return self.root / "README.md"
+
+    @property
+    def record(self) -> Path:
+        """Machine-readable facts about the base the adapter belongs to."""
+        return self.root / "run.json"
+
+    @property
+    def manifest(self) -> Path:
+        """sha256 of every other file."""
+        return self.root / "manifest.json"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    def tmp(self, name: str) -> Path:
+        """A temp path inside the folder (left out of the manifest, cleaned on failure)."""
+        return self.root / f".tmp-{name}"
 
 
 @dataclass
@@ -26,8 +88,12 @@ class Run:
     family: str
 
     @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.dir)
+
+    @property
     def adapter_dir(self) -> Path:
-        return self.dir / "adapter"
+        return self.folder.adapter
 
     def adapter_config(self) -> dict:
         """The PEFT adapter_config.json (rank, alpha, rsLoRA/DoRA flags, targets)."""
@@ -53,8 +119,9 @@ def open_run(path: str | Path) -> Run:
                 "pass the --output folder of a finished `gemmaforge train`",
             )
         )
-    needed = [RUN_FILE, "config.yaml", "adapter/adapter_config.json"]
-    missing = [name for name in needed if not (folder / name).is_file()]
+    files = RunFolder(folder)
+    needed = [files.record, files.config, files.adapter / "adapter_config.json"]
+    missing = [str(path.relative_to(folder)) for path in needed if not path.is_file()]
     if missing:
         raise UserError(
             problem(
@@ -63,8 +130,8 @@ def open_run(path: str | Path) -> Run:
                 "finish or resume the run with `gemmaforge train --resume`, or pass another folder",
             )
         )
-    record = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-    config = Config.model_validate(yaml.safe_load((folder / "config.yaml").read_text("utf-8")))
+    record = json.loads(files.record.read_text(encoding="utf-8"))
+    config = Config.model_validate(yaml.safe_load(files.config.read_text("utf-8")))
     return Run(
         dir=folder,
         config=config,
@@ -85,34 +152,3 @@ def check_base(run: Run, loaded) -> None:
                 "pass the base model the run was trained on",
             )
         )
-
-
-def load_run(run: Run, base: str | None = None, device: str = "auto", dtype: str | None = None):
-    """(LoadedModel, PeftModel in eval mode) for `run`, on `base` or the run's own base.
-
-    `dtype` (auto, bf16, fp32) replaces the run's `model.dtype` when given."""
-    from peft import PeftModel
-
-    from gemmaforge.data.sources import configure_storage
-    from gemmaforge.models.load import load_model
-    from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
-
-    configure_storage(run.config.data)  # media URLs in eval rows and requests
-
-    model_cfg = run.config.model.model_copy(update={"device": device})
-    if dtype:
-        model_cfg = model_cfg.model_copy(update={"dtype": dtype})
-    if base:
-        model_cfg = model_cfg.model_copy(update={"name_or_path": base})
-    loaded = load_model(model_cfg, for_training=False)
-    check_base(run, loaded)
-    if loaded.processor is not None:
-        from gemmaforge.data.multimodal import set_image_budget
-
-        # The Gemma 4 image budget is part of what the adapter learned: reuse the run's.
-        set_image_budget(loaded.processor, run.config.data.image_budget)
-    model = PeftModel.from_pretrained(loaded.model, run.adapter_dir)
-    # The adapter computes exactly as it did in training (bf16 on a bf16 base).
-    compute_adapters_in_input_dtype(model)
-    model.eval()
-    return loaded, model

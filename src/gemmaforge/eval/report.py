@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gemmaforge.train.artifacts import read_jsonl, write_json_atomic, write_text_atomic
+from gemmaforge.files import read_jsonl, write_json_atomic, write_text_atomic
 
 CELL_CHARS = 160
 """Longest text shown in a table cell of report.md (report.json holds the full texts)."""

@@ -16,7 +16,8 @@ more than its name says.
 | summary | rouge_l (F1 of the longest common subsequence of words) | rouge_l |
 | perplexity | perplexity only, no generation | - |
 
-Every task also reports perplexity (computed in `eval/run.py`, from the loss on the references).
+Every task also reports perplexity (computed in `eval/evaluate.py`, from the loss on the
+references).
 """
 
 from __future__ import annotations

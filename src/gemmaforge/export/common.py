@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gemmaforge.errors import UserError, problem
-from gemmaforge.runs import RUN_FILE, Run
+from gemmaforge.runs import Run
 
 # config.json dtype names -> the dtype a merged checkpoint is saved in. A GGUF base has no
 # single dtype: its dequantised weights are exact only in fp32, so fp32 is what it keeps.
@@ -96,7 +96,8 @@ def check_base_path(run: Run, base: str) -> None:
     """Refuse `base` unless its weights hash to the run's base (without loading them)."""
     from types import SimpleNamespace
 
-    from gemmaforge.models.load import WEIGHT_SUFFIXES, sha256_files
+    from gemmaforge.files import sha256_files
+    from gemmaforge.models.load import WEIGHT_SUFFIXES
     from gemmaforge.runs import check_base
 
     path = Path(base).expanduser()
@@ -133,7 +134,7 @@ def merge(run: Run, base: str | None = None) -> Merged:
     """
     import torch
 
-    from gemmaforge.runs import load_run
+    from gemmaforge.infer.load import load_run
 
     stored = source_dtype(base or run.base_model)
     loaded, model = load_run(run, base=base, device="cpu", dtype=_load_dtype(stored))
@@ -152,7 +153,7 @@ def _load_dtype(stored: str | None) -> str:
 
 def run_model_type(run: Run) -> str:
     """The base's `config.model_type`, as the run recorded it (e.g. gemma3_text, gemma4)."""
-    return json.loads((run.dir / RUN_FILE).read_text(encoding="utf-8"))["model_type"]
+    return json.loads(run.folder.record.read_text(encoding="utf-8"))["model_type"]
 
 
 def stop_token_ids(tokenizer, family) -> list[int]:

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from gemmaforge.export.common import Job
-from gemmaforge.runs import RUN_FILE, Run
+from gemmaforge.runs import Run
 
 LOADS_BASE = False
 
@@ -25,5 +25,5 @@ def problems(run: Run) -> list[str]:
 def write(job: Job, out: Path) -> None:
     run = job.run
     shutil.copytree(run.adapter_dir, out, dirs_exist_ok=True)
-    for name in ("README.md", RUN_FILE):
-        shutil.copy2(run.dir / name, out / name)
+    for path in (run.folder.card, run.folder.record):
+        shutil.copy2(path, out / path.name)

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from gemmaforge.config import DataConfig, ModelConfig
-from gemmaforge.data.render import render_prompt_example
+from gemmaforge.data.examples.render import render_prompt_example
 from gemmaforge.errors import UserError, problem
-from gemmaforge.runs import RUN_FILE, Run, check_base, open_run
+from gemmaforge.runs import Run, RunFolder, check_base, open_run
 
 ADAPTER_CONFIG = "adapter_config.json"
 TOWERS = {"image": "vision", "audio": "audio"}
@@ -57,11 +57,11 @@ class AdapterSource:
 def find_adapter(path: str | Path, name: str = "adapter") -> AdapterSource:
     """The adapter in `path`: a run folder, its `adapter/` folder, or a bare PEFT adapter."""
     folder = Path(path)
-    if (folder / RUN_FILE).is_file():
+    if RunFolder(folder).record.is_file():
         run = open_run(folder)
         return AdapterSource(name, run.adapter_dir, run)
     if (folder / ADAPTER_CONFIG).is_file():
-        run = open_run(folder.parent) if (folder.parent / RUN_FILE).is_file() else None
+        run = open_run(folder.parent) if RunFolder(folder.parent).record.is_file() else None
         return AdapterSource(name, folder, run)
     raise UserError(
         problem(
@@ -93,7 +93,7 @@ class Session:
         base_name: str,
         data: DataConfig | None = None,
     ):
-        from gemmaforge.data.multimodal import media_encoder
+        from gemmaforge.data.examples.multimodal import media_encoder
 
         self.loaded = loaded
         self.model = loaded.model

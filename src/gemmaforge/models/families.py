@@ -160,3 +160,8 @@ def lora_target_regex(modules: tuple[str, ...] = TEXT_LINEARS) -> str:
     """
     names = "|".join(modules)
     return rf"^model\.(?:language_model\.)?layers\.\d+\.(?:self_attn|mlp)\.(?:{names})$"
+
+
+TINY_FAMILIES = ("gemma3", "gemma3-vision", "gemma3n", "gemma4", "gemma4-moe", "gemma4-dense")
+"""Tiny random model families `gemmaforge tiny` builds (models/tiny.py), named here so the CLI
+checks a name without importing torch."""

@@ -7,13 +7,13 @@ weights and gives NaN in Gemma 3/4 attention).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gemmaforge.config import ModelConfig
 from gemmaforge.errors import UserError, problem
+from gemmaforge.files import sha256_files
 from gemmaforge.models.families import Family, family_of
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
@@ -116,16 +116,6 @@ def resolve_dtype(preference: str, device):
             )
         return torch.bfloat16
     return torch.bfloat16 if bf16_supported(device) else torch.float32
-
-
-def sha256_files(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def load_model(cfg: ModelConfig, *, for_training: bool = True) -> LoadedModel:

@@ -18,8 +18,7 @@ import transformers
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from gemmaforge.models.families import family_by_name
-from gemmaforge.models.tiny_names import TINY_FAMILIES
+from gemmaforge.models.families import TINY_FAMILIES, family_by_name
 
 # Text vocabulary of every tiny model (the real ones have 262,144 tokens). Gemma 3n adds two
 # 128-token ranges above it for its vision and audio towers, as the real model does; Gemma 3

@@ -363,8 +363,8 @@ def media_need(cfg: Config, shape: ModelShape, config) -> tuple[int, set[str]]:
     file, if given; media files are probed, not decoded (audio durations from headers)."""
     from pathlib import Path
 
-    from gemmaforge.data.formats import detect_format, to_conversation
-    from gemmaforge.data.records import read_records
+    from gemmaforge.data.examples.formats import detect_format, to_conversation
+    from gemmaforge.data.read.records import read_records
 
     if not cfg.data.train or not Path(cfg.data.train).exists():
         return 0, set()

@@ -6,39 +6,11 @@ half-written file behind under its real name.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
-MANIFEST = "manifest.json"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    """Append one line and fsync it, so a killed run keeps every metric it logged."""
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+from gemmaforge.files import read_jsonl, sha256_file, write_json_atomic, write_text_atomic
+from gemmaforge.runs import RunFolder
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -47,23 +19,18 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifest(run_dir: Path) -> dict:
     """sha256 of every file in the run folder (relative paths), written to manifest.json."""
+    folder = RunFolder(run_dir)
     files = sorted(
-        p for p in run_dir.rglob("*") if p.is_file() and p.name != MANIFEST and ".tmp" not in p.name
+        p
+        for p in run_dir.rglob("*")
+        if p.is_file() and p != folder.manifest and ".tmp" not in p.name
     )
     manifest = {
         "files": {str(p.relative_to(run_dir)): sha256_file(p) for p in files},
     }
-    write_json_atomic(run_dir / MANIFEST, manifest)
+    write_json_atomic(folder.manifest, manifest)
     return manifest
 
 

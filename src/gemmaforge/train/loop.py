@@ -1,4 +1,4 @@
-"""The training loop: short and visible. Micro-batches in a seeded order (data/epochs.py),
+"""The training loop: short and visible. Micro-batches in a seeded order (data/batches/epochs.py),
 loss summed over labelled tokens and normalised by the optimizer step's token count, AdamW,
 warm-up + decay, clipping, periodic validation and atomic checkpoints.
 """
@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 from gemmaforge.config import TrainConfig
-from gemmaforge.data.batching import BatchSpec, Position
-from gemmaforge.data.collate import Collator
-from gemmaforge.data.epochs import ExampleSource, batch_stream, batches_per_epoch
+from gemmaforge.data.batches.batching import BatchSpec, Position
+from gemmaforge.data.batches.collate import Collator
+from gemmaforge.data.batches.epochs import ExampleSource, batch_stream, batches_per_epoch
+from gemmaforge.files import append_jsonl
 from gemmaforge.train import artifacts, checkpoint
 from gemmaforge.train.loss import batch_loss
 
@@ -136,7 +137,7 @@ def run_loop(
         if (cfg.eval_every and state.step % cfg.eval_every == 0) or (last and data.val):
             record["eval_loss"] = validation_loss(model, data, cfg, device)
         if state.step % cfg.log_every == 0 or last or "eval_loss" in record:
-            artifacts.append_jsonl(metrics_path, record)
+            append_jsonl(metrics_path, record)
         state.final = record
         progress.update(task, completed=state.step, status=status_line(record))
         if progress.disable and (state.step % max(1, steps // 20) == 0 or last):

@@ -2,7 +2,7 @@
 
 An example source gives, for an epoch and a start ordinal, the epoch's examples in order
 (`items(epoch, start)`). Examples held in memory are shuffled with a seeded permutation;
-streamed ones pass through a seeded shuffle buffer (data/streaming.py). Either way the order
+streamed ones pass through a seeded shuffle buffer (data/batches/streaming.py). Either way the order
 is a pure function of (seed, epoch), so a resumed run continues exactly where it stopped.
 """
 
@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from gemmaforge.data.batching import Batch, BatchSpec, Item, Position, batches
+from gemmaforge.data.batches.batching import Batch, BatchSpec, Item, Position, batches
 from gemmaforge.errors import UserError, problem
 
 

@@ -37,8 +37,8 @@ import soundfile
 import soxr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from gemmaforge.data import media_cache, remote
-from gemmaforge.data.remote import is_url
+from gemmaforge.data.read import media_cache, remote
+from gemmaforge.data.read.remote import is_url
 from gemmaforge.errors import UserError, problem
 
 SAMPLE_RATE = 16_000

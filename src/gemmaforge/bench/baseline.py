@@ -18,12 +18,12 @@ def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
+    from gemmaforge.bench.worker import data_config
     from gemmaforge.config import LoraConfig as OurLora
-    from gemmaforge.data.collate import collate
-    from gemmaforge.data.dataset import load_datasets
-    from gemmaforge.data.multimodal import media_encoder
+    from gemmaforge.data.batches.collate import collate
+    from gemmaforge.data.examples.dataset import load_datasets
+    from gemmaforge.data.examples.multimodal import media_encoder
     from gemmaforge.models.lora import target_modules
-    from gemmaforge.perf.worker import data_config
 
     media = media_encoder(loaded, data_config(spec))
     examples, _, report = load_datasets(

@@ -1,7 +1,7 @@
 """The `data` verbs: `gemmaforge data check CONFIG|PATH`, the dataset doctor.
 
-`cli.py` registers them on its `data` sub-app (so they run guarded like every verb); the
-work is in `data/doctor.py`. The tokenizer and transformers are imported inside the verb.
+`cli/__init__.py` registers them on its `data` sub-app (so they run guarded like every verb); the
+work is in `data/check/scan.py`. The tokenizer and transformers are imported inside the verb.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def check(
     from rich.console import Console
 
     from gemmaforge.config_load import load_config
-    from gemmaforge.data.doctor import check_dataset, doctor_tokenizer
-    from gemmaforge.data.doctor_report import print_report
+    from gemmaforge.data.check.report import print_report
+    from gemmaforge.data.check.scan import check_dataset, doctor_tokenizer
 
     is_config = Path(target).suffix.lower() in CONFIG_SUFFIXES
     flags = {

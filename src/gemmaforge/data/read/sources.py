@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from gemmaforge.config import DataConfig
-from gemmaforge.data import media_cache, remote
-from gemmaforge.data.records import (
+from gemmaforge.data.read import media_cache, remote
+from gemmaforge.data.read.records import (
     JSONL_SUFFIXES,
     BadRow,
     Record,
@@ -38,7 +38,7 @@ from gemmaforge.data.records import (
     iter_records,
     raise_if_problems,
 )
-from gemmaforge.data.tables import iter_hf_disk, iter_parquet
+from gemmaforge.data.read.tables import iter_hf_disk, iter_parquet
 from gemmaforge.errors import UserError, problem
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -310,7 +310,7 @@ def _split_on_non_dataset(name: str, split: str) -> str:
 
 def _iter_mediafolder(source: SourceFile) -> Iterator[Record | BadRow]:
     """Metadata rows whose `file_name` (relative to the folder) becomes `image` or `audio`."""
-    from gemmaforge.data.media import resolve_media_path
+    from gemmaforge.data.examples.media import resolve_media_path
 
     metadata, so = source.metadata, source.storage_options
     assert metadata is not None

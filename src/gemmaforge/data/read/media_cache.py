@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gemmaforge.data.remote import read_remote
+from gemmaforge.data.read.remote import read_remote
+from gemmaforge.files import write_bytes_atomic
 
 DEFAULT_MB = 2048
 STALE_TMP_S = 3600
@@ -92,14 +93,14 @@ class MediaCache:
             pass
         data = read_remote(url, storage_options)
         if len(data) <= self.max_bytes:
-            _write_atomic(path, data)
+            write_bytes_atomic(path, data)
             self._added(len(data))
         return data
 
     def store_blob(self, data: bytes, suffix: str) -> str:
         path = self.blobs / (hashlib.sha256(data).hexdigest() + suffix)
         if not path.exists():
-            _write_atomic(path, data)
+            write_bytes_atomic(path, data)
         return str(path)
 
     def total_bytes(self) -> int:
@@ -138,20 +139,9 @@ class MediaCache:
                 stat = entry.stat()
             except FileNotFoundError:  # evicted by another process meanwhile
                 continue
-            if entry.name.startswith(".tmp-"):
+            if entry.name.endswith(".tmp"):
                 if time.time() - stat.st_mtime > STALE_TMP_S:
                     Path(entry.path).unlink(missing_ok=True)
                 continue
             entries.append((Path(entry.path), stat.st_size, stat.st_mtime))
         return entries
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write under a unique temporary name, then rename: readers see all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{os.urandom(4).hex()}-{path.name}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

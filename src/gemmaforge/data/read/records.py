@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gemmaforge.data.remote import is_url, open_remote, parent
+from gemmaforge.data.read.remote import is_url, open_remote, parent
 from gemmaforge.errors import UserError, problem
 
 MAX_PROBLEMS = 20
@@ -68,7 +68,7 @@ class DataFile:
 
     path: str
     fingerprint: str
-    """`sha256:<hex>` of the bytes for a local file; see data/sources.py for remote ones."""
+    """`sha256:<hex>` of the bytes for a local file; see data/read/sources.py for remote ones."""
     records: list[Record]
 
 

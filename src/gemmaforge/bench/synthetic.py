@@ -81,7 +81,7 @@ def write_chat_rows(
     `media_kind` ("image" or "audio") adds one such part per row; `media` is the model's
     MediaEncoder, which decides how many tokens it takes.
     """
-    from gemmaforge.data.render import render
+    from gemmaforge.data.examples.render import render
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

@@ -16,10 +16,16 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 
 from gemmaforge.config import DataConfig
-from gemmaforge.data.batching import Item
-from gemmaforge.data.dataset import DataReport, FileReport, RowRenderer, fit_length, fit_one
-from gemmaforge.data.records import BadRow, Record, raise_if_problems
-from gemmaforge.data.skiplog import SkipLog
+from gemmaforge.data.batches.batching import Item
+from gemmaforge.data.examples.dataset import (
+    DataReport,
+    FileReport,
+    RowRenderer,
+    fit_length,
+    fit_one,
+)
+from gemmaforge.data.examples.skiplog import SkipLog
+from gemmaforge.data.read.records import BadRow, Record, raise_if_problems
 
 Rows = Callable[[], Iterable[Record | BadRow]]
 """Opens the row stream afresh (each epoch reads the source again)."""
@@ -48,7 +54,7 @@ def held_out(index: int, seed: int, fraction: float) -> bool:
 
 
 class StreamedExamples:
-    """The training side of a streamed source, as an ExampleSource (data/epochs.py)."""
+    """The training side of a streamed source, as an ExampleSource (data/batches/epochs.py)."""
 
     size = None
 
@@ -112,7 +118,7 @@ def open_stream(
 ) -> tuple[StreamedExamples, list, DataReport]:
     """The streamed training source, the (in-memory) validation examples, and a report of
     what is known before reading: the files and the validation split."""
-    from gemmaforge.data.sources import iter_source_records, resolve_sources
+    from gemmaforge.data.read.sources import iter_source_records, resolve_sources
 
     # Listed once: every epoch re-reads the same objects.
     train_sources = resolve_sources(cfg.train, cfg.storage_options)

@@ -1,4 +1,4 @@
-"""One side of a benchmark, run in its own process: `python -m gemmaforge.perf.worker SPEC OUT`.
+"""One side of a benchmark, run in its own process: `python -m gemmaforge.bench.worker SPEC OUT`.
 
 A fresh process per side means neither inherits the other's allocator caches, threads or
 peak memory. Both sides load the weights with gemmaforge's loader (same dtype, same device),
@@ -67,7 +67,7 @@ def run_gemmaforge(spec: WorkerSpec, loaded) -> tuple[list[float], list[float], 
     from rich.console import Console
 
     from gemmaforge.config import Config, LoraConfig, TrainConfig
-    from gemmaforge.train.run import train
+    from gemmaforge.train.trainer import train
 
     cfg = Config(
         model=model_config(spec),
@@ -85,7 +85,7 @@ def run_gemmaforge(spec: WorkerSpec, loaded) -> tuple[list[float], list[float], 
     result = train(cfg, loaded=loaded, console=Console(stderr=True))
     lines = (Path(spec.run_dir) / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    # Every example is exactly seq_len tokens (perf/synthetic.py), so a step's input tokens
+    # Every example is exactly seq_len tokens (bench/synthetic.py), so a step's input tokens
     # are batch x seq_len and its duration follows from the logged tokens per second.
     tokens = spec.batch_size * spec.seq_len
     seconds = [tokens / r["tokens_per_second"] for r in records]
@@ -93,7 +93,7 @@ def run_gemmaforge(spec: WorkerSpec, loaded) -> tuple[list[float], list[float], 
 
 
 def checkpointed(base) -> int:
-    from gemmaforge.perf.options import decoder_layers
+    from gemmaforge.train.options import decoder_layers
 
     return sum(bool(layer.gradient_checkpointing) for layer in decoder_layers(base))
 
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> None:
     if spec.side == "gemmaforge":
         seconds, losses, layers = run_gemmaforge(spec, loaded)
     else:
-        from gemmaforge.perf.baseline import run_baseline
+        from gemmaforge.bench.baseline import run_baseline
 
         seconds, losses = run_baseline(spec, loaded)
         layers = checkpointed(loaded.model)

@@ -109,7 +109,7 @@ def _tokenizer_and_media(model: str, media_kind: str | None):
 
     from transformers import AutoProcessor, AutoTokenizer
 
-    from gemmaforge.data.multimodal import MediaEncoder
+    from gemmaforge.data.examples.multimodal import MediaEncoder
     from gemmaforge.models.families import family_of
     from gemmaforge.perf.shapes import read_config
 
@@ -127,7 +127,7 @@ def run_side(spec, folder: Path, log) -> dict:
     """Run one side in a child process; its parsed WorkerResult."""
     spec_path, out_path = folder / f"{spec.side}.spec.json", folder / f"{spec.side}.result.json"
     spec_path.write_text(json.dumps(asdict(spec)))
-    command = [sys.executable, "-m", "gemmaforge.perf.worker", str(spec_path), str(out_path)]
+    command = [sys.executable, "-m", "gemmaforge.bench.worker", str(spec_path), str(out_path)]
     done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log(done.stdout)
     if done.returncode != 0 or not out_path.exists():
@@ -147,12 +147,12 @@ def bench_config(
 ) -> BenchResult:
     import torch
 
+    from gemmaforge.bench.synthetic import write_chat_rows
+    from gemmaforge.bench.worker import WorkerSpec
     from gemmaforge.models.load import resolve_device, resolve_dtype
     from gemmaforge.perf.measure import matmul_flops
     from gemmaforge.perf.plan import Settings, predict
     from gemmaforge.perf.shapes import model_shape, read_config
-    from gemmaforge.perf.synthetic import write_chat_rows
-    from gemmaforge.perf.worker import WorkerSpec
 
     bench = CONFIGS[name]
     folder = work / name

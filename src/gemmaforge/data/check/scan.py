@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gemmaforge.config import Config
-from gemmaforge.data.dataset import RowRenderer, fit_length, split_indices
-from gemmaforge.data.doctor_report import KINDS, DoctorReport, Finding, distribution
-from gemmaforge.data.formats import Conversation, detect_format, to_conversation
-from gemmaforge.data.media import MediaError, MediaPolicy, load_audio, load_image
-from gemmaforge.data.records import BadRow, Record
-from gemmaforge.data.render import ROLES, RenderedExample
-from gemmaforge.data.sources import configure_storage, iter_source_records
+from gemmaforge.data.check.report import KINDS, DoctorReport, Finding, distribution
+from gemmaforge.data.examples.dataset import RowRenderer, fit_length, split_indices
+from gemmaforge.data.examples.formats import Conversation, detect_format, to_conversation
+from gemmaforge.data.examples.media import MediaError, MediaPolicy, load_audio, load_image
+from gemmaforge.data.examples.render import ROLES, RenderedExample
+from gemmaforge.data.read.records import BadRow, Record
+from gemmaforge.data.read.sources import configure_storage, iter_source_records
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import FAMILIES, GEMMA3
 
@@ -72,7 +72,7 @@ def check_dataset(
 ) -> DoctorReport:
     """Check `cfg.data.train` (and `cfg.data.validation`) as training with `tok` would see
     them. `progress` is called with the number of rows read so far, every 256 rows."""
-    from gemmaforge.data.multimodal import media_encoder
+    from gemmaforge.data.examples.multimodal import media_encoder
 
     configure_storage(cfg.data)
     if not cfg.data.train:

@@ -1,5 +1,5 @@
 """The performance verbs: `plan` (predict memory and time before training) and `bench`
-(gemmaforge against a plain transformers Trainer). Registered from cli.py; torch is imported
+(gemmaforge against a plain transformers Trainer). Registered in cli/__init__.py; torch is imported
 inside the verbs only."""
 
 from __future__ import annotations
@@ -12,12 +12,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gemmaforge.perf.bench import CONFIGS, DEFAULT_CONFIGS
+from gemmaforge.bench.compare import CONFIGS, DEFAULT_CONFIGS
+from gemmaforge.cli.common import ConfigArg, OverridesArg, resolve, with_config_flags
 
 GiB = 2**30
 
 
-def plan(cfg) -> None:
+@with_config_flags
+def plan(
+    config: ConfigArg = None, overrides: OverridesArg = None, *, flags: dict[str, object]
+) -> None:
+    """Predict a training config's peak memory and step time here, and what would fit if it
+    does not (docs/performance.md). Exit 1 when it does not fit."""
+    print_plan(resolve(config, overrides, flags))
+
+
+def print_plan(cfg) -> None:
     """Print the prediction for `cfg` (a Config); exit 1 when it does not fit."""
     from gemmaforge.perf.plan import make_plan
 
@@ -82,8 +92,8 @@ def bench(
     own process: tokens/s, peak memory, ratios, MFU (docs/performance.md)."""
     from dataclasses import asdict
 
-    from gemmaforge.perf.bench import run_bench
-    from gemmaforge.train.artifacts import write_json_atomic
+    from gemmaforge.bench.compare import run_bench
+    from gemmaforge.files import write_json_atomic
 
     err = Console(stderr=True, highlight=False)
     train: dict = {}

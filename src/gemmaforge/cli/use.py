@@ -1,7 +1,7 @@
 """The verbs that use a trained result: `eval`, `generate`, `chat` and `serve`.
 
-`cli.py` registers them on the app. As there, each verb is a few lines that call the library,
-and torch, transformers and the server stack are imported inside verbs only, so `--help` stays
+`cli/__init__.py` registers them on the app. Each verb is a few lines that call the library;
+torch, transformers and the server stack are imported inside verbs only, so `--help` stays
 instant.
 """
 
@@ -92,8 +92,8 @@ def evaluate(
     device: DeviceOpt = "auto",
 ) -> None:
     """Score the adapter against its base model on held-out data; write RUN/eval/."""
-    from gemmaforge.eval.run import evaluate as run_eval
-    from gemmaforge.eval.run import summary_line
+    from gemmaforge.eval.evaluate import evaluate as run_eval
+    from gemmaforge.eval.evaluate import summary_line
 
     report = run_eval(run, data, task, max_new_tokens, batch_size, limit, device)
     typer.echo(summary_line(report))

@@ -22,10 +22,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from gemmaforge.data.dataset import read_rows, split_indices
-from gemmaforge.data.formats import Conversation, detect_format, to_conversation
-from gemmaforge.data.records import raise_if_problems
-from gemmaforge.data.skiplog import SkipLog
+from gemmaforge.data.examples.dataset import read_rows, split_indices
+from gemmaforge.data.examples.formats import Conversation, detect_format, to_conversation
+from gemmaforge.data.examples.skiplog import SkipLog
+from gemmaforge.data.read.records import raise_if_problems
 from gemmaforge.errors import UserError, problem
 from gemmaforge.eval.tasks import TASKS, pick_task
 from gemmaforge.runs import Run, open_run
@@ -112,9 +112,9 @@ def evaluate(
     the report."""
     from rich.console import Console
 
-    from gemmaforge.data.multimodal import media_encoder
+    from gemmaforge.data.examples.multimodal import media_encoder
     from gemmaforge.eval.report import write_report
-    from gemmaforge.runs import load_run
+    from gemmaforge.infer.load import load_run
 
     console = console or Console(stderr=True)
     if task != "auto" and task not in TASKS:
@@ -187,7 +187,7 @@ def summary_line(report: dict) -> str:
 
 def _render(conversations: list[Conversation], loaded, media) -> list:
     """Rendered examples whose labels are the reference (the last reply, or all the text)."""
-    from gemmaforge.data.render import render, render_text
+    from gemmaforge.data.examples.render import render, render_text
 
     problems, examples = [], []
     for c in conversations:
@@ -227,8 +227,8 @@ def _generate(model, loaded, prompts, max_new_tokens: int, batch_size: int, medi
 
 def _perplexity(model, loaded, run: Run, examples: list, batch_size: int, media) -> float:
     """exp(mean loss per reference token), with training's own validation-loss code."""
-    from gemmaforge.data.batching import BatchSpec
-    from gemmaforge.data.collate import Collator
+    from gemmaforge.data.batches.batching import BatchSpec
+    from gemmaforge.data.batches.collate import Collator
     from gemmaforge.train.loop import LoopData, validation_loss
 
     pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0

@@ -33,13 +33,13 @@ from gemmaforge.models.families import Family
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from gemmaforge.data.multimodal import MediaEncoder, MediaRef
+    from gemmaforge.data.examples.multimodal import MediaEncoder, MediaRef
 
 IGNORE_INDEX = -100
 """Label of a token that is not trained (the value PyTorch's cross-entropy skips)."""
 
 Content = str | list[dict[str, Any]]
-"""A message's content: text, or text / image / audio parts (see data/formats.py)."""
+"""A message's content: text, or text / image / audio parts (see data/examples/formats.py)."""
 
 ROLES = {"system": "system", "user": "user", "assistant": "assistant", "model": "assistant"}
 """Accepted message roles and what they mean; "model" is Gemma's name for the assistant."""
@@ -90,7 +90,7 @@ class _Vocab:
             if part["type"] == "text":
                 out.add(self.encode(part["text"]))
                 continue
-            from gemmaforge.data.multimodal import MediaRef
+            from gemmaforge.data.examples.multimodal import MediaRef
 
             ref = MediaRef(part["type"], part["ref"], where)
             if self.media is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gemmaforge.data.media import MediaPolicy, load_audio, load_image
+from gemmaforge.data.examples.media import MediaPolicy, load_audio, load_image
 from gemmaforge.errors import UserError, problem
 
 TYPE_KEYS = ("mm_token_type_ids", "token_type_ids")

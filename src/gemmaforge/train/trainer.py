@@ -16,8 +16,9 @@ from typing import Any
 
 from gemmaforge.config import Config, DataConfig
 from gemmaforge.errors import UserError, problem
+from gemmaforge.files import write_json_atomic, write_text_atomic
 from gemmaforge.models.load import LoadedModel
-from gemmaforge.runs import RUN_FILE
+from gemmaforge.runs import RunFolder
 
 RESUME_SECTIONS = ("model", "data", "lora")
 
@@ -40,16 +41,16 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
     from rich.console import Console
 
     from gemmaforge.config_load import dump_config
-    from gemmaforge.data.batching import BatchSpec
-    from gemmaforge.data.collate import Collator
-    from gemmaforge.data.multimodal import media_encoder
-    from gemmaforge.data.skiplog import FILE as SKIP_FILE
-    from gemmaforge.data.skiplog import SkipLog
-    from gemmaforge.data.sources import configure_storage
+    from gemmaforge.data.batches.batching import BatchSpec
+    from gemmaforge.data.batches.collate import Collator
+    from gemmaforge.data.examples.multimodal import media_encoder
+    from gemmaforge.data.examples.skiplog import FILE as SKIP_FILE
+    from gemmaforge.data.examples.skiplog import SkipLog
+    from gemmaforge.data.read.sources import configure_storage
     from gemmaforge.models.load import load_model
     from gemmaforge.models.lora import apply_lora
-    from gemmaforge.perf.options import apply_options, check_options, checkpointed_layers
-    from gemmaforge.train import artifacts, loop
+    from gemmaforge.train import loop
+    from gemmaforge.train.options import apply_options, check_options, checkpointed_layers
 
     console = console or Console(stderr=True)
     run_dir = Path(cfg.train.output_dir)
@@ -112,8 +113,8 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
         console.print(f"resumed from step {state.step}")
     else:
         state = loop.LoopState()
-        artifacts.write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
-        artifacts.write_json_atomic(run_dir / "data_report.json", asdict(report))
+        write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+        write_json_atomic(run_dir / "data_report.json", asdict(report))
     with _progress(console) as progress:
         state = loop.run_loop(
             model,
@@ -133,7 +134,7 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
         console.print(skips.summary())
         # Streamed rows are only judged as they are read: the count is final now.
         report = replace(report, skipped=skips.total)
-        artifacts.write_json_atomic(run_dir / "data_report.json", asdict(report))
+        write_json_atomic(run_dir / "data_report.json", asdict(report))
     if cfg.data.packing or state.padding:
         console.print(f"padding: {state.padding:.1%} of the token slots trained on")
     _write_outputs(run_dir, cfg, model, loaded, report, lora_report, state.final)
@@ -143,9 +144,9 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
 
 def _open_data(cfg: Config, loaded: LoadedModel, media, skips):
     """(training example source, validation examples, report): in memory, or streamed."""
-    from gemmaforge.data.dataset import RowRenderer, load_datasets
-    from gemmaforge.data.epochs import MemoryExamples
-    from gemmaforge.data.streaming import open_stream
+    from gemmaforge.data.batches.epochs import MemoryExamples
+    from gemmaforge.data.batches.streaming import open_stream
+    from gemmaforge.data.examples.dataset import RowRenderer, load_datasets
 
     if streams(cfg.data):
         renderer = RowRenderer(cfg.data, loaded.family, loaded.tokenizer, media)
@@ -326,6 +327,6 @@ def _write_outputs(run_dir, cfg, model, loaded, report, lora_report, final) -> N
         final=final,
         lora_summary=lora_report.summary(),
     )
-    artifacts.write_text_atomic(run_dir / "README.md", card)
-    artifacts.write_json_atomic(run_dir / RUN_FILE, run_record(loaded))
+    write_text_atomic(run_dir / "README.md", card)
+    write_json_atomic(RunFolder(run_dir).record, run_record(loaded))
     artifacts.write_manifest(run_dir)

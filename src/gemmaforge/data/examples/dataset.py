@@ -15,18 +15,18 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from gemmaforge.config import DataConfig
-from gemmaforge.data.formats import Conversation, detect_format, to_conversation
-from gemmaforge.data.media import MediaDropped, MediaError
-from gemmaforge.data.records import BadRow, Record, raise_if_problems
-from gemmaforge.data.render import RenderedExample, render, render_text
-from gemmaforge.data.skiplog import SkipLog
+from gemmaforge.data.examples.formats import Conversation, detect_format, to_conversation
+from gemmaforge.data.examples.media import MediaDropped, MediaError
+from gemmaforge.data.examples.render import RenderedExample, render, render_text
+from gemmaforge.data.examples.skiplog import SkipLog
+from gemmaforge.data.read.records import BadRow, Record, raise_if_problems
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import Family
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from gemmaforge.data.multimodal import MediaEncoder
+    from gemmaforge.data.examples.multimodal import MediaEncoder
 
 
 @dataclass(frozen=True)
@@ -269,9 +269,9 @@ def read_rows(
     problems: list[str],
     skips: SkipLog,
 ) -> list[Record]:
-    """The readable rows of every source `spec` names (data/sources.py), in order; unreadable
+    """The readable rows of every source `spec` names (data/read/sources.py), in order; unreadable
     ones go to `problems` (on_error=fail) or `skips`. Each source's report joins `files`."""
-    from gemmaforge.data.sources import iter_file_records, resolve_sources
+    from gemmaforge.data.read.sources import iter_file_records, resolve_sources
 
     if spec is None:
         return []

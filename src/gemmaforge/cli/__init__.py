@@ -1,0 +1,32 @@
+"""The `gemmaforge` command line: one module per verb group, registered here.
+
+Every verb runs guarded (cli/common.py): a `UserError` prints as red lines on stderr (no
+traceback, exit 2) and Ctrl-C ends with exit 130. torch and transformers are imported inside
+verbs only, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+from gemmaforge.cli import data, export, perf, train, use
+from gemmaforge.cli.common import new_app
+
+app = new_app(help="Private, on-device LoRA fine-tuning of Gemma 4, Gemma 3n and Gemma 3.")
+
+app.command()(train.train)
+app.command()(train.tiny)
+app.command()(train.quickstart)
+app.command()(export.export)
+app.command("eval")(use.evaluate)
+app.command()(use.generate)
+app.command()(use.chat)
+app.command()(use.serve)
+app.command()(perf.plan)
+app.command()(perf.bench)
+
+config_app = new_app(help="Inspect the configuration.")
+config_app.command("show")(train.config_show)
+app.add_typer(config_app, name="config")
+
+data_app = new_app(help=data.HELP)
+data_app.command("check")(data.check)
+app.add_typer(data_app, name="data")

@@ -1,0 +1,72 @@
+"""The verbs that make a model: `train`, `config show`, `tiny` and `quickstart`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gemmaforge.cli.common import (
+    ConfigArg,
+    OverridesArg,
+    require,
+    resolve,
+    with_config_flags,
+)
+from gemmaforge.config_load import COMMAND_LINE, dump_config
+from gemmaforge.errors import UserError, problem
+from gemmaforge.models.families import TINY_FAMILIES
+
+
+@with_config_flags
+def train(
+    config: ConfigArg = None, overrides: OverridesArg = None, *, flags: dict[str, object]
+) -> None:
+    """Fine-tune a Gemma model with LoRA on a local dataset."""
+    cfg = resolve(config, overrides, flags)
+    require(cfg, {"model": "a model folder, .gguf file or hub id", "data": "a JSONL or CSV file"})
+    from gemmaforge.train.trainer import train as run_training
+
+    typer.echo(f"Run folder: {run_training(cfg).run_dir}")
+
+
+@with_config_flags
+def config_show(
+    config: ConfigArg = None, overrides: OverridesArg = None, *, flags: dict[str, object]
+) -> None:
+    """Print the resolved config as YAML, every default included."""
+    typer.echo(dump_config(resolve(config, overrides, flags)), nl=False)
+
+
+def tiny(
+    family: Annotated[
+        str, typer.Argument(help=f"Model family: {', '.join(TINY_FAMILIES)}.", show_default=False)
+    ],
+    out: Annotated[Path, typer.Argument(help="Folder to write the model to.", show_default=False)],
+    seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
+) -> None:
+    """Write a tiny random model of a Gemma family (for tests and demos; no download)."""
+    if family not in TINY_FAMILIES:
+        raise UserError(
+            problem(
+                COMMAND_LINE,
+                f"unknown tiny model family {family!r}",
+                f"choose one of {', '.join(TINY_FAMILIES)}",
+            )
+        )
+    from gemmaforge.models.tiny import make_tiny
+
+    typer.echo(f"Wrote a tiny {family} model to {make_tiny(family, out, seed)}")
+
+
+def quickstart(
+    output: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/quickstart"),
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Training steps (default: the quickstart's own).")
+    ] = None,
+) -> None:
+    """Run a complete fine-tune on a built-in dataset, offline, end to end."""
+    from gemmaforge.quickstart import run_quickstart
+
+    run_quickstart(output=output, steps=steps)
