@@ -10,6 +10,7 @@ import pytest
 from gemmaforge.config import DataConfig
 from gemmaforge.data.examples.dataset import load_datasets, split_indices
 from gemmaforge.data.examples.render import IGNORE_INDEX, render
+from gemmaforge.data.read.sources import open_sources
 from gemmaforge.errors import UserError
 from gemmaforge.models.families import GEMMA4
 
@@ -33,7 +34,8 @@ def write_jsonl(path, rows):
 
 
 def load(tokenizer, seed=0, **cfg):
-    return load_datasets(DataConfig(**cfg), GEMMA4, tokenizer, seed)
+    data = DataConfig(**cfg)
+    return load_datasets(data, open_sources(data), GEMMA4, tokenizer, seed)
 
 
 def test_messages_file_with_auto_split(tmp_path, tokenizer):

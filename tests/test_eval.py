@@ -44,11 +44,14 @@ def test_eval_verb_scores_base_and_adapter(tiny_run):
 
 def test_default_rows_are_the_ones_training_held_out(tiny_run):
     from gemmaforge.data.examples.dataset import load_datasets
+    from gemmaforge.data.read.sources import open_sources
     from gemmaforge.models.families import GEMMA3
 
     run = open_run(tiny_run("plain"))
     tokenizer = _tokenizer(run)
-    _, held_out, report = load_datasets(run.config.data, GEMMA3, tokenizer, run.config.train.seed)
+    data = run.config.data
+    sources = open_sources(data)
+    _, held_out, report = load_datasets(data, sources, GEMMA3, tokenizer, run.config.train.seed)
     assert report.validation == "split" and held_out
     rows = eval_data(run)
     assert [c.where for c in rows.conversations] == [ex.where for ex in held_out]

@@ -23,12 +23,11 @@ from gemmaforge.data.examples.media import (
     MediaDropped,
     MediaError,
     MediaPolicy,
-    describe_content,
     load_audio,
     load_image,
     open_media_bytes,
-    resolve_media_path,
 )
+from gemmaforge.data.read.media_files import describe_content, resolve_media_path
 
 WHERE = "train.jsonl:7"
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)

@@ -101,8 +101,9 @@ def test_partial_checkpointing_keeps_the_gradients_and_saves_memory(tiny_dir):
     recomputes."""
     from gemmaforge.config import LoraConfig
     from gemmaforge.models.lora import apply_lora
+    from gemmaforge.models.structure import decoder_layers
     from gemmaforge.train.loss import batch_loss
-    from gemmaforge.train.options import apply_options, checkpointed_layers, decoder_layers
+    from gemmaforge.train.options import apply_options, checkpointed_layers
 
     cfg = Config.model_validate({"model": {"name_or_path": str(tiny_dir("gemma3"))}})
     torch.manual_seed(1)

@@ -193,7 +193,7 @@ def test_a_missing_data_file_fails_before_the_model_loads(tmp_path):
 
     # The model path does not exist either: the data check must come first.
     cfg = run_config(tmp_path / "no-model", tmp_path / "no.jsonl", tmp_path / "run")
-    with pytest.raises(UserError, match=r"data.train: .*no.jsonl: file not found"):
+    with pytest.raises(UserError, match=r"data.train: .*no.jsonl: not found"):
         train(cfg)
     assert not (tmp_path / "run").exists()
 

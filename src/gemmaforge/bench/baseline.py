@@ -20,30 +20,35 @@ def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
 
     from gemmaforge.bench.worker import data_config
     from gemmaforge.config import LoraConfig as OurLora
-    from gemmaforge.data.batches.collate import collate
+    from gemmaforge.data.batches.collate import collate, pad_id
     from gemmaforge.data.examples.dataset import load_datasets
     from gemmaforge.data.examples.multimodal import media_encoder
+    from gemmaforge.data.examples.render import IGNORE_INDEX
+    from gemmaforge.data.read.sources import open_sources
     from gemmaforge.models.lora import target_modules
 
     media = media_encoder(loaded, data_config(spec))
+    data = data_config(spec)
     examples, _, report = load_datasets(
-        data_config(spec), loaded.family, loaded.tokenizer, spec.seed, media
+        data, open_sources(data), loaded.family, loaded.tokenizer, spec.seed, media
     )
     names = [n for ns in target_modules(loaded.model, OurLora(r=spec.lora_r)).values() for n in ns]
     lora = LoraConfig(
         r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules=names, task_type="CAUSAL_LM"
     )
     model = get_peft_model(loaded.model, lora)
-    pad_id = loaded.tokenizer.pad_token_id or 0
+    pad = pad_id(loaded.tokenizer)
     if report.has_media:
 
         def collator(batch):
-            out = collate([[ex] for ex in batch], pad_id, media.type_key, media)
+            out = collate([[ex] for ex in batch], pad, media.type_key, media)
             return {k: v.to(loaded.dtype) if v.is_floating_point() else v for k, v in out.items()}
 
         dataset = examples
     else:
-        collator = DataCollatorForSeq2Seq(loaded.tokenizer, padding=True, label_pad_token_id=-100)
+        collator = DataCollatorForSeq2Seq(
+            loaded.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX
+        )
         dataset = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
     if media is not None and media.type_key and not report.has_media:
         # Gemma 4 wants its per-token modality ids even for text (all zeros).

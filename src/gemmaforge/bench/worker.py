@@ -93,7 +93,7 @@ def run_gemmaforge(spec: WorkerSpec, loaded) -> tuple[list[float], list[float], 
 
 
 def checkpointed(base) -> int:
-    from gemmaforge.train.options import decoder_layers
+    from gemmaforge.models.structure import decoder_layers
 
     return sum(bool(layer.gradient_checkpointing) for layer in decoder_layers(base))
 

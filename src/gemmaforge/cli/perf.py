@@ -29,9 +29,10 @@ def plan(
 
 def print_plan(cfg) -> None:
     """Print the prediction for `cfg` (a Config); exit 1 when it does not fit."""
+    from gemmaforge.data.examples.dataset import media_per_row
     from gemmaforge.perf.plan import make_plan
 
-    result = make_plan(cfg)
+    result = make_plan(cfg, media_per_row(cfg.data) if cfg.data.train else None)
     out = Console(highlight=False)
     shape, p = result.shape, result.prediction
     out.print(

@@ -26,6 +26,7 @@ from gemmaforge.data.examples.dataset import read_rows, split_indices
 from gemmaforge.data.examples.formats import Conversation, detect_format, to_conversation
 from gemmaforge.data.examples.skiplog import SkipLog
 from gemmaforge.data.read.records import raise_if_problems
+from gemmaforge.data.read.sources import open_sources, resolve_sources
 from gemmaforge.errors import UserError, problem
 from gemmaforge.eval.tasks import TASKS, pick_task
 from gemmaforge.runs import Run, open_run
@@ -43,11 +44,15 @@ class EvalData:
 def eval_data(run: Run, data: str | None = None, limit: int | None = None) -> EvalData:
     """The rows to score: `data`, else the run's validation file, else its held-out split."""
     cfg = run.config.data
-    path = data or cfg.validation or cfg.train
+    if data:
+        path, sources = data, resolve_sources(data, cfg.storage_options)
+    else:
+        opened = open_sources(cfg)
+        path, sources = cfg.validation or cfg.train, opened.validation or opened.train
     # Rows the run skipped as unreadable (data.on_error=skip) are skipped here too, so the
     # held-out split indexes the same rows training split.
     files, problems = [], []
-    rows = read_rows(path, cfg, files, problems, SkipLog())
+    rows = read_rows(sources, cfg, files, problems, SkipLog())
     raise_if_problems(problems)
     if data:
         source = f"{data} (--data)"
@@ -82,7 +87,7 @@ def _check_unchanged(run: Run, files: list) -> None:
     """A changed training file would give another split: its rows may have been trained on."""
     import json
 
-    report = json.loads((run.dir / "data_report.json").read_text(encoding="utf-8"))
+    report = json.loads(run.folder.data_report.read_text(encoding="utf-8"))
     recorded = {f["path"]: f["fingerprint"] for f in report["files"]}
     for file in files:
         expected = recorded.get(file.path)
@@ -227,17 +232,12 @@ def _generate(model, loaded, prompts, max_new_tokens: int, batch_size: int, medi
 
 def _perplexity(model, loaded, run: Run, examples: list, batch_size: int, media) -> float:
     """exp(mean loss per reference token), with training's own validation-loss code."""
-    from gemmaforge.data.batches.batching import BatchSpec
-    from gemmaforge.data.batches.collate import Collator
-    from gemmaforge.train.loop import LoopData, validation_loss
+    from gemmaforge.data.batches.collate import collator_for
+    from gemmaforge.train.loss import mean_loss
 
-    pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-    collator = Collator(
-        pad_id=pad, type_key=media.type_key if media else None, media=media, dtype=loaded.dtype
-    )
-    data = LoopData(train=None, val=examples, collate=collator, spec=BatchSpec(batch_size, 0))
-    cfg = run.config.train.model_copy(update={"batch_size": batch_size})
-    return math.exp(validation_loss(model, data, cfg, loaded.device))
+    collate = collator_for(loaded, media)
+    chunk = run.config.train.loss_chunk_size
+    return math.exp(mean_loss(model, examples, collate, batch_size, loaded.device, chunk))
 
 
 def _per_example(chats: list[Conversation], replies: dict[str, list[str]], task) -> list[dict]:

@@ -52,6 +52,7 @@ def media_inputs(example: RenderedExample, media: Any, dtype: Any, device: Any) 
     (modality type ids, pixel / audio features), built by training's own batch code."""
     from gemmaforge.data.batches.collate import Collator
 
+    # One prompt, no padding: the pad id is never used.
     collator = Collator(pad_id=0, type_key=media.type_key, media=media, dtype=dtype)
     batch = collator.examples([example], device)
     return {key: value for key, value in batch.items() if key not in PROMPT_KEYS}

@@ -45,6 +45,10 @@ class Family:
     """Multimodal forward requires `mm_token_type_ids` even for text-only batches."""
     audio_max_seconds: float | None = None
     """Longest audio clip the audio tower takes (None: no audio tower)."""
+    audio_tokens_per_second: float | None = None
+    """Audio soft tokens per second of a clip (None: a fixed count per clip, from the config)."""
+    media_markers: int = 2
+    """Tokens around each image or audio run (begin/end markers, with their newlines)."""
     notes: tuple[str, ...] = ()
     """Workarounds and quirks that apply to this family, for `gemmaforge` reports and docs."""
 
@@ -88,6 +92,7 @@ GEMMA3N = Family(
     stop_tokens=("<end_of_turn>", "<eos>"),
     needs_mm_token_type_ids=False,
     audio_max_seconds=30.0,
+    media_markers=4,
     notes=(
         "fp16 overflows in the conv weights: bf16 or fp32 only.",
         "Plain q_proj/k_proj/v_proj targets also match the audio tower: targets are scoped to "
@@ -109,6 +114,7 @@ GEMMA4 = Family(
     needs_mm_token_type_ids=True,
     # 750 audio soft tokens at 40 ms each: the processor's cap.
     audio_max_seconds=30.0,
+    audio_tokens_per_second=25.0,
     notes=(
         "Replies are trained without a thinking channel, and inference renders prompts the same "
         "way (no <|channel>thought block).",

@@ -15,13 +15,10 @@ from dataclasses import dataclass
 from gemmaforge.config import LoraConfig
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import TEXT_LINEARS, lora_target_regex
+from gemmaforge.models.structure import TOWER_MODULES, inner
 
 # Per tower: the submodules of `model.model` that make it up (encoder, then its projection
 # into the language model's embedding space).
-TOWER_MODULES = {
-    "vision": ("vision_tower", "embed_vision"),
-    "audio": ("audio_tower", "embed_audio"),
-}
 
 
 @dataclass
@@ -87,10 +84,10 @@ def _tower_targets(model, tower: str) -> list[str]:
     """
     import torch
 
-    inner = getattr(model, "model", model)
+    body = inner(model)
     names = []
     for attribute in TOWER_MODULES[tower]:
-        module = getattr(inner, attribute, None)
+        module = getattr(body, attribute, None)
         if module is None:
             continue
         for name, child in module.named_modules():
@@ -100,8 +97,8 @@ def _tower_targets(model, tower: str) -> list[str]:
 
 
 def _why_empty(model, tower: str) -> str:
-    inner = getattr(model, "model", model)
-    if tower != "text" and getattr(inner, TOWER_MODULES[tower][0], None) is None:
+    body = inner(model)
+    if tower != "text" and getattr(body, TOWER_MODULES[tower][0], None) is None:
         return f"the model has no {tower} tower"
     return "no linear layer matched"
 

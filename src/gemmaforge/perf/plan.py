@@ -233,7 +233,7 @@ def auto_checkpointed_layers(shape: ModelShape, s: Settings, room: int) -> int:
     return shape.layers
 
 
-def make_plan(cfg: Config) -> Plan:
+def make_plan(cfg: Config, media_rows: list[list[tuple[str, str]]] | None = None) -> Plan:
     """Predict the run `cfg` describes, on this machine; a UserError when it cannot fit."""
     from gemmaforge.models.load import check_quantize, resolve_device, resolve_dtype
     from gemmaforge.perf.measure import available_bytes, matmul_flops
@@ -247,7 +247,7 @@ def make_plan(cfg: Config) -> Plan:
     config = read_config(cfg.model.name_or_path)
     shape = model_shape(config, cfg.model.name_or_path)
     _check_image_budget(cfg, shape)
-    need, kinds = media_need(cfg, shape, config)
+    need, kinds = media_need(media_rows or [], cfg, shape, config)
     if need > cfg.data.max_seq_length:
         raise UserError(
             problem(
@@ -358,49 +358,40 @@ def _check_image_budget(cfg: Config, shape: ModelShape) -> None:
         )
 
 
-def media_need(cfg: Config, shape: ModelShape, config) -> tuple[int, set[str]]:
-    """(tokens the media of the most demanding row take, media kinds used) from the data
-    file, if given; media files are probed, not decoded (audio durations from headers)."""
-    from pathlib import Path
-
-    from gemmaforge.data.examples.formats import detect_format, to_conversation
-    from gemmaforge.data.read.records import read_records
-
-    if not cfg.data.train or not Path(cfg.data.train).exists():
-        return 0, set()
-    records = read_records(cfg.data.train).records
-    fmt = cfg.data.format if cfg.data.format != "auto" else detect_format(records[0], cfg.data)
+def media_need(
+    rows: list[list[tuple[str, str]]], cfg: Config, shape: ModelShape, config
+) -> tuple[int, set[str]]:
+    """(tokens the media of the most demanding row take, media kinds used), from each row's
+    media parts as (kind, reference) pairs (data/examples/dataset.py `media_per_row`)."""
     need, kinds = 0, set()
-    for record in records:
-        total = 0
-        for message in to_conversation(record, fmt, cfg.data).messages:
-            content = message["content"]
-            for part in content if isinstance(content, list) else []:
-                if part["type"] in ("image", "audio"):
-                    kinds.add(part["type"])
-                    total += media_tokens(part["type"], part["ref"], cfg, shape, config)
+    for parts in rows:
+        kinds |= {kind for kind, _ in parts}
+        total = sum(media_tokens(kind, ref, cfg, shape, config) for kind, ref in parts)
         need = max(need, total)
     return need, kinds
 
 
 def media_tokens(kind: str, ref: str, cfg: Config, shape: ModelShape, config) -> int:
-    """Tokens one image or clip becomes, with its begin/end markers."""
-    if shape.family.name == "gemma3n":
-        count = (
-            config.vision_soft_tokens_per_image
-            if kind == "image"
-            else config.audio_soft_tokens_per_image
-        )
-        return count + 4
-    if kind == "image":
-        return (cfg.data.image_budget or _processor_budget(cfg.model.name_or_path)) + 2
+    """Tokens one image or clip becomes, with its begin/end markers (models/families.py)."""
+    family = shape.family
+    if family.audio_tokens_per_second is None or kind == "image":
+        if family.name == "gemma3n":
+            count = (
+                config.vision_soft_tokens_per_image
+                if kind == "image"
+                else config.audio_soft_tokens_per_image
+            )
+        else:
+            count = cfg.data.image_budget or _processor_budget(cfg.model.name_or_path)
+        return count + family.media_markers
     import soundfile
 
+    longest = family.audio_max_seconds or 0.0
     try:
-        seconds = min(soundfile.info(ref).duration, 30.0)
+        seconds = min(soundfile.info(ref).duration, longest)
     except (RuntimeError, OSError):
-        seconds = 30.0  # unreadable here (URL, compressed format): assume the longest clip
-    return int(seconds * 25) + 2
+        seconds = longest  # unreadable here (URL, compressed format): assume the longest clip
+    return int(seconds * family.audio_tokens_per_second) + family.media_markers
 
 
 def _processor_budget(folder: str) -> int:

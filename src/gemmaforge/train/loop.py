@@ -9,16 +9,19 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from gemmaforge.config import TrainConfig
 from gemmaforge.data.batches.batching import BatchSpec, Position
-from gemmaforge.data.batches.collate import Collator
+from gemmaforge.data.batches.collate import Collator, collator_for
 from gemmaforge.data.batches.epochs import ExampleSource, batch_stream, batches_per_epoch
+from gemmaforge.data.examples.render import IGNORE_INDEX
 from gemmaforge.files import append_jsonl
+from gemmaforge.runs import RunFolder
 from gemmaforge.train import artifacts, checkpoint
-from gemmaforge.train.loss import batch_loss
+from gemmaforge.train.loss import batch_loss, mean_loss
 
 
 @dataclass
@@ -47,6 +50,46 @@ class LoopState:
     final: dict = field(default_factory=dict)
 
 
+@dataclass
+class Training:
+    """Everything the loop works on, in one object: the model and its optimizer, the data,
+    the settings, where to write, and where it is."""
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    accelerator: Any
+    data: LoopData
+    cfg: TrainConfig
+    folder: RunFolder
+    steps: int
+    """Optimizer steps to train to."""
+    state: LoopState = field(default_factory=LoopState)
+
+
+def build(
+    model, cfg: TrainConfig, folder: RunFolder, accelerator, train, val, data_cfg, loaded, media
+) -> Training:
+    """A Training for `model` (LoRA attached) on the given examples, optimizer and schedule
+    sized to the run, prepared by Accelerate."""
+    data = LoopData(
+        train=train,
+        val=val,
+        collate=collator_for(loaded, media, packed=data_cfg.packing),
+        spec=BatchSpec(
+            batch_size=cfg.batch_size,
+            max_tokens=data_cfg.max_seq_length,
+            packing=data_cfg.packing,
+            group_by_length=data_cfg.group_by_length,
+            seed=cfg.seed,
+        ),
+    )
+    steps = total_steps(cfg, data)
+    optimizer, scheduler = make_optimizer(model, cfg, steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return Training(model, optimizer, scheduler, accelerator, data, cfg, folder, steps)
+
+
 def total_steps(cfg: TrainConfig, data: LoopData) -> int:
     if cfg.max_steps:
         return cfg.max_steps
@@ -65,63 +108,46 @@ def make_optimizer(model, cfg: TrainConfig, steps: int):
     return optimizer, scheduler
 
 
-@torch.no_grad()
-def validation_loss(model, data: LoopData, cfg: TrainConfig, device) -> float | None:
-    if not data.val:
+def validation_loss(t: Training) -> float | None:
+    if not t.data.val:
         return None
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(data.val), cfg.batch_size):
-        batch = data.collate.examples(data.val[start : start + cfg.batch_size], device)
-        loss_sum, tokens = batch_loss(model, batch, cfg.loss_chunk_size)
-        total, count = total + loss_sum.item(), count + tokens
-    model.train(was_training)
-    return total / max(count, 1)
+    device = t.accelerator.device
+    return mean_loss(
+        t.model, t.data.val, t.data.collate, t.cfg.batch_size, device, t.cfg.loss_chunk_size
+    )
 
 
-def run_loop(
-    model,
-    data: LoopData,
-    cfg: TrainConfig,
-    run_dir: Path,
-    accelerator,
-    progress,
-    state: LoopState,
-    optimizer,
-    scheduler,
-    steps: int,
-) -> LoopState:
-    """Train from `state` to `steps` optimizer steps; returns the final state."""
-    device = accelerator.device
-    metrics_path = run_dir / "metrics.jsonl"
+def run_loop(t: Training, progress) -> LoopState:
+    """Train from `t.state` to `t.steps` optimizer steps; returns the final state."""
+    cfg, data, state, model = t.cfg, t.data, t.state, t.model
+    device = t.accelerator.device
     stream = batch_stream(data.train, data.spec, state.position)
     model.train()
-    task = progress.add_task("training", total=steps, completed=state.step, status="")
-    while state.step < steps:
+    task = progress.add_task("training", total=t.steps, completed=state.step, status="")
+    while state.step < t.steps:
         started = time.perf_counter()
         batches = [next(stream) for _ in range(cfg.grad_accum)]
         state.position = batches[-1].after
         tensors = [data.collate(batch.rows, device) for batch in batches]
         # Normalise by the whole step's labelled tokens, so every token weighs the same
         # whatever micro-batch it landed in.
-        step_tokens = sum(int((t["labels"][:, 1:] != -100).sum()) for t in tensors)
+        step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in tensors)
         loss_total = 0.0
         for batch in tensors:
             loss_sum, _ = batch_loss(model, batch, cfg.loss_chunk_size)
-            accelerator.backward(loss_sum / max(step_tokens, 1))
+            t.accelerator.backward(loss_sum / max(step_tokens, 1))
             loss_total += loss_sum.item()
         if cfg.max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            t.accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        lr = t.scheduler.get_last_lr()[0]
+        t.optimizer.step()
+        t.scheduler.step()
+        t.optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - started
         state.train_seconds += elapsed
         state.step += 1
         input_tokens = sum(len(ex.input_ids) for b in batches for ex in b.examples)
-        slots = sum(t["input_ids"].numel() for t in tensors)
+        slots = sum(b["input_ids"].numel() for b in tensors)
         state.padding = (state.padding * state.slots + slots - input_tokens) / (state.slots + slots)
         state.slots += slots
         record = {
@@ -133,43 +159,46 @@ def run_loop(
             "padding": (slots - input_tokens) / slots,
             "epoch": _epoch(state.position, data.train.size),
         }
-        last = state.step == steps
+        last = state.step == t.steps
         if (cfg.eval_every and state.step % cfg.eval_every == 0) or (last and data.val):
-            record["eval_loss"] = validation_loss(model, data, cfg, device)
+            record["eval_loss"] = validation_loss(t)
         if state.step % cfg.log_every == 0 or last or "eval_loss" in record:
-            append_jsonl(metrics_path, record)
+            append_jsonl(t.folder.metrics, record)
         state.final = record
         progress.update(task, completed=state.step, status=status_line(record))
-        if progress.disable and (state.step % max(1, steps // 20) == 0 or last):
+        if progress.disable and (state.step % max(1, t.steps // 20) == 0 or last):
             # No live bar without a terminal (CI, pipes): a plain line every 5% instead.
-            progress.console.print(f"step {state.step}/{steps}  {status_line(record)}")
+            progress.console.print(f"step {state.step}/{t.steps}  {status_line(record)}")
         if (cfg.save_every and state.step % cfg.save_every == 0) or last:
-            save(model, run_dir, state, optimizer, scheduler, cfg.keep_checkpoints)
+            save(t)
     return state
 
 
-def save(model, run_dir: Path, state: LoopState, optimizer, scheduler, keep: int) -> Path:
+def save(t: Training) -> Path:
+    state = t.state
     payload = {
         "position": asdict(state.position),
         "train_seconds": state.train_seconds,
         "padding": state.padding,
         "slots": state.slots,
         "final": state.final,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict(),
     }
-    return checkpoint.save_checkpoint(run_dir / "checkpoints", state.step, model, payload, keep)
+    return checkpoint.save_checkpoint(
+        t.folder.checkpoints, state.step, t.model, payload, t.cfg.keep_checkpoints
+    )
 
 
-def restore(model, run_dir: Path, optimizer, scheduler) -> LoopState:
-    """Load the newest checkpoint of `run_dir` into the model, optimizer and scheduler."""
-    latest = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
-    saved = checkpoint.load_checkpoint(latest, model)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
+def restore(t: Training) -> None:
+    """Load the newest checkpoint of the run into the model, optimizer and scheduler."""
+    latest = checkpoint.list_checkpoints(t.folder.checkpoints)[-1]
+    saved = checkpoint.load_checkpoint(latest, t.model)
+    t.optimizer.load_state_dict(saved["optimizer"])
+    t.scheduler.load_state_dict(saved["scheduler"])
     checkpoint.set_rng_state(saved["rng"])
-    artifacts.truncate_metrics(run_dir / "metrics.jsonl", saved["step"])
-    return LoopState(
+    artifacts.truncate_metrics(t.folder.metrics, saved["step"])
+    t.state = LoopState(
         step=saved["step"],
         position=Position(**saved["position"]),
         train_seconds=saved["train_seconds"],

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from gemmaforge.models.families import text_config
-
-IGNORE = -100
+from gemmaforge.data.examples.render import IGNORE_INDEX
+from gemmaforge.models.structure import model_parts
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -99,22 +98,11 @@ def chunked_cross_entropy(
     [batch, seq] aligned with the inputs (-100 where not trained). Position t predicts t+1.
     """
     targets = labels[:, 1:]
-    keep = targets != IGNORE
+    keep = targets != IGNORE_INDEX
     rows = hidden[:, :-1][keep]
     targets = targets[keep]
     total = _LinearCrossEntropy.apply(rows, weight, targets, softcap, chunk_size)
     return total, int(targets.numel())
-
-
-def model_parts(model):
-    """(decoder, lm_head, softcap) of a transformers Gemma model, bare or PEFT-wrapped.
-
-    `model.model` runs the towers and the decoder and stops before the head for every Gemma
-    class (Gemma3ForCausalLM, Gemma3n/Gemma4ForConditionalGeneration).
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    softcap = getattr(text_config(base.config), "final_logit_softcapping", None)
-    return base.model, base.lm_head, softcap
 
 
 def batch_loss(model, batch: dict, chunk_size: int = 1024) -> tuple[torch.Tensor, int]:
@@ -123,3 +111,18 @@ def batch_loss(model, batch: dict, chunk_size: int = 1024) -> tuple[torch.Tensor
     inputs = {key: value for key, value in batch.items() if key != "labels"}
     hidden = decoder(**inputs, use_cache=False).last_hidden_state
     return chunked_cross_entropy(hidden, head.weight, batch["labels"], softcap, chunk_size)
+
+
+@torch.no_grad()
+def mean_loss(model, examples: list, collate, batch_size: int, device, chunk_size: int) -> float:
+    """Mean loss per labelled token over `examples` (validation during training, perplexity in
+    eval), in batches of `batch_size`; the model is left in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = collate.examples(examples[start : start + batch_size], device)
+        loss_sum, tokens = batch_loss(model, batch, chunk_size)
+        total, count = total + loss_sum.item(), count + tokens
+    model.train(was_training)
+    return total / max(count, 1)

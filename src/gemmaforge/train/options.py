@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from gemmaforge.config import Config
 from gemmaforge.errors import UserError, problem
+from gemmaforge.models.structure import decoder_layers
 
 GiB = 2**30
 
@@ -105,10 +106,3 @@ def apply_options(model, cfg: Config, checkpointed: tuple[int, str]) -> list[str
             f"torch.compile on {len(decoder)} decoder layers (compiles on the first steps)"
         )
     return lines
-
-
-def decoder_layers(base) -> list:
-    """The decoder layers of any Gemma class (text-only or multimodal)."""
-    inner = base.model
-    language = getattr(inner, "language_model", inner)
-    return list(language.layers)

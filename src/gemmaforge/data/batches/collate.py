@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gemmaforge.data.examples.render import IGNORE_INDEX
 from gemmaforge.errors import UserError, problem
-
-IGNORE = -100
 
 
 def collate(
@@ -41,7 +40,7 @@ def collate(
     width = max(sum(len(example.input_ids) for example in row) for row in rows)
     shape = (len(rows), width)
     input_ids = torch.full(shape, pad_id, dtype=torch.long)
-    labels = torch.full(shape, IGNORE, dtype=torch.long)
+    labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros(shape, dtype=torch.long)
     positions = torch.zeros(shape, dtype=torch.long)
     types = torch.zeros(shape, dtype=torch.long)
@@ -104,6 +103,23 @@ class Collator:
         """A batch of one example per row (validation, inference)."""
         tensors = collate([[ex] for ex in examples], self.pad_id, self.type_key, self.media)
         return {key: _to(value, device, self.dtype) for key, value in tensors.items()}
+
+
+def pad_id(tokenizer) -> int:
+    """The id rows are padded with: the tokenizer's pad token, else 0 (padding is masked out of
+    attention and labels, so its value never reaches the loss)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def collator_for(loaded, media=None, packed: bool = False) -> Collator:
+    """The one way a batcher is built for a loaded model (training, validation, eval, bench)."""
+    return Collator(
+        pad_id=pad_id(loaded.tokenizer),
+        type_key=media.type_key if media else None,
+        media=media,
+        dtype=loaded.dtype,
+        packed=packed,
+    )
 
 
 def _to(value: torch.Tensor, device, dtype) -> torch.Tensor:

@@ -26,6 +26,7 @@ from gemmaforge.data.examples.dataset import (
 )
 from gemmaforge.data.examples.skiplog import SkipLog
 from gemmaforge.data.read.records import BadRow, Record, raise_if_problems
+from gemmaforge.data.read.sources import DataSources, iter_source_records
 
 Rows = Callable[[], Iterable[Record | BadRow]]
 """Opens the row stream afresh (each epoch reads the source again)."""
@@ -114,15 +115,12 @@ def validation_rows(
 
 
 def open_stream(
-    cfg: DataConfig, renderer: RowRenderer, skips: SkipLog, seed: int
+    cfg: DataConfig, sources: DataSources, renderer: RowRenderer, skips: SkipLog, seed: int
 ) -> tuple[StreamedExamples, list, DataReport]:
     """The streamed training source, the (in-memory) validation examples, and a report of
     what is known before reading: the files and the validation split."""
-    from gemmaforge.data.read.sources import iter_source_records, resolve_sources
-
-    # Listed once: every epoch re-reads the same objects.
-    train_sources = resolve_sources(cfg.train, cfg.storage_options)
-    val_sources = resolve_sources(cfg.validation, cfg.storage_options) if cfg.validation else []
+    # Listed once (open_sources): every epoch re-reads the same objects.
+    train_sources, val_sources = sources.train, sources.validation
 
     def rows() -> Iterable[Record | BadRow]:
         return iter_source_records(train_sources)
@@ -141,7 +139,7 @@ def open_stream(
         rows_read=0,
         train_examples=0,
         val_examples=len(val),
-        validation="file" if cfg.validation else ("split" if val else "none"),
+        validation="file" if val_sources else ("split" if val else "none"),
         dropped_overlong=dropped,
         truncated=truncated,
         train_tokens=0,

@@ -33,7 +33,12 @@ from gemmaforge.data.examples.formats import Conversation, detect_format, to_con
 from gemmaforge.data.examples.media import MediaError, MediaPolicy, load_audio, load_image
 from gemmaforge.data.examples.render import ROLES, RenderedExample
 from gemmaforge.data.read.records import BadRow, Record
-from gemmaforge.data.read.sources import configure_storage, iter_source_records
+from gemmaforge.data.read.sources import (
+    SourceFile,
+    configure_storage,
+    iter_source_records,
+    open_sources,
+)
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import FAMILIES, GEMMA3
 
@@ -75,12 +80,13 @@ def check_dataset(
     from gemmaforge.data.examples.multimodal import media_encoder
 
     configure_storage(cfg.data)
-    if not cfg.data.train:
-        raise UserError(problem(None, "no training data", "pass a data file or set data.train"))
+    # The sources training would read (missing files, empty globs, unknown splits refused
+    # here, exactly as `train` refuses them).
+    sources = open_sources(cfg.data)
     scan = _Scan(cfg, tok, media_encoder(tok, cfg.data), default_tokenizer, progress)
-    scan.read("train", cfg.data.train)
-    if cfg.data.validation:
-        scan.read("validation", cfg.data.validation)
+    scan.read("train", sources.train)
+    if sources.validation:
+        scan.read("validation", sources.validation)
     return scan.report()
 
 
@@ -118,9 +124,10 @@ class _Scan:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def read(self, split: str, spec: str | list[str]) -> None:
+    def read(self, split: str, sources: list[SourceFile]) -> None:
+        spec = ", ".join(source.name for source in sources)
         try:
-            for item in iter_source_records(spec, self.data.storage_options):
+            for item in iter_source_records(sources):
                 self._count_row(split, item)
                 if isinstance(item, BadRow):
                     self._add("unreadable_row", item.path, item.line, [item.problem])

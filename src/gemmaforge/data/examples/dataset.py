@@ -20,6 +20,13 @@ from gemmaforge.data.examples.media import MediaDropped, MediaError
 from gemmaforge.data.examples.render import RenderedExample, render, render_text
 from gemmaforge.data.examples.skiplog import SkipLog
 from gemmaforge.data.read.records import BadRow, Record, raise_if_problems
+from gemmaforge.data.read.sources import (
+    DataSources,
+    SourceFile,
+    iter_file_records,
+    iter_source_records,
+    open_sources,
+)
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import Family
 
@@ -90,6 +97,7 @@ class DataReport:
 
 def load_datasets(
     cfg: DataConfig,
+    sources: DataSources,
     family: Family,
     tokenizer: PreTrainedTokenizerBase,
     seed: int,
@@ -103,16 +111,14 @@ def load_datasets(
     `skips`; under `data.on_error=fail` any unusable row stops loading, with every problem
     of every file listed at once.
     """
-    if not cfg.train:
-        raise UserError(problem(None, "no training data", "set data.train to a JSONL or CSV file"))
     skips = skips if skips is not None else SkipLog()
     renderer = RowRenderer(cfg, family, tokenizer, media)
     problems: list[str] = []
     files: list[FileReport] = []
-    train_rows = read_rows(cfg.train, cfg, files, problems, skips)
-    val_rows = read_rows(cfg.validation, cfg, files, problems, skips)
-    source = "file" if cfg.validation else "none"
-    if not cfg.validation:
+    train_rows = read_rows(sources.train, cfg, files, problems, skips)
+    val_rows = read_rows(sources.validation, cfg, files, problems, skips)
+    source = "file" if sources.validation else "none"
+    if not sources.validation:
         held_out = set(split_indices(len(train_rows), cfg.val_fraction, cfg.val_max_rows, seed))
         source = "split" if held_out else "none"
         val_rows = [r for i, r in enumerate(train_rows) if i in held_out]
@@ -263,23 +269,15 @@ class RowRenderer:
 
 
 def read_rows(
-    spec: str | list[str] | None,
+    sources: list[SourceFile],
     cfg: DataConfig,
     files: list[FileReport],
     problems: list[str],
     skips: SkipLog,
 ) -> list[Record]:
-    """The readable rows of every source `spec` names (data/read/sources.py), in order; unreadable
-    ones go to `problems` (on_error=fail) or `skips`. Each source's report joins `files`."""
-    from gemmaforge.data.read.sources import iter_file_records, resolve_sources
-
-    if spec is None:
-        return []
-    try:
-        sources = resolve_sources(spec, cfg.storage_options)
-    except UserError as err:
-        problems.extend(err.problems)
-        return []
+    """The readable rows of `sources` (data/read/sources.py `open_sources`), in order;
+    unreadable ones go to `problems` (on_error=fail) or `skips`. Each source's report joins
+    `files`."""
     rows: list[Record] = []
     for source in sources:
         count, bad = len(rows), 0
@@ -322,3 +320,31 @@ def _all_too_long(cfg: DataConfig) -> str:
     if cfg.overlong == "drop":
         fix += " or set data.overlong=truncate"
     return problem(cfg.train, "no training example is left after removing over-long ones", fix)
+
+
+def media_per_row(cfg: DataConfig) -> list[list[tuple[str, str]]]:
+    """Each training row's image and audio parts as (kind, reference), for `plan`'s token
+    count; empty when there is no training data or it is remote (a prediction must not
+    download). Unreadable rows and rows that do not convert are left out: `data check` and
+    `train` report those."""
+    sources = open_sources(cfg)
+    if sources.remote:
+        return []
+    rows, fmt = [], None
+    for record in iter_source_records(sources.train):
+        if not isinstance(record, Record):
+            continue
+        try:
+            fmt = fmt or (cfg.format if cfg.format != "auto" else detect_format(record, cfg))
+            messages = to_conversation(record, fmt, cfg).messages
+        except UserError:
+            continue
+        parts = [
+            (part["type"], part["ref"])
+            for message in messages
+            if isinstance(message["content"], list)
+            for part in message["content"]
+            if part["type"] in ("image", "audio")
+        ]
+        rows.append(parts)
+    return rows

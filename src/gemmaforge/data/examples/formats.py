@@ -167,7 +167,7 @@ def _content(record: Record, key: str, content: Any) -> str | list[dict[str, str
 
 
 def _part(record: Record, key: str, part: Any) -> dict[str, str]:
-    from gemmaforge.data.examples.media import resolve_media_path
+    from gemmaforge.data.read.media_files import resolve_media_path
 
     kind = part.get("type") if isinstance(part, dict) else None
     if kind == "text" and "text" in part:
@@ -245,7 +245,7 @@ def _media_shortcut(fmt: str) -> Callable[[Record, DataConfig], Conversation]:
     reply, every column named by DataConfig."""
 
     def convert(record: Record, cfg: DataConfig) -> Conversation:
-        from gemmaforge.data.examples.media import resolve_media_path
+        from gemmaforge.data.read.media_files import resolve_media_path
 
         kinds, prompt_column, reply_column = MEDIA_SHORTCUTS[fmt](cfg)
         parts = []

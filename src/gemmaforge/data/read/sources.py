@@ -1,9 +1,10 @@
 """Data sources: turn a spec (file, glob, folder, URL, or a list of them) into rows.
 
-`resolve_sources` expands a spec into the files to read, in a stable sorted order;
-`iter_source_records` streams their rows, memory bounded (training's in-memory reader,
-`dataset.read_rows`, collects them per source with a fingerprint for the model card). What a
-folder is, is decided by what it holds:
+`open_sources` is the one way in: it resolves a config's `data.train` and `data.validation`
+and decides whether they stream. `resolve_sources` expands a spec into the files to read, in
+a stable sorted order; `iter_source_records` streams their rows, memory bounded (training's
+in-memory reader, `dataset.read_rows`, collects them per source with a fingerprint for the
+model card). What a folder is, is decided by what it holds:
 
 - `dataset_dict.json` or `state.json` (🤗 `save_to_disk`): kind `hf_disk`, the dataset's rows;
   of a DatasetDict, the `train` split, or the one named as `folder#split`.
@@ -118,6 +119,57 @@ def configure_storage(cfg: DataConfig) -> None:
     """
     remote.configure(storage_options=cfg.storage_options, retries=cfg.retries)
     media_cache.configure(cache_dir=cfg.media_cache_dir, max_mb=cfg.media_cache_mb)
+
+
+@dataclass(frozen=True)
+class DataSources:
+    """What `data.train` and `data.validation` name, resolved: the one way into the data."""
+
+    train: list[SourceFile]
+    validation: list[SourceFile]
+    """Empty when no validation data is named (a split is held out of train instead)."""
+    streaming: bool
+    """Rows are read as training asks for them (data.streaming, or auto for remote sources)."""
+
+    @property
+    def remote(self) -> bool:
+        return any(is_remote(s.path) for s in self.train + self.validation)
+
+
+def open_sources(cfg: DataConfig, *, need_train: bool = True) -> DataSources:
+    """Resolve `data.train` / `data.validation` in any documented form (a file, glob, list,
+    folder, `folder#split`, URL) into sources, checking that each exists, before anything is
+    read or loaded. Every verb that reads data (train, data check, plan, eval) starts here, so
+    "is it remote, does it exist, should it stream" has one answer. All problems are raised
+    at once."""
+    problems: list[str] = []
+    if need_train and not cfg.train:
+        problems.append(problem("data.train", "no training data", "set data.train or pass --data"))
+
+    def resolve(key: str, spec) -> list[SourceFile]:
+        if not spec:
+            return []
+        try:
+            return resolve_sources(spec, cfg.storage_options)
+        except UserError as err:
+            # Name the setting too: the same path may be given as train and validation.
+            problems.extend(f"data.{key}: {p}" for p in err.problems)
+            return []
+
+    train = resolve("train", cfg.train)
+    validation = resolve("validation", cfg.validation)
+    raise_if_problems(problems)
+    sources = train + validation
+    if cfg.streaming == "auto":
+        streaming = any(is_remote(s.path) for s in sources)
+    else:
+        streaming = cfg.streaming == "on"
+    return DataSources(train=train, validation=validation, streaming=streaming)
+
+
+def is_remote(path: str) -> bool:
+    """A URL other than `file://` (local paths and file URLs are read from this machine)."""
+    return "://" in path and not path.startswith("file://")
 
 
 def resolve_sources(
@@ -310,7 +362,7 @@ def _split_on_non_dataset(name: str, split: str) -> str:
 
 def _iter_mediafolder(source: SourceFile) -> Iterator[Record | BadRow]:
     """Metadata rows whose `file_name` (relative to the folder) becomes `image` or `audio`."""
-    from gemmaforge.data.examples.media import resolve_media_path
+    from gemmaforge.data.read.media_files import resolve_media_path
 
     metadata, so = source.metadata, source.storage_options
     assert metadata is not None

@@ -85,7 +85,7 @@ def _rows(name: str, batches, base: str) -> Iterator[Record]:
 
 def _media_value(value: Any, base: str) -> Any:
     """An embedded image/clip becomes a file path; every other value is left as it is."""
-    from gemmaforge.data.examples.media import describe_content, resolve_media_path
+    from gemmaforge.data.read.media_files import describe_content, resolve_media_path
 
     if isinstance(value, dict) and set(value) <= MEDIA_STRUCT_KEYS | {"sampling_rate"}:
         data, ref = value.get("bytes"), value.get("path")

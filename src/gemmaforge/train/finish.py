@@ -1,0 +1,82 @@
+"""Everything after the last step: the adapter and the processor files, the final data report,
+the model card, the run record (which base, by hash) and the manifest of hashes — each written
+atomically, the manifest last, so a folder with a manifest is a finished run."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from gemmaforge.files import write_json_atomic, write_text_atomic
+from gemmaforge.models.load import LoadedModel
+from gemmaforge.runs import RunFolder
+from gemmaforge.train.prepare import Prepared
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: Any
+    """The trained PEFT model, in eval mode, on its device."""
+    loaded: LoadedModel
+    final: dict
+    """The last metrics record (step, loss, lr, tokens_per_second, eval_loss)."""
+
+
+def finish(run: Prepared, console: Any) -> TrainResult:
+    from gemmaforge.train import artifacts
+    from gemmaforge.train.loop import status_line
+
+    t, folder = run.training, run.training.folder
+    model = t.accelerator.unwrap_model(t.model)
+    model.eval()
+    report = run.report
+    if run.skips.total:
+        console.print(run.skips.summary())
+        # Streamed rows are only judged as they are read: the count is final now.
+        report = replace(report, skipped=run.skips.total)
+        write_json_atomic(folder.data_report, asdict(report))
+    if run.cfg.data.packing or t.state.padding:
+        console.print(f"padding: {t.state.padding:.1%} of the token slots trained on")
+    _save_adapter(folder, model, run.loaded)
+    data = {Path(f.path).name: {"fingerprint": f.fingerprint, "rows": f.rows} for f in report.files}
+    card = artifacts.model_card(
+        base=run.loaded.source,
+        base_sha256=run.loaded.source_sha256,
+        family=run.loaded.family.name,
+        data=data,
+        config=run.cfg.model_dump(),
+        final=t.state.final,
+        lora_summary=run.lora_summary,
+    )
+    write_text_atomic(folder.card, card)
+    write_json_atomic(folder.record, run_record(run.loaded))
+    artifacts.write_manifest(folder.root)
+    console.print(f"done: {folder.root} (final {status_line(t.state.final)})")
+    return TrainResult(run_dir=folder.root, model=model, loaded=run.loaded, final=t.state.final)
+
+
+def _save_adapter(folder: RunFolder, model, loaded: LoadedModel) -> None:
+    from gemmaforge.train.checkpoint import replace_dir
+
+    tmp = folder.tmp("adapter")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, save_embedding_layers=False)
+    (loaded.processor or loaded.tokenizer).save_pretrained(tmp)
+    replace_dir(tmp, folder.adapter)
+
+
+def run_record(loaded: LoadedModel) -> dict:
+    """The machine-readable facts downstream verbs (eval, export, serve) check an adapter
+    against: which base it was trained on, by hash."""
+    from gemmaforge import __version__
+
+    return {
+        "base_model": loaded.source,
+        "base_sha256": loaded.source_sha256,
+        "family": loaded.family.name,
+        "model_type": loaded.model.config.model_type,
+        "gemmaforge_version": __version__,
+    }

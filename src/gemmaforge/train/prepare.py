@@ -1,0 +1,193 @@
+"""Everything before the first step: check the settings and the data sources (cheap, so before
+the model loads), lay out the run folder, load the model, read and render the data, attach
+LoRA, apply the memory options, and build the optimizer — or restore them from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gemmaforge.config import Config
+from gemmaforge.data.examples.dataset import DataReport
+from gemmaforge.data.examples.skiplog import SkipLog
+from gemmaforge.data.read.sources import DataSources
+from gemmaforge.errors import UserError, problem
+from gemmaforge.files import write_json_atomic, write_text_atomic
+from gemmaforge.models.load import LoadedModel
+from gemmaforge.runs import RunFolder
+from gemmaforge.train import loop
+
+RESUME_SECTIONS = ("model", "data", "lora")
+"""Config sections a resumed run must share with the run it continues."""
+
+
+@dataclass
+class Prepared:
+    """A run ready to loop: the model, its data and optimizer, and what to report at the end."""
+
+    cfg: Config
+    loaded: LoadedModel
+    training: loop.Training
+    report: DataReport
+    skips: SkipLog
+    lora_summary: str
+
+
+def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
+    """Load, render, adapt and restore per `cfg`. Given `loaded`, its model is adapted in place
+    (no second load)."""
+    import numpy as np
+    import torch
+    from accelerate import Accelerator
+
+    from gemmaforge.data.examples.multimodal import media_encoder
+    from gemmaforge.data.read.sources import configure_storage, open_sources
+    from gemmaforge.models.load import load_model
+    from gemmaforge.models.lora import apply_lora
+    from gemmaforge.train.options import apply_options, check_options, checkpointed_layers
+
+    check_options(cfg)
+    configure_storage(cfg.data)
+    # Sources are resolved before the model loads (minutes for a large one): a mistyped path,
+    # an empty glob or a missing split fails at once.
+    sources = open_sources(cfg.data)
+    folder = prepare_run_dir(cfg, sources)
+    loaded = loaded or load_model(cfg.model)
+    console.print(
+        f"model: {loaded.source} ({loaded.family.name}) on {loaded.device}, "
+        f"{str(loaded.dtype).removeprefix('torch.')}"
+    )
+    media = media_encoder(loaded, cfg.data)
+    skips = SkipLog(folder.skipped)
+    train_source, val_set, report = open_data(cfg, sources, loaded, media, skips)
+    console.print(f"data: {report.summary()}")
+    for note in report.notes[:20]:
+        console.print(f"  {note}")
+    if skips.total:
+        console.print(f"  {skips.summary()}")
+    _release_towers(cfg, loaded, report, train_source, val_set, console)
+
+    random.seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
+    model, lora_report = apply_lora(loaded.model, cfg.lora)
+    console.print(lora_report.summary())
+    checkpointed = checkpointed_layers(model, cfg, loaded.device, loaded.dtype)
+    for line in apply_options(model, cfg, checkpointed):
+        console.print(line)
+    accelerator = Accelerator(cpu=loaded.device.type == "cpu")
+    training = loop.build(
+        model, cfg.train, folder, accelerator, train_source, val_set, cfg.data, loaded, media
+    )
+    if cfg.train.resume:
+        loop.restore(training)
+        console.print(f"resumed from step {training.state.step}")
+    else:
+        from gemmaforge.config_load import dump_config
+
+        write_text_atomic(folder.config, dump_config(cfg))
+        write_json_atomic(folder.data_report, asdict(report))
+    return Prepared(cfg, loaded, training, report, skips, lora_report.summary())
+
+
+def open_data(cfg: Config, sources: DataSources, loaded: LoadedModel, media, skips: SkipLog):
+    """(training example source, validation examples, report): in memory, or streamed."""
+    from gemmaforge.data.batches.epochs import MemoryExamples
+    from gemmaforge.data.batches.streaming import open_stream
+    from gemmaforge.data.examples.dataset import RowRenderer, load_datasets
+
+    if sources.streaming:
+        renderer = RowRenderer(cfg.data, loaded.family, loaded.tokenizer, media)
+        return open_stream(cfg.data, sources, renderer, skips, cfg.train.seed)
+    train_set, val_set, report = load_datasets(
+        cfg.data, sources, loaded.family, loaded.tokenizer, cfg.train.seed, media, skips
+    )
+    if cfg.data.packing and report.has_media:
+        raise UserError(
+            problem(
+                "data.packing",
+                f"the data has {report.images} images and {report.audio_clips} audio clips: "
+                "packing is for text",
+                "set data.packing=false (data.group_by_length=true also cuts padding)",
+            )
+        )
+    return MemoryExamples(train_set, cfg.train.seed), val_set, report
+
+
+def _release_towers(cfg, loaded, report, train_source, val_set, console) -> None:
+    from gemmaforge.models.structure import release_unused_towers
+
+    if report.streaming:
+        if loaded.processor is not None:
+            console.print(
+                "  streaming: encoders are kept (the data's media kinds are not known yet)"
+            )
+        return
+    used = {ref.kind for example in train_source.examples + val_set for ref in example.media}
+    for line in release_unused_towers(loaded.model, used, cfg.lora.towers):
+        console.print(line)
+
+
+def prepare_run_dir(cfg: Config, sources: DataSources) -> RunFolder:
+    """The run folder, new (or replaced with train.overwrite) or, with train.resume, the one
+    being continued; refused when that would lose or mix up a run."""
+    from gemmaforge.train.checkpoint import list_checkpoints
+
+    folder = RunFolder(cfg.train.output_dir)
+    if sources.streaming and not cfg.train.max_steps:
+        raise UserError(
+            problem(
+                "train.max_steps",
+                "streamed data has no known length, so epochs cannot be counted",
+                "set train.max_steps (or data.streaming=off to load the data first)",
+            )
+        )
+    if cfg.train.resume:
+        if not list_checkpoints(folder.checkpoints):
+            raise UserError(
+                problem(
+                    str(folder.root),
+                    "has no checkpoint to resume from",
+                    "run without --resume to start a new run there",
+                )
+            )
+        _check_same_run(folder, cfg)
+        return folder
+    if folder.root.exists() and any(folder.root.iterdir()):
+        if not cfg.train.overwrite:
+            raise UserError(
+                problem(
+                    str(folder.root),
+                    "already holds a run",
+                    "pass --resume to continue it, train.overwrite=true to replace it, "
+                    "or --output for a new folder",
+                )
+            )
+        shutil.rmtree(folder.root)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _check_same_run(folder: RunFolder, cfg: Config) -> None:
+    """Resuming with other model/data/LoRA settings would silently train something else."""
+    import yaml
+
+    saved = yaml.safe_load(folder.config.read_text(encoding="utf-8"))
+    now = cfg.model_dump()
+    changed = [
+        f"{section}.{key}"
+        for section in RESUME_SECTIONS
+        for key, value in now[section].items()
+        if saved[section].get(key) != value
+    ]
+    if changed:
+        raise UserError(
+            problem(
+                str(folder.config),
+                f"resuming with changed settings: {', '.join(changed)}",
+                "resume with the run's own settings, or start a new run with --output",
+            )
+        )
