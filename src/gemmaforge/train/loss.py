@@ -25,8 +25,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     Every elementwise step runs in place in buffers allocated once per call ([chunk x vocab]:
     the matmul's output in the weights' dtype, its fp32 copy, and the tanh for the soft-cap),
     not once per chunk: a fresh 64 MiB tensor per chunk costs page faults, and each extra pass
-    over it memory bandwidth (docs/performance.md has the measurements). `log_softmax` writes into its own input: it reduces a row (max,
-    then sum of exponentials) before it writes that row.
+    over it memory bandwidth (docs/performance.md has the measurements). `log_softmax` writes
+    into its own input: it reduces a row (max, then sum of exponentials) before it writes it.
     """
 
     @staticmethod
