@@ -28,7 +28,9 @@ def train(
     require(cfg, {"model": "a model folder, .gguf file or hub id", "data": "a JSONL or CSV file"})
     from gemmaforge.train.trainer import train as run_training
 
-    typer.echo(f"Run folder: {run_training(cfg).run_dir}")
+    result = run_training(cfg)
+    if result.main:
+        typer.echo(f"Run folder: {result.run_dir}")
 
 
 @with_config_flags

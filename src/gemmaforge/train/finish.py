@@ -23,6 +23,8 @@ class TrainResult:
     loaded: LoadedModel
     final: dict
     """The last metrics record (step, loss, lr, tokens_per_second, eval_loss)."""
+    main: bool = True
+    """This process wrote the run folder (False on the other ranks of a distributed run)."""
 
 
 def finish(run: Prepared, console: Any) -> TrainResult:
@@ -30,8 +32,12 @@ def finish(run: Prepared, console: Any) -> TrainResult:
     from gemmaforge.train.loop import status_line
 
     t, folder = run.training, run.training.folder
-    model = t.accelerator.unwrap_model(t.model)
+    model = t.model
     model.eval()
+    result = TrainResult(run_dir=folder.root, model=model, loaded=run.loaded, final=t.state.final)
+    if not t.accelerator.is_main_process:
+        result.main = False
+        return result  # the main process writes the outputs
     report = run.report
     if run.skips.total:
         console.print(run.skips.summary())
@@ -55,7 +61,7 @@ def finish(run: Prepared, console: Any) -> TrainResult:
     write_json_atomic(folder.record, run_record(run.loaded))
     artifacts.write_manifest(folder.root)
     console.print(f"done: {folder.root} (final {status_line(t.state.final)})")
-    return TrainResult(run_dir=folder.root, model=model, loaded=run.loaded, final=t.state.final)
+    return result
 
 
 def _save_adapter(folder: RunFolder, model, loaded: LoadedModel) -> None:

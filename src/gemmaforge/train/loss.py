@@ -112,6 +112,23 @@ def batch_loss(model, batch: dict, chunk_size: int = 1024) -> tuple[torch.Tensor
     return chunked_cross_entropy(hidden, head.weight, batch["labels"], softcap, chunk_size)
 
 
+class LossModule(torch.nn.Module):
+    """The model and its fused loss as one module: `forward(batch)` is the batch's summed loss.
+
+    A distributed wrapper (DDP, or FSDP through Accelerate) must see every training forward to
+    synchronise gradients in the backward pass; the fused loss calls the decoder and the head
+    itself, so the wrapper goes around both.
+    """
+
+    def __init__(self, model, chunk_size: int):
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return batch_loss(self.model, batch, self.chunk_size)[0]
+
+
 @torch.no_grad()
 def mean_loss(model, examples: list, collate, batch_size: int, device, chunk_size: int) -> float:
     """Mean loss per labelled token over `examples` (validation during training, perplexity in
