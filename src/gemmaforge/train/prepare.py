@@ -83,7 +83,9 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     torch.manual_seed(cfg.train.seed)
     model, lora_report = apply_lora(loaded.model, cfg.lora)
     console.print(lora_report.summary())
-    checkpointed = checkpointed_layers(model, cfg, loaded.device, loaded.dtype)
+    checkpointed = checkpointed_layers(
+        model, cfg, loaded.device, loaded.dtype, accelerator.num_processes
+    )
     for line in apply_options(model, cfg, checkpointed):
         console.print(line)
     training = loop.build(
