@@ -81,7 +81,6 @@ def test_local_train_eval_export_and_data_check_attempt_no_connection(tiny_dir, 
     for command in commands:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-3000:])
-        assert (run / "adapter").exists() or command[3] == "check"
     # The recorder ran (a lookup of our own proves the hook is live), then nothing else.
     check = subprocess.run(
         [sys.executable, "-c", "import socket; socket.getaddrinfo('localhost', 1)"], env=env

@@ -30,3 +30,9 @@ app.add_typer(config_app, name="config")
 data_app = new_app(help=data.HELP)
 data_app.command("check")(data.check)
 app.add_typer(data_app, name="data")
+
+from gemmaforge.cli import record  # noqa: E402
+
+app.command()(record.verify)
+app.command()(record.sign)
+app.command("record")(record.record)
