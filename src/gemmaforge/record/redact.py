@@ -48,11 +48,14 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    secret_query = any(is_secret_name(k) for k, _ in pairs)
+    if "@" not in parts.netloc and not secret_query:
+        return url  # unchanged, byte for byte (a rebuilt URL may be encoded differently)
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
     query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
+    if secret_query:
         query = urlencode([(k, REDACTED if is_secret_name(k) else v) for k, v in pairs])
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -53,7 +53,7 @@ def finish(run: Prepared, console: Any) -> TrainResult:
     )
     write_text_atomic(folder.card, card)
     write_json_atomic(folder.record, run_record(run.loaded))
-    write_json_atomic(folder.record_file, run_full_record(run, t.state.final))
+    write_json_atomic(folder.record_file, run_full_record(run, report, t.state.final))
     artifacts.write_manifest(folder.root)
     console.print(f"done: {folder.root} (final {status_line(t.state.final)})")
     return TrainResult(run_dir=folder.root, model=model, loaded=run.loaded, final=t.state.final)
@@ -69,7 +69,7 @@ def _save_adapter(folder: RunFolder, model, loaded: LoadedModel) -> None:
     replace_dir(tmp, folder.adapter)
 
 
-def run_full_record(run: Prepared, final: dict) -> dict:
+def run_full_record(run: Prepared, report, final: dict) -> dict:
     from gemmaforge import netguard
     from gemmaforge.record.build import build_record
 
@@ -78,7 +78,7 @@ def run_full_record(run: Prepared, final: dict) -> dict:
         folder=run.training.folder,
         config=run.cfg.model_dump(),
         loaded=run.loaded,
-        report=run.report,
+        report=report,
         final=final,
         network=guard.entries() if guard else None,
     )
