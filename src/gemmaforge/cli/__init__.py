@@ -7,7 +7,7 @@ verbs only, so `--help` answers at once.
 
 from __future__ import annotations
 
-from gemmaforge.cli import data, export, launch, perf, train, use
+from gemmaforge.cli import data, export, launch, perf, record, train, use
 from gemmaforge.cli.common import new_app
 
 app = new_app(help="Private, on-device LoRA fine-tuning of Gemma 4, Gemma 3n and Gemma 3.")
@@ -31,3 +31,6 @@ data_app = new_app(help=data.HELP)
 data_app.command("check")(data.check)
 app.add_typer(data_app, name="data")
 app.command()(launch.launch)
+app.command()(record.verify)
+app.command()(record.sign)
+app.command("record")(record.record)

@@ -21,7 +21,18 @@ from gemmaforge.models.families import TINY_FAMILIES
 
 @with_config_flags
 def train(
-    config: ConfigArg = None, overrides: OverridesArg = None, *, flags: dict[str, object]
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
+    *,
+    offline_proof: Annotated[
+        bool,
+        typer.Option(
+            "--offline-proof",
+            help="At the end, print every host the run contacted or was refused (none, for "
+            "local data and model); the run record (record.json) holds the same log.",
+        ),
+    ] = False,
+    flags: dict[str, object],
 ) -> None:
     """Fine-tune a Gemma model with LoRA on a local dataset."""
     cfg = resolve(config, overrides, flags)
@@ -31,6 +42,14 @@ def train(
     result = run_training(cfg)
     if result.main:
         typer.echo(f"Run folder: {result.run_dir}")
+    if result.main and offline_proof:
+        from gemmaforge import netguard
+
+        guard = netguard.active()
+        if guard is None:
+            typer.echo(f"network: the guard is off ({netguard.ENV_SWITCH}=off): nothing to prove")
+        for line in netguard.summary(guard.entries()) if guard else []:
+            typer.echo(line)
 
 
 @with_config_flags

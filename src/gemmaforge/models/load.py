@@ -316,6 +316,9 @@ def _require_download(cfg: ModelConfig) -> None:
                 f" and pass --model {local}, or pass --allow-download",
             )
         )
+    from gemmaforge import netguard
+
+    netguard.allow_hub("model.allow_download")
 
 
 # Modules never quantised: the towers (small, and their convolutions/clippable linears are not

@@ -59,6 +59,7 @@ def finish(run: Prepared, console: Any) -> TrainResult:
     )
     write_text_atomic(folder.card, card)
     write_json_atomic(folder.record, run_record(run.loaded))
+    write_json_atomic(folder.record_file, run_full_record(run, report, t.state.final))
     artifacts.write_manifest(folder.root)
     console.print(f"done: {folder.root} (final {status_line(t.state.final)})")
     return result
@@ -72,6 +73,21 @@ def _save_adapter(folder: RunFolder, model, loaded: LoadedModel) -> None:
     model.save_pretrained(tmp, save_embedding_layers=False)
     (loaded.processor or loaded.tokenizer).save_pretrained(tmp)
     replace_dir(tmp, folder.adapter)
+
+
+def run_full_record(run: Prepared, report, final: dict) -> dict:
+    from gemmaforge import netguard
+    from gemmaforge.record.build import build_record
+
+    guard = netguard.active()
+    return build_record(
+        folder=run.training.folder,
+        config=run.cfg.model_dump(),
+        loaded=run.loaded,
+        report=report,
+        final=final,
+        network=guard.entries() if guard else None,
+    )
 
 
 def run_record(loaded: LoadedModel) -> dict:

@@ -102,7 +102,9 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     elif main:
         from gemmaforge.config_load import dump_config
 
-        write_text_atomic(folder.config, dump_config(cfg))
+        # Without its secrets (storage credentials, tokens): they come from the config or the
+        # environment again when the run is resumed or evaluated.
+        write_text_atomic(folder.config, dump_config(Config.model_validate(_without_secrets(cfg))))
         write_json_atomic(folder.data_report, asdict(report))
     return Prepared(cfg, loaded, training, report, skips, lora_report.summary())
 
@@ -191,12 +193,18 @@ def prepare_run_dir(cfg: Config, sources: DataSources) -> RunFolder:
     return folder
 
 
+def _without_secrets(cfg: Config) -> dict:
+    from gemmaforge.record.redact import redact
+
+    return redact(cfg.model_dump(), drop=True)
+
+
 def _check_same_run(folder: RunFolder, cfg: Config) -> None:
     """Resuming with other model/data/LoRA settings would silently train something else."""
     import yaml
 
     saved = yaml.safe_load(folder.config.read_text(encoding="utf-8"))
-    now = cfg.model_dump()
+    now = _without_secrets(cfg)
     changed = [
         f"{section}.{key}"
         for section in RESUME_SECTIONS
