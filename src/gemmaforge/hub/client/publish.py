@@ -55,6 +55,10 @@ def base_for_run(client: HubClient, run, claimed: str | None):
             raise UserError(problem(None, f"--base {claimed!r} is not ID@REVISION", None))
         found = client.bases(id=base_id, revision=revision)
         what = f"base {claimed} is not registered on {client.url}"
+    elif run.base_sha256.startswith("hub:"):  # loaded from a model hub: `hub:ID@REV`
+        base_id, _, revision = run.base_sha256.removeprefix("hub:").rpartition("@")
+        found = client.bases(id=base_id, revision=revision)
+        what = f"base {base_id}@{revision} (the run's base) is not registered on {client.url}"
     else:
         found = client.bases(weights_sha256=run.base_sha256)
         what = (
@@ -75,18 +79,17 @@ def base_for_run(client: HubClient, run, claimed: str | None):
 
 def build_folder(run_dir: Path, out: Path, base, licence: str, hf_card: bool, domain=None) -> Path:
     """Lay out the folder to publish (unsigned) in `out`."""
+    from gemmaforge.hub import gate
+
     run = open_run(run_dir)
     folder = RunFolder(run.dir)
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(run.adapter_dir.iterdir()):
         if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
             shutil.copyfile(path, out / path.name)
-    config = json.loads((out / "adapter_config.json").read_text("utf-8"))
-    # PEFT records the local path it was trained from; a published adapter names its base
+    # PEFT recorded the local path it was trained from; a published adapter names its base
     # by the canonical id and revision instead.
-    config["base_model_name_or_path"] = base.id
-    config["revision"] = base.revision
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    gate.name_base(out, base.id, base.revision)
     card = folder.card.read_text("utf-8") if folder.card.is_file() else f"# {run.dir.name}\n"
     card = card.replace(run.base_model, base.id)  # the card names the base as the hub does
     (out / CARD).write_text(adapter_card(card, base.id, licence, hf_card, domain=domain))
@@ -153,6 +156,7 @@ def publish(
         signing.sign(out, Path(private_key))
         public = public_key_of(Path(private_key), Path(tmp) / "public.pem")
         problems = gate.check_adapter_folder(out, base_model, public)
+        problems += gate.check_licence(licence, base_model)
         if problems:
             raise UserError(problems)
         modalities = gate.modalities(out)

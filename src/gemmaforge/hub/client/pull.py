@@ -157,9 +157,8 @@ def check_model(folder: Path, info: dict, model: str | Path) -> list[str]:
     """The adapter's shapes against a local base model (headers only, no weights loaded)."""
     from gemmaforge.hub import bases, gate
 
-    base = bases.read_base(
-        Path(model), info["base"]["id"], info["base"]["revision"], info.get("licence")
-    )
+    # The licence given here only labels the record; shapes and hashes are what is compared.
+    base = bases.read_base(Path(model), info["base"]["id"], info["base"]["revision"], "gemma")
     return gate.check_fits(folder, base)
 
 

@@ -433,6 +433,7 @@ def commit(hub: Hub, namespace: str, name: str, body: CommitIn) -> dict:
         key_file = Path(tmp) / "publisher.pem"
         key_file.write_text(key.pem)
         problems = gate.check_adapter_folder(folder, base, key_file)
+        problems += gate.check_licence(body.licence, base)
         if problems:
             raise HubError(422, "the adapter did not pass the gate", problems=problems)
         modalities = gate.modalities(folder)

@@ -113,7 +113,8 @@ def add_hf_routes(app: FastAPI, hub, Reader, DB) -> None:
     ) -> list[dict]:
         return tree(namespace, name, rev, path, session)
 
-    @app.api_route("/{namespace}/{name}/resolve/{rev}/{path:path}", methods=["GET", "HEAD"])
+    @app.get("/{namespace}/{name}/resolve/{rev}/{path:path}")
+    @app.head("/{namespace}/{name}/resolve/{rev}/{path:path}", operation_id="head_resolve_file")
     def resolve_file(
         namespace: str, name: str, rev: str, path: str, who: Reader, session: DB, request: Request
     ) -> Response:
