@@ -7,6 +7,7 @@ loopback)."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 import urllib.request
 
@@ -188,5 +189,76 @@ def test_adapter_of_another_base_is_refused(tiny_dir, user_dirs, tmp_path_factor
         )  # fmt: skip
         assert "shape" in out.lower() or "vocabulary" in out.lower(), out
         assert json.loads(cli("hub", "search", "--json")) == []
+    finally:
+        server.stop()
+
+
+PULL_AND_MEASURE = """
+import resource, sys
+from gemmaforge.hub.client.api import HubClient
+from gemmaforge.hub.client.pull import pull
+pull(HubClient(sys.argv[1], None), sys.argv[2], to=sys.argv[3], cache=sys.argv[4])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def with_rank(folder, size_bytes: int) -> None:
+    """Rewrite the adapter at the rank that makes its weights about `size_bytes` (zeros: the
+    hub checks shapes, not values)."""
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    weights = folder / "adapter_model.safetensors"
+    with safe_open(str(weights), "numpy") as handle:
+        shapes = {key: handle.get_slice(key).get_shape() for key in handle.keys()}  # noqa: SIM118
+    dims = sum(shape[1] if ".lora_A." in key else shape[0] for key, shape in shapes.items())
+    rank = max(1, size_bytes // (4 * dims))
+    tensors = {
+        key: np.zeros([rank, shape[1]] if ".lora_A." in key else [shape[0], rank], np.float32)
+        for key, shape in shapes.items()
+    }
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["r"], config["lora_alpha"] = rank, rank
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.slow
+def test_pull_memory_does_not_grow_with_adapter_size(run, tiny_dir, tmp_path):
+    """Pulling a 200 MB adapter peaks at about the memory of pulling a 1 MB one."""
+    import subprocess
+    import sys
+
+    from gemmaforge import signing
+    from gemmaforge.hub.client.publish import base_for_run, build_folder, upload_folder
+    from gemmaforge.runs import open_run
+    from hub_support import SRC, set_up_publisher
+
+    server = HubServer(Settings(root=tmp_path / "hub"))
+    try:
+        pub = set_up_publisher(
+            server.url, server.token("clinic"), "clinic", tmp_path / "keys", tiny_dir("gemma4")
+        )
+        base = base_for_run(pub.client(), open_run(run), None)
+        ref = {"id": base.id, "revision": base.revision}
+        peaks = {}
+        for label, size in (("small", 1 << 20), ("large", 200 << 20)):
+            folder = build_folder(run, tmp_path / label, base, "gemma", hf_card=False)
+            with_rank(folder, size)
+            signing.sign(folder, pub.private)
+            upload_folder(pub.client(), f"clinic/{label}", "v1", folder, ref, "gemma")
+            result = subprocess.run(
+                [sys.executable, "-c", PULL_AND_MEASURE, server.url, f"clinic/{label}@v1",
+                 str(tmp_path / f"{label}-out"), str(tmp_path / f"{label}-cache")],
+                env={**os.environ, "PYTHONPATH": str(SRC)},
+                capture_output=True, text=True, timeout=600,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            peaks[label] = int(result.stdout.split()[-1])
+            weights = tmp_path / f"{label}-out" / "adapter_model.safetensors"
+            assert weights.stat().st_size > size * 0.9
+        print("pull peak RSS, bytes:", peaks)
+        assert peaks["large"] - peaks["small"] < 32 << 20, peaks
     finally:
         server.stop()
