@@ -685,18 +685,33 @@ def check_licence(licence: str, base: BaseModel) -> list[str]:
 
 
 def name_base(adapter_dir: Path, base_id: str, revision: str) -> None:
-    """Point the adapter's config at `base_id`@`revision` (what PEFT and the Hugging Face Hub
-    read), replacing the local path training wrote; refuses a bad reference. Run before
-    signing: it changes adapter_config.json."""
-    from gemmaforge.files import write_json_atomic
+    """Point the adapter at `base_id`@`revision`, replacing the local path training wrote:
+    adapter_config.json (what PEFT reads) and, if the folder has a card with YAML front
+    matter, its `base_model` and `base_model:adapter:` tag (what the Hugging Face Hub reads).
+    Refuses a bad reference. Run before signing: it changes files."""
+    import yaml
+
+    from gemmaforge.files import write_json_atomic, write_text_atomic
 
     found = check_base_reference(base_id, revision)
     if found:
         raise UserError(found)
     path = Path(adapter_dir) / ADAPTER_CONFIG
     config = json.loads(path.read_text(encoding="utf-8"))
+    old = config.get("base_model_name_or_path")
     config["base_model_name_or_path"], config["revision"] = base_id, revision
     write_json_atomic(path, config)
+    card = Path(adapter_dir) / "README.md"
+    front, body = _front_matter(card)
+    if front is not None and "base_model" in front:
+        front["base_model"] = base_id
+        if isinstance(front.get("tags"), list):
+            front["tags"] = [
+                f"base_model:adapter:{base_id}" if tag == f"base_model:adapter:{old}" else tag
+                for tag in front["tags"]
+            ]
+        header = yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
+        write_text_atomic(card, f"---\n{header}---\n{body}")
 
 
 def _reference_problems(folder: Path, base: BaseModel | None) -> list[str]:
@@ -730,21 +745,26 @@ def _reference_problems(folder: Path, base: BaseModel | None) -> list[str]:
     return found
 
 
-def _card_base_model(card: Path) -> str | None:
-    """`base_model` from a card's YAML front matter (None if there is none)."""
+def _front_matter(card: Path) -> tuple[dict | None, str]:
+    """A card's YAML front matter (None if it has none) and the Markdown after it."""
     import yaml
 
     if not card.is_file():
-        return None
+        return None, ""
     text = card.read_text(encoding="utf-8", errors="replace")
-    if not text.startswith("---"):
-        return None
-    front = text[3:].split("\n---", 1)[0]
+    match = re.match(r"---\n(.*?)\n---\n?", text, re.DOTALL)
+    if match is None:
+        return None, text
     try:
-        data = yaml.safe_load(front)
+        data = yaml.safe_load(match[1])
     except yaml.YAMLError:
-        return None
-    value = data.get("base_model") if isinstance(data, dict) else None
+        return None, text
+    return (data if isinstance(data, dict) else None), text[match.end() :]
+
+
+def _card_base_model(card: Path) -> str | None:
+    """`base_model` from a card's YAML front matter (None if there is none)."""
+    value = (_front_matter(card)[0] or {}).get("base_model")
     return value if isinstance(value, str) else None
 
 
