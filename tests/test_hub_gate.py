@@ -524,3 +524,28 @@ def test_licence_policy(tiny_dir):
 def test_check_base_reference_refuses_local_paths():
     assert "is a local path" in gate.check_base_reference("./runs/base", REV)[0]
     assert gate.check_base_reference("google/gemma-4-E2B-it", REV) == []
+
+
+def test_hostile_json_and_case_collisions_are_problems_not_crashes(tmp_path):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "deep.json").write_text("[" * 100_000)
+    (folder / "card.md").write_text("a\n")
+    (folder / "Card.md").write_text("b\n")
+    problems = "\n".join(check_files(folder))
+    assert "deep.json: is not valid JSON" in problems
+    assert "differs from Card.md only by case" in problems or "differs from card.md" in problems
+    raw = b"[" * 100_000
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    assert "its safetensors header is not valid JSON" in refused(path)
+
+
+def test_unusable_rank_pattern_is_a_problem(runs, tmp_path):
+    folder = tmp_path / "adapter"
+    shutil.copytree(runs("gemma3") / "adapter", folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["rank_pattern"] = {"q_proj(": 4}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="rank_pattern: is unusable"):
+        gate.adapter_modules(folder)

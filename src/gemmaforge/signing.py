@@ -199,7 +199,7 @@ def _read_bundle(signature: Path) -> dict:
         _statement(bundle)["predicate"]["serialization"]
         _resources(bundle)
         bundle["dsseEnvelope"]["signatures"][0]["sig"]
-    except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as err:
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError) as err:
         raise UserError(
             problem(
                 str(signature),

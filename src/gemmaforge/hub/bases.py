@@ -123,8 +123,8 @@ def _read_json(path: Path, fix: str) -> dict:
         raise UserError(problem(str(path), "is missing", fix))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise UserError(problem(str(path), f"is not valid JSON ({err})")) from err
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise UserError(problem(str(path), f"is not valid JSON ({err!r:.200})")) from err
     if not isinstance(data, dict):
         raise UserError(problem(str(path), "is not a JSON object"))
     return data

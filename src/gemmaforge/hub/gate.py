@@ -206,7 +206,7 @@ def check_files(folder: Path) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         return [problem(str(folder), "is not a folder")]
-    found, files, total = [], 0, 0
+    found, files, total, seen = [], 0, 0, {}
     for root, dirs, names in os.walk(folder, followlinks=False):
         for entry in sorted(dirs) + sorted(names):
             path = Path(root) / entry
@@ -230,6 +230,16 @@ def check_files(folder: Path) -> list[str]:
             if not stat.S_ISREG(mode):
                 found.append(problem(f"{folder}/{relative}", "is not a regular file"))
                 continue
+            if relative.lower() in seen:
+                found.append(
+                    problem(
+                        f"{folder}/{relative}",
+                        f"differs from {seen[relative.lower()]} only by case (one would overwrite "
+                        "the other on macOS and Windows)",
+                        "rename one",
+                    )
+                )
+            seen[relative.lower()] = relative
             files += 1
             total += path.stat().st_size
             found += check_file(path, relative, where=f"{folder}/{relative}")
@@ -322,7 +332,7 @@ def _safetensors(path: Path, where: str, size: int) -> list[str]:
 def _json(path: Path, where: str) -> list[str]:
     try:
         json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
         what = sniff(_head(path))
         return [problem(where, f"is {what}" if what else f"is not valid JSON ({err})")]
     return []
@@ -337,7 +347,7 @@ def _json_lines(path: Path, where: str) -> list[str]:
         try:
             if line.strip():
                 json.loads(line)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             return [problem(f"{where} line {number}", f"is not valid JSON ({err})")]
     return []
 
@@ -358,7 +368,7 @@ def _text(path: Path, where: str, suffix: str) -> list[str]:
 
         try:
             yaml.safe_load(text)
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, RecursionError) as err:
             return [problem(where, f"is not valid YAML ({err})")]
     return []
 
@@ -440,7 +450,7 @@ def _read_adapter(adapter_dir: Path) -> tuple[dict[str, AdapterModule], list[str
         ]
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         return {}, [problem(str(config_path), f"is not valid JSON ({err})")]
     if not isinstance(config, dict) or config.get("peft_type") != "LORA":
         kind = config.get("peft_type") if isinstance(config, dict) else None
@@ -497,7 +507,12 @@ def _module(where, module, shapes, config) -> tuple[AdapterModule | None, list[s
     found = []
     if a[0] != b[1]:
         found.append(problem(at, f"{a_key} {list(a)} and {b_key} {list(b)} disagree on the rank"))
-    expected = _expected_rank(module, config)
+    import regex
+
+    try:
+        expected = _expected_rank(module, config)
+    except (ValueError, TypeError, TimeoutError, regex.error) as err:
+        return None, [problem(f"{where}: adapter_config.json rank_pattern", f"is unusable ({err})")]
     if expected is not None and a[0] != expected:
         found.append(
             problem(
@@ -514,13 +529,25 @@ def _module(where, module, shapes, config) -> tuple[AdapterModule | None, list[s
 
 
 def _expected_rank(module: str, config: dict) -> int | None:
-    """The rank PEFT gives `module`: a matching `rank_pattern` entry, else `r`."""
-    for pattern, rank in (config.get("rank_pattern") or {}).items():
-        # PEFT matches a pattern against the end of the module's name.
-        if re.match(rf"(.*\.)?({pattern})$", module):
+    """The rank PEFT gives `module`: the first matching `rank_pattern` entry, else `r`.
+
+    The patterns come from a stranger's adapter_config.json: they run under the `regex`
+    package's timeout, so a pattern built to backtrack forever cannot stall the server.
+    """
+    import regex
+
+    patterns = config.get("rank_pattern") or {}
+    if not isinstance(patterns, dict):
+        raise ValueError("rank_pattern is not a mapping")
+    for pattern, rank in patterns.items():
+        # PEFT's own rule (peft.utils.other.get_pattern_key): the pattern ends the name.
+        if regex.match(rf"(.*\.)?({pattern})$", module, timeout=_PATTERN_SECONDS):
             return int(rank)
     rank = config.get("r")
-    return int(rank) if isinstance(rank, int) else None
+    return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+
+
+_PATTERN_SECONDS = 0.05
 
 
 # --- fitting a base --------------------------------------------------------------------------
@@ -719,8 +746,10 @@ def _reference_problems(folder: Path, base: BaseModel | None) -> list[str]:
     path = folder / ADAPTER_CONFIG
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return []  # reported by _read_adapter
+    if not isinstance(config, dict):
+        return []
     named, revision = config.get("base_model_name_or_path"), config.get("revision")
     # check_base_reference's own fixes say how to name the base (publish does it).
     found = [problem(str(path), p) for p in check_base_reference(named, revision)]
@@ -757,7 +786,7 @@ def _front_matter(card: Path) -> tuple[dict | None, str]:
         return None, text
     try:
         data = yaml.safe_load(match[1])
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return None, text
     return (data if isinstance(data, dict) else None), text[match.end() :]
 

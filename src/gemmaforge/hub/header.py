@@ -93,8 +93,8 @@ def header_problems(
         raw = handle.read(length)
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
-    except (UnicodeDecodeError, ValueError) as err:
-        return {}, [problem(where, f"its safetensors header is not valid JSON ({err})")]
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        return {}, [problem(where, f"its safetensors header is not valid JSON ({err!r:.200})")]
     if not isinstance(header, dict):
         return {}, [problem(where, "its safetensors header is not a JSON object")]
     found = _metadata_problems(where, header.pop("__metadata__", {}))
