@@ -549,3 +549,13 @@ def test_unusable_rank_pattern_is_a_problem(runs, tmp_path):
     (folder / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="rank_pattern: is unusable"):
         gate.adapter_modules(folder)
+
+
+def test_a_tokenizer_with_a_huge_token_id_is_a_problem(runs, tiny_dir, tmp_path):
+    folder = tmp_path / "adapter"
+    shutil.copytree(runs("gemma3") / "adapter", folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["added_tokens"].append({"id": 10**12, "content": "<boom>"})
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    (problem,) = check_fits(folder, base_of(tiny_dir, "gemma3"))
+    assert "has token ids outside 0..4,194,304 (MAX_VOCABULARY)" in problem

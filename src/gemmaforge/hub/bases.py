@@ -281,6 +281,10 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()
 
 
+MAX_VOCABULARY = 1 << 22
+"""Largest token id accepted (Gemma's vocabulary is 262,144)."""
+
+
 def tokenizer_sha256(folder: Path) -> str | None:
     """The vocabulary hash of the tokenizer in `folder` (None if it has no tokenizer file)."""
     folder = Path(folder)
@@ -307,6 +311,11 @@ def _tokenizer_json_vocabulary(path: Path) -> list[str | None]:
             problem(str(path), f"has no vocabulary gemmaforge can read ({err})")
         ) from err
     size = max(by_id, default=-1) + 1
+    if min(by_id, default=0) < 0 or size > MAX_VOCABULARY:
+        # The list below has one entry per id: a hostile file must not size it.
+        raise UserError(
+            problem(str(path), f"has token ids outside 0..{MAX_VOCABULARY:,} (MAX_VOCABULARY)")
+        )
     return [by_id.get(i) for i in range(size)]
 
 

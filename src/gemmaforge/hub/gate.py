@@ -607,10 +607,15 @@ def check_fits(adapter_dir: Path, base: BaseModel) -> list[str]:
             problem(None, f"... and {more} more modules that do not fit {label}"),
         ]
     found += misfits
-    for what, ours, theirs in (
-        ("tokenizer vocabulary", tokenizer_sha256(adapter_dir), base.tokenizer_sha256),
-        ("chat template", template_sha256(adapter_dir), base.template_sha256),
+    for what, hash_of, theirs in (
+        ("tokenizer vocabulary", tokenizer_sha256, base.tokenizer_sha256),
+        ("chat template", template_sha256, base.template_sha256),
     ):
+        try:
+            ours = hash_of(adapter_dir)
+        except UserError as err:
+            found += err.problems
+            continue
         if ours and theirs and ours != theirs:
             found.append(
                 problem(
