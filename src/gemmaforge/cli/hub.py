@@ -89,6 +89,10 @@ def serve(
     orphan_minutes: Annotated[
         float, typer.Option(min=0, help="Delete unreferenced blobs older than this at start.")
     ] = 60,
+    rate: Annotated[
+        float, typer.Option(min=0.001, help="Requests per second per token (or address).")
+    ] = 50.0,
+    burst: Annotated[int, typer.Option(min=1, help="Requests allowed at once per token.")] = 500,
 ) -> None:
     """Run a hub server (FastAPI; SQLite or PostgreSQL; local or S3 blobs)."""
     from gemmaforge.hub.server import Settings
@@ -102,6 +106,8 @@ def serve(
         private=private,
         max_blob_bytes=int(max_file_mb * 2**20),
         orphan_minutes=orphan_minutes,
+        rate_per_s=rate,
+        rate_burst=burst,
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: {host} is reachable by others; put TLS in front of it", err=True)
