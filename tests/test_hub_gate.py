@@ -565,3 +565,12 @@ def test_a_tokenizer_with_a_huge_token_id_is_a_problem(runs, tiny_dir, tmp_path)
     (folder / "tokenizer.json").write_text(json.dumps(data))
     (problem,) = check_fits(folder, base_of(tiny_dir, "gemma3"))
     assert "has token ids outside 0..4,194,304 (MAX_VOCABULARY)" in problem
+
+
+def test_too_many_files_stops_the_walk(tmp_path, monkeypatch):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"f{i}.json").write_text("{}")
+    monkeypatch.setattr(gate, "MAX_FILES", 4)
+    assert check_files(folder) == [f"{folder}: holds more than 4 files, the limit (MAX_FILES)"]

@@ -241,8 +241,12 @@ def check_files(folder: Path) -> list[str]:
                 )
             seen[relative.lower()] = relative
             files += 1
+            if files > MAX_FILES:
+                break  # reported below; reading more would only cost time
             total += path.stat().st_size
             found += check_file(path, relative, where=f"{folder}/{relative}")
+        if files > MAX_FILES:
+            break
         # Never descend into what was refused (links are not followed anyway).
         dirs[:] = [
             d
@@ -254,7 +258,7 @@ def check_files(folder: Path) -> list[str]:
         found.append(problem(str(folder), "holds no files"))
     if files > MAX_FILES:
         found.append(
-            problem(str(folder), f"holds {files} files, over the limit of {MAX_FILES} (MAX_FILES)")
+            problem(str(folder), f"holds more than {MAX_FILES} files, the limit (MAX_FILES)")
         )
     if total > MAX_TOTAL_BYTES:
         found.append(
