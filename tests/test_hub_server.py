@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
 import struct
 import threading
 import time
@@ -357,3 +358,50 @@ def test_licence_must_follow_the_base(hub, publisher, run, tmp_path):
     )
     assert "Gemma Terms of Use" in message
     assert versions(hub, "clinic/lic") == []
+
+
+def test_chunked_json_body_over_the_cap_is_413(tmp_path):
+    server = HubServer(Settings(root=tmp_path / "hub", max_json_bytes=1000))
+    try:
+        auth = {"Authorization": f"Bearer {server.token('ns')}"}
+
+        def chunks():  # no Content-Length: sent chunked
+            yield b'{"pem": "'
+            for _ in range(100):
+                yield b"x" * 100
+            yield b'"}'
+
+        response = requests.post(
+            f"{server.url}/api/keys",
+            data=chunks(),
+            headers={**auth, "Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert response.status_code == 413 and "over 1000 bytes" in response.json()["error"]
+        # Anonymous callers cannot probe which blobs were uploaded.
+        sha = hashlib.sha256(b"x").hexdigest()
+        assert requests.head(f"{server.url}/api/blobs/{sha}", timeout=10).status_code == 401
+    finally:
+        server.stop()
+
+
+def test_eval_report_is_kept_as_self_reported_and_pulls_are_counted(hub, publisher, run, tmp_path):
+    from gemmaforge.hub.client.pull import pull
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "eval").mkdir(exist_ok=True)
+    rows = [{"prompt": "What colour is the sky?", "reference": "Blue."}]
+    report = {"metrics": {"base": {"exact": 0.0}, "adapter": {"exact": 1.0}}, "examples": rows}
+    (copy / "eval" / "report.json").write_text(json.dumps(report))
+    client = publisher.client()
+    publish(client, copy, "clinic/evaluated", "v1", publisher.private, "gemma")
+    shown = client.version("clinic", "evaluated", "v1")
+    (evaluation,) = shown["eval_reports"]
+    assert evaluation["self_reported"] is True
+    assert evaluation["report"]["metrics"]["adapter"] == {"exact": 1.0}
+    expected = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    assert evaluation["eval_set_sha256"] == expected
+    assert shown["pulls"] == 0
+    pull(publisher.client(None), "clinic/evaluated@v1", cache=tmp_path / "cache")
+    assert client.version("clinic", "evaluated", "v1")["pulls"] == 1

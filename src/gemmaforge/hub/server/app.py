@@ -222,7 +222,9 @@ def create_app(settings: Settings) -> FastAPI:
         return {"sha256": sha256, "size": size}
 
     @app.head("/api/blobs/{sha256}")
-    def head_blob(sha256: str, who: Reader) -> Response:
+    def head_blob(sha256: str, who: Writer) -> Response:
+        # For publishers (to skip uploading what the hub has): anonymous readers must not
+        # learn which unpublished bytes someone uploaded.
         _check_sha(sha256)
         if not hub.store.exists(sha256):
             raise HubError(404, f"no blob {sha256}")
@@ -803,16 +805,41 @@ def _errors(app: FastAPI) -> None:
         return JSONResponse({"error": "invalid request", "problems": problems}, status_code=422)
 
 
-def _limits(app: FastAPI, hub: Hub) -> None:
-    @app.middleware("http")
-    async def cap_json_bodies(request: Request, call_next):
-        if request.method in ("POST", "PUT", "PATCH") and not request.url.path.startswith(
-            "/api/blobs/"
+class BodyCap:
+    """ASGI middleware capping JSON request bodies (all but blob uploads, which cap
+    themselves while streaming): by `Content-Length` at once, and by counting the bytes of a
+    chunked body as they arrive, so no body over the cap is ever held in memory."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("POST", "PUT", "PATCH")
+            or scope["path"].startswith("/api/blobs/")
         ):
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > hub.settings.max_json_bytes:
-                return JSONResponse(
-                    {"error": f"request body over {hub.settings.max_json_bytes} bytes"},
-                    status_code=413,
-                )
-        return await call_next(request)
+            return await self.app(scope, receive, send)
+        message = f"request body over {self.limit} bytes"
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            response = JSONResponse({"error": message}, status_code=413)
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            event = await receive()
+            if event["type"] == "http.request":
+                seen += len(event.get("body", b""))
+                if seen > self.limit:
+                    # An HTTPException: FastAPI re-raises it from the body read, and the
+                    # app's handler answers it as JSON.
+                    raise HubError(413, message)
+            return event
+
+        await self.app(scope, counted, send)
+
+
+def _limits(app: FastAPI, hub: Hub) -> None:
+    app.add_middleware(BodyCap, limit=hub.settings.max_json_bytes)
