@@ -405,3 +405,27 @@ def test_eval_report_is_kept_as_self_reported_and_pulls_are_counted(hub, publish
     assert shown["pulls"] == 0
     pull(publisher.client(None), "clinic/evaluated@v1", cache=tmp_path / "cache")
     assert client.version("clinic", "evaluated", "v1")["pulls"] == 1
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_blob_store_keeps_referenced_and_young_blobs(where, tmp_path, request):
+    from gemmaforge.hub.server.storage import BlobStore, HashMismatch
+
+    if where == "s3":
+        s3 = request.getfixturevalue("s3")
+        store = BlobStore(f"s3://hub-store/{tmp_path.name}", s3.storage_options)
+    else:
+        store = BlobStore(str(tmp_path / "blobs"))
+    kept, orphan = b"kept", b"orphan"
+    for data in (kept, orphan):
+        sha = hashlib.sha256(data).hexdigest()
+        assert store.put_stream(sha, iter([data[:2], data[2:]]), 100) == len(data)
+        assert b"".join(store.open(sha)) == data
+    with pytest.raises(HashMismatch):
+        store.put_stream(hashlib.sha256(b"x").hexdigest(), iter([b"y"]), 100)
+    assert not store.exists(hashlib.sha256(b"x").hexdigest())
+    referenced = {hashlib.sha256(kept).hexdigest()}
+    assert store.collect_orphans(referenced, older_than_s=3600) == []  # too young
+    assert store.collect_orphans(referenced, older_than_s=0) == [hashlib.sha256(orphan).hexdigest()]
+    assert store.exists(hashlib.sha256(kept).hexdigest())
+    assert not store.exists(hashlib.sha256(orphan).hexdigest())
