@@ -126,6 +126,71 @@ def test_publish_search_pull_verify_serve(backend, run, tiny_dir, user_dirs, req
         server.stop()
 
 
+@pytest.mark.slow
+def test_gemmaforge_serve_answers_with_a_hub_adapter(run, tiny_dir, user_dirs):
+    """The `serve` command itself (its own process; ~40 s on two cores, most of it imports)."""
+    from gemmaforge.hub.client.config import save_login
+    from gemmaforge.hub.client.publish import publish
+    from hub_support import set_up_publisher
+
+    server = HubServer(Settings(root=user_dirs / "hub"))
+    try:
+        token = server.token("clinic")
+        pub = set_up_publisher(server.url, token, "clinic", user_dirs / "keys", tiny_dir("gemma4"))
+        publish(pub.client(), run, NAME, "v1", pub.private, "gemma")
+        save_login(server.url, token)
+        reply = serve_cli_and_ask(tiny_dir("gemma4"), f"hub://{NAME}@v1")
+        assert reply["model"] == "dictation" and reply["choices"][0]["message"]["content"]
+    finally:
+        server.stop()
+
+
+def serve_cli_and_ask(base_dir, spec: str) -> dict:
+    """`gemmaforge serve --model BASE --adapter dictation=hub://...` as a user runs it (its own
+    process, the hub found through the login file): one chat completion."""
+    import subprocess
+    import sys
+    import time
+
+    from hub_support import SRC
+
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    command = [sys.executable, "-m", "gemmaforge", "serve", "--model", str(base_dir)]
+    command += ["--adapter", f"dictation={spec}", "--port", str(port), "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "serve did not start"
+            try:
+                return ask(port)
+            except OSError:
+                time.sleep(0.5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def ask(port: int) -> dict:
+    body = {
+        "model": "dictation",
+        "messages": [{"role": "user", "content": "What colour is the sky?"}],
+        "max_tokens": 5,
+        "temperature": 0,
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
 def serve_and_ask(base_dir, spec: str) -> dict:
     """`serve --model BASE --adapter dictation=hub://...`: one chat completion."""
     import threading
@@ -146,19 +211,7 @@ def serve_and_ask(base_dir, spec: str) -> dict:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     try:
-        body = {
-            "model": "dictation",
-            "messages": [{"role": "user", "content": "What colour is the sky?"}],
-            "max_tokens": 5,
-            "temperature": 0,
-        }
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{sock.getsockname()[1]}/v1/chat/completions",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.loads(response.read())
+        return ask(sock.getsockname()[1])
     finally:
         server.should_exit = True
         thread.join(timeout=30)
