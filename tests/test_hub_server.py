@@ -429,3 +429,21 @@ def test_blob_store_keeps_referenced_and_young_blobs(where, tmp_path, request):
     assert store.collect_orphans(referenced, older_than_s=0) == [hashlib.sha256(orphan).hexdigest()]
     assert store.exists(hashlib.sha256(kept).hexdigest())
     assert not store.exists(hashlib.sha256(orphan).hexdigest())
+
+
+def test_base_records_are_checked_before_registering(hub, publisher, tiny_dir):
+    from gemmaforge.hub import bases
+
+    good = json.loads(bases.read_base(tiny_dir("gemma4"), "tiny/other", "r1", "gemma").to_json())
+    client = publisher.client()
+    for change, words in (
+        ({"id": "/home/me/gemma"}, "local path"),
+        ({"revision": ""}, "no revision"),
+        ({"licence": "not-a-licence"}, "SPDX"),
+        ({"shapes": {"w": ["x"]}}, "shapes"),
+    ):
+        assert words in refused(lambda change=change: client.add_base({**good, **change}))
+    assert client.bases(id="/home/me/gemma") == []
+    assert client.add_base(good)["id"] == "tiny/other"
+    changed = {**good, "weights_sha256": "0" * 64}
+    assert "already registered" in refused(lambda: client.add_base(changed))

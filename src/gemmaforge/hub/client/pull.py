@@ -98,6 +98,8 @@ def pull(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         write_json_atomic(cache / "origins" / f"{info['digest']}.json", _origin(info))
+    if not key_file.is_file():  # cached earlier, key file since removed
+        _fetch_key(client, namespace, info, key_file)
     problems = check_folder(final, key_file, files)
     if model is not None:
         problems += check_model(final, info, model)

@@ -162,15 +162,16 @@ def create_app(settings: Settings) -> FastAPI:
     def caller(request: Request, session: DB) -> Caller:
         header = request.headers.get("authorization", "")
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        # Limited before the token is looked up, so bad tokens cost the database nothing.
+        key = f"token:{auth.hash_token(token)}" if token else f"ip:{_client(request)}"
+        if not hub.limiter.allow(key):
+            raise HubError(429, "too many requests; slow down and retry in a second")
         namespace = None
         if token:
             ns = auth.token_namespace(session, token)
             if ns is None:
                 raise HubError(401, "the token is not valid on this hub")
             namespace = ns.name
-        key = f"token:{auth.hash_token(token)}" if token else f"ip:{_client(request)}"
-        if not hub.limiter.allow(key):
-            raise HubError(429, "too many requests; slow down and retry in a second")
         return Caller(namespace)
 
     def reader(who: Annotated[Caller, Depends(caller)]) -> Caller:
@@ -428,7 +429,7 @@ def commit(hub: Hub, namespace: str, name: str, body: CommitIn) -> dict:
     if missing:
         raise HubError(422, f"files not uploaded yet (PUT /api/blobs/SHA256 first): {missing}")
 
-    base = bases.BaseModel.from_json(_base_json(base_row.record))
+    base = bases.BaseModel.from_json(base_row.record)
     with tempfile.TemporaryDirectory(prefix="gemmaforge-hub-commit-") as tmp:
         folder = Path(tmp) / "adapter"
         sizes = _materialise(hub.store, files, folder)
@@ -727,25 +728,33 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {"value": data}
 
 
-def _base_json(record: dict):
-    return json.dumps(record)
-
-
 def _base_record(body: dict) -> dict:
-    """A BaseModel's JSON, validated by round-tripping it through `bases.BaseModel`."""
+    """A BaseModel's JSON, checked field by field (a malformed record registered now would
+    break every later publish against it) and normalised through `bases.BaseModel`."""
     from gemmaforge.hub import bases
 
     try:
-        model = bases.BaseModel.from_json(json.dumps(body))
-        record = (
-            json.loads(model.to_json()) if isinstance(model.to_json(), str) else model.to_json()
-        )
-    except (TypeError, ValueError, KeyError, UserError) as exc:
+        model = bases.BaseModel.from_json(body)
+    except (TypeError, ValueError, KeyError) as exc:
         raise HubError(422, f"not a base model record: {exc}") from None
-    for key in ("id", "revision", "weights_sha256"):
-        if not isinstance(record.get(key), str) or not record[key]:
-            raise HubError(422, f"base model record lacks {key}")
-    return record
+    shapes_ok = isinstance(model.shapes, dict) and all(
+        isinstance(name, str)
+        and isinstance(shape, list)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        for name, shape in model.shapes.items()
+    )
+    texts = (model.id, model.revision, model.family, model.model_type, model.weights_sha256)
+    problems = [] if shapes_ok else ["shapes must map tensor names to lists of sizes"]
+    if not all(isinstance(t, str) for t in texts) or not model.weights_sha256:
+        problems.append("id, revision, family, model_type and weights_sha256 must be strings")
+    elif not isinstance(model.licence, str):
+        problems.append("licence must be a string")
+    else:
+        problems += bases.base_reference_problems(model.id, model.revision)
+        problems += bases.licence_problems(model.licence, "base licence")
+    if problems:
+        raise HubError(422, "not a valid base model record", problems=problems)
+    return json.loads(model.to_json())
 
 
 def _fingerprint(pem: str) -> str:
