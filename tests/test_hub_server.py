@@ -207,7 +207,7 @@ def test_concurrent_publishes_of_one_version_exactly_one_wins(hub, publisher, ru
     assert versions(hub, "clinic/race") == ["v1"]
 
 
-def test_yank_moves_latest_and_hides_from_search(hub, publisher, run):
+def test_yank_moves_latest_and_hides_from_search(hub, publisher, run, tmp_path):
     client = publisher.client()
     publish(client, run, "clinic/yanky", "v1", publisher.private, "gemma")
     publish(client, run, "clinic/yanky", "v2", publisher.private, "gemma")
@@ -218,6 +218,12 @@ def test_yank_moves_latest_and_hides_from_search(hub, publisher, run):
     assert found == {"clinic/yanky": "v1"}
     shown = client.version("clinic", "yanky", "v2")
     assert shown["yanked"] and shown["yank_reason"] == "leaks a phone number"
+    # A pinned deployment can still pull it, with a warning that gives the reason.
+    from gemmaforge.hub.client.pull import pull
+
+    pulled = pull(client, "clinic/yanky@v2", cache=tmp_path / "cache")
+    assert any("leaks a phone number" in w for w in pulled.warnings)
+    assert pull(client, "clinic/yanky", cache=tmp_path / "cache").info["version"] == "v1"
 
 
 def test_limits_and_private_reads(tmp_path):
