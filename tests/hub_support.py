@@ -111,7 +111,8 @@ class HubProcess:
 
 def train_tiny(model_dir: Path, folder: Path, variant: str = "plain", steps: int = 3) -> Path:
     """A finished LoRA run on `model_dir` (a few steps: the hub tests need a real run folder,
-    not a good adapter). Reused if `folder` already holds one."""
+    not a good adapter). Reused if `folder` already holds one: the hub test modules pass the
+    same folder under pytest's base temp, so one session trains it once."""
     from gemmaforge.config import Config
     from gemmaforge.train.trainer import train
 

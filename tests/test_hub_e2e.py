@@ -24,7 +24,7 @@ NAME = "clinic/dictation"
 
 @pytest.fixture(scope="module")
 def run(tiny_dir, tmp_path_factory):
-    return train_tiny(tiny_dir("gemma4"), tmp_path_factory.mktemp("hub-run"))
+    return train_tiny(tiny_dir("gemma4"), tmp_path_factory.getbasetemp() / "hub-run-gemma4")
 
 
 @pytest.fixture(scope="module")

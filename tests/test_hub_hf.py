@@ -22,7 +22,7 @@ REPO = "clinic/notes"
 
 @pytest.fixture(scope="module")
 def published(tiny_dir, tmp_path_factory):
-    run = train_tiny(tiny_dir("gemma4"), tmp_path_factory.mktemp("hub-run"))
+    run = train_tiny(tiny_dir("gemma4"), tmp_path_factory.getbasetemp() / "hub-run-gemma4")
     server = HubServer(Settings(root=tmp_path_factory.mktemp("hub")))
     keys = tmp_path_factory.mktemp("keys") / "clinic"
     pub = set_up_publisher(server.url, server.token("clinic"), "clinic", keys, tiny_dir("gemma4"))

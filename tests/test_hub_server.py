@@ -39,7 +39,7 @@ BASE = {"id": BASE_ID, "revision": BASE_REVISION}
 
 @pytest.fixture(scope="module")
 def run(tiny_dir, tmp_path_factory):
-    return train_tiny(tiny_dir("gemma4"), tmp_path_factory.mktemp("hub-run"))
+    return train_tiny(tiny_dir("gemma4"), tmp_path_factory.getbasetemp() / "hub-run-gemma4")
 
 
 @pytest.fixture(scope="module")
