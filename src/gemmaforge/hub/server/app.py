@@ -629,16 +629,17 @@ def search_versions(session, q, base, modalities, domain, limit, offset) -> list
     if base:
         query = query.where(Version.base_id == base)
     for modality in modalities or []:
-        query = query.where(Version.modalities.contains(modality[:20]))
+        query = query.where(Version.modalities.contains(modality[:20], autoescape=True))
     if domain:
         query = query.where(Version.domain == domain)
     if q:
-        like = f"%{q.lower()}%"
+        # contains(autoescape=True): a `%` or `_` in the query is matched literally.
+        words = q.lower()
         query = query.where(
             or_(
-                func.lower(Namespace.name + "/" + Adapter.name).like(like),
-                func.lower(Version.summary).like(like),
-                func.lower(func.coalesce(Version.domain, "")).like(like),
+                func.lower(Namespace.name + "/" + Adapter.name).contains(words, autoescape=True),
+                func.lower(Version.summary).contains(words, autoescape=True),
+                func.lower(func.coalesce(Version.domain, "")).contains(words, autoescape=True),
             )
         )
     query = query.order_by(Version.id.desc()).limit(limit).offset(offset)
