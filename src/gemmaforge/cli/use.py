@@ -47,7 +47,14 @@ TemperatureOpt = Annotated[
     float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy (deterministic).")
 ]
 SeedOpt = Annotated[
-    int | None, typer.Option(help="Seed for sampling (temperature > 0).", show_default=False)
+    int | None,
+    # torch takes int64 seeds; a bigger one is refused here, not inside the generation thread.
+    typer.Option(
+        min=-(2**63),
+        max=2**63 - 1,
+        help="Seed for sampling (temperature > 0).",
+        show_default=False,
+    ),
 ]
 DeviceOpt = Annotated[Device, typer.Option(help="Device to run on; auto: cuda, mps, then cpu.")]
 

@@ -106,7 +106,8 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    """torch seeds are int64: anything else would fail inside the generation worker."""
 
     @property
     def stop_strings(self) -> tuple[str, ...]:

@@ -19,9 +19,11 @@ from __future__ import annotations
 import hmac
 import json
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import anyio
@@ -33,13 +35,31 @@ from starlette.exceptions import HTTPException
 from gemmaforge.errors import UserError
 from gemmaforge.infer.api import ApiError, ChatRequest, parse_request, to_messages
 from gemmaforge.infer.generate import stop_token_ids
-from gemmaforge.infer.session import Prompt, Session
+from gemmaforge.infer.session import Abandoned, Prompt, Session
 from gemmaforge.infer.stream import ReplyStream, Sampling
 
 DEFAULT_MAX_TOKENS = 512
 """Reply length when a request sets no max_tokens."""
 DEFAULT_TEMPERATURE = 1.0
 """As in the OpenAI API: a request that sets no temperature is sampled."""
+STALL_SECONDS = 300.0
+"""/health answers 503 once the model has been held this long with no new token."""
+SHUTDOWN_SECONDS = 10.0
+"""How long a stopping server waits for requests in flight before cancelling them."""
+
+
+class _Live:
+    """The streams being generated, so a stopping server can cancel them all, and the flag
+    that tells requests still waiting for the model to give up."""
+
+    def __init__(self) -> None:
+        self.closing = threading.Event()
+        self.streams: set[ReplyStream] = set()
+
+    def stop(self) -> None:
+        self.closing.set()
+        for stream in list(self.streams):
+            stream.cancel()
 
 
 def create_app(
@@ -47,9 +67,20 @@ def create_app(
     api_key: str | None = None,
     allow_media_paths: bool = False,
     max_request_bytes: int = 20 * 2**20,
+    stall_seconds: float = STALL_SECONDS,
 ) -> FastAPI:
     """The ASGI app serving `session` (run it with uvicorn, or see `serve`)."""
-    app = FastAPI(title="gemmaforge", docs_url=None, redoc_url=None, openapi_url=None)
+    live = _Live()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        live.stop()
+
+    app = FastAPI(
+        title="gemmaforge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
+    app.state.live = live
     created = int(time.time())
     stops = stop_token_ids(session.loaded.tokenizer, session.loaded.family)
 
@@ -78,8 +109,13 @@ def create_app(
     def card(name: str) -> dict:
         return {"id": name, "object": "model", "created": created, "owned_by": "gemmaforge"}
 
+    # async: answered on the event loop even when every worker thread waits for the model.
     @app.get("/health")
-    def health() -> dict:
+    async def health():
+        stalled = session.stalled_for()
+        if stalled > stall_seconds:
+            detail = f"the model has been held {stalled:.0f} s without a new token"
+            return JSONResponse({"status": "wedged", "detail": detail}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/v1/models", dependencies=[Depends(authorize)])
@@ -98,7 +134,7 @@ def create_app(
         _check_model(session, chat.model)
         # Decoding and encoding media is real work: off the event loop, like generation.
         prompt = await run_in_threadpool(_prompt, session, chat, allow_media_paths)
-        completion = _Completion(session, chat, prompt, stops)
+        completion = _Completion(session, chat, prompt, stops, live)
         if chat.stream:
             return _EventStream(completion.events())
         return JSONResponse(await run_in_threadpool(completion.whole))
@@ -106,11 +142,30 @@ def create_app(
     return app
 
 
-def serve(session: Session, host: str, port: int, **options) -> None:
-    """Serve `session` on host:port until interrupted (options: see `create_app`)."""
+def serve(
+    session: Session,
+    host: str,
+    port: int,
+    shutdown_seconds: float = SHUTDOWN_SECONDS,
+    **options,
+) -> None:
+    """Serve `session` on host:port until interrupted or SIGTERM (options: see `create_app`).
+
+    On the signal, requests in flight get `shutdown_seconds` to finish; then they are
+    cancelled, and any still waiting for the model give up, so the process ends."""
     import uvicorn
 
-    uvicorn.run(create_app(session, **options), host=host, port=port, log_level="info")
+    app = create_app(session, **options)
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="info",
+            timeout_graceful_shutdown=max(1, round(shutdown_seconds)),
+        )
+    finally:
+        app.state.live.stop()
 
 
 def _check_model(session: Session, name: str) -> None:
@@ -186,8 +241,11 @@ class _EventStream(StreamingResponse):
 class _Completion:
     """One chat completion: generated whole or as a stream of chunks."""
 
-    def __init__(self, session: Session, chat: ChatRequest, prompt: Prompt, stops: list[int]):
+    def __init__(
+        self, session: Session, chat: ChatRequest, prompt: Prompt, stops: list[int], live: _Live
+    ):
         self.session, self.chat, self.prompt, self.stops = session, chat, prompt, stops
+        self.live = live
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         temperature = DEFAULT_TEMPERATURE if chat.temperature is None else chat.temperature
@@ -199,15 +257,35 @@ class _Completion:
             seed=chat.seed,
         )
 
-    def _stream(self, model) -> ReplyStream:
+    @contextmanager
+    def _generating(self) -> Iterator[ReplyStream]:
+        """The reply stream, with the model held; a 503 if the server stops meanwhile."""
         tokenizer, prompt = self.session.loaded.tokenizer, self.prompt
-        return ReplyStream(model, tokenizer, prompt.ids, self.stops, self.sampling, prompt.inputs)
+        try:
+            with self.session.use(self.chat.model, give_up=self.live.closing) as model:
+                stream = ReplyStream(
+                    model,
+                    tokenizer,
+                    prompt.ids,
+                    self.stops,
+                    self.sampling,
+                    prompt.inputs,
+                    progress=self.session.progress,
+                )
+                self.live.streams.add(stream)
+                try:
+                    with stream:
+                        yield stream
+                finally:
+                    self.live.streams.discard(stream)
+        except Abandoned:
+            raise ApiError(503, "the server is shutting down", kind="server_error") from None
 
     def _head(self, kind: str) -> dict:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.chat.model}
 
     def whole(self) -> dict:
-        with self.session.use(self.chat.model) as model, self._stream(model) as stream:
+        with self._generating() as stream:
             for _ in stream:
                 pass
         reply = stream.reply
@@ -223,15 +301,18 @@ class _Completion:
         """Server-sent events, produced in a worker thread (Starlette runs sync iterators in
         its thread pool); the model is held until the last one, or until `close()`."""
         yield self._chunk({"role": "assistant", "content": ""}, None)
-        with self.session.use(self.chat.model) as model, self._stream(model) as stream:
-            try:
+        try:
+            with self._generating() as stream:
                 for delta in stream:
                     yield self._chunk({"content": delta}, None)
-            except Exception as err:
-                # The status line is already sent: the error can only travel in the stream.
-                message = f"generation failed: {type(err).__name__}: {err}"
-                yield _event(ApiError(500, message, kind="server_error").body())
-                return
+        except ApiError as err:
+            yield _event(err.body())
+            return
+        except Exception as err:
+            # The status line is already sent: the error can only travel in the stream.
+            message = f"generation failed: {type(err).__name__}: {err}"
+            yield _event(ApiError(500, message, kind="server_error").body())
+            return
         yield self._chunk({}, stream.reply.finish_reason)
         if self.chat.stream_options and self.chat.stream_options.include_usage:
             yield _event(

@@ -1,0 +1,198 @@
+"""Hardening of `serve` and the generation worker: one request never wedges the server.
+
+Each test here was a defect seen in an adversarial pass (issue 12): a `seed` outside int64
+raised inside the worker before its `try`, left the model lock held for good, `/health` still
+said 200 and SIGTERM hung.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gemmaforge.infer.serve import create_app
+from gemmaforge.infer.session import open_session
+from loopback import Server, call
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def chat(**options) -> bytes:
+    body = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    return json.dumps({**body, **options}).encode()
+
+
+@pytest.fixture(scope="module")
+def session(tiny_dir):
+    return open_session(str(tiny_dir("gemma3")), [], base_name="base", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def server(session):
+    running = Server(create_app(session, stall_seconds=1.0))
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**70, -(2**63) - 1])
+def test_a_seed_outside_int64_is_a_400_and_the_server_goes_on(server, seed):
+    status, body = call(
+        server.url + "/chat/completions", chat(seed=seed, temperature=0.7), timeout=30
+    )
+    assert status == 400 and body["error"]["param"] == "seed"
+    status, body = call(server.url + "/chat/completions", chat(seed=7, temperature=0.7), timeout=30)
+    assert status == 200 and body["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_a_worker_that_fails_anywhere_ends_the_stream(session):
+    """Whatever the worker raises, before or inside generate, reaches the reader."""
+    from gemmaforge.infer.stream import ReplyStream, Sampling
+
+    sampling = Sampling(max_new_tokens=4, temperature=0.7, seed=2**70)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            with (
+                session.use("base") as model,
+                ReplyStream(model, session.loaded.tokenizer, [2, 10, 11], [1], sampling) as stream,
+            ):
+                list(stream)
+            outcome.append(None)
+        except BaseException as err:
+            outcome.append(err)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert not reader.is_alive(), "the stream hung on a worker error"
+    assert outcome and isinstance(outcome[0], Exception)
+    assert not session._lock.locked(), "the model lock was left held"
+
+
+def test_health_reports_a_wedged_generator(server, session):
+    assert call(server.url.removesuffix("/v1") + "/health")[0] == 200
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with session.use("base"):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        assert held.wait(10)
+        time.sleep(1.5)
+        status, body = call(server.url.removesuffix("/v1") + "/health")
+        assert status == 503 and body["status"] == "wedged"
+    finally:
+        release.set()
+        holder.join(10)
+    assert call(server.url.removesuffix("/v1") + "/health")[0] == 200
+
+
+SIGTERM_SCRIPT = textwrap.dedent(
+    """
+    import sys, threading
+    from gemmaforge.infer.serve import serve
+    from gemmaforge.infer.session import open_session
+
+    session = open_session(sys.argv[1], [], base_name="base", device="cpu")
+    def wedge():  # a generation worker (a daemon thread) that never ends, holding the model
+        with session.use("base"):
+            threading.Event().wait()
+    threading.Thread(target=wedge, daemon=True).start()
+    serve(session, "127.0.0.1", int(sys.argv[2]), shutdown_seconds=2)
+    """
+)
+
+
+def test_sigterm_stops_a_server_with_a_wedged_generator(tiny_dir, tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = tmp_path / "wedged.py"
+    script.write_text(SIGTERM_SCRIPT)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tiny_dir("gemma3")), str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                call(url + "/health", timeout=5)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[0]
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.5)
+        # A request that waits for the wedged model, in flight when SIGTERM comes.
+        waiting = threading.Thread(
+            target=lambda: _swallow(call, url + "/v1/chat/completions", chat(), timeout=60),
+            daemon=True,
+        )
+        waiting.start()
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _swallow(function, *args, **kwargs) -> None:
+    # The server may drop the waiting request as it stops: any outcome will do.
+    with contextlib.suppress(Exception):
+        function(*args, **kwargs)
+
+
+def test_generate_refuses_a_seed_outside_int64(tiny_dir):
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gemmaforge",
+            "generate",
+            "--model",
+            str(tiny_dir("gemma3")),
+            "--seed",
+            str(2**70),
+            "--temperature",
+            "0.7",
+            "--device",
+            "cpu",
+            "hi",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--seed" in done.stderr and "Traceback" not in done.stderr
