@@ -196,3 +196,11 @@ def test_generate_refuses_a_seed_outside_int64(tiny_dir):
     )
     assert done.returncode == 2, done.stderr
     assert "--seed" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_huge_text_is_refused_before_it_is_tokenized(server):
+    body = chat(messages=[{"role": "user", "content": "word " * (3 * 2**20)}])
+    started = time.monotonic()
+    status, answer = call(server.url + "/chat/completions", body, timeout=60)
+    assert status == 400 and answer["error"]["code"] == "context_length_exceeded"
+    assert time.monotonic() - started < 10

@@ -39,6 +39,8 @@ _Loader.add_implicit_resolver(
 )
 
 _NULLS = ("", "~", "null", "Null", "NULL")
+MAX_YAML_NODES = 100_000
+"""Most values a config may expand to through YAML aliases; a real config has a few hundred."""
 
 
 @functools.cache
@@ -123,6 +125,16 @@ def _read_yaml(path: str, sources: dict[str, str], problems: list[str]) -> dict[
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        if node is not None and _expanded_size(node) > MAX_YAML_NODES:
+            problems.append(
+                problem(
+                    path,
+                    f"expands to more than {MAX_YAML_NODES:,} values through its aliases "
+                    "(&anchor / *alias): refused, as a guard against alias bombs",
+                    "write the values out instead of nesting aliases",
+                )
+            )
+            return {}
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         where = f"{path}:{exc.problem_mark.line + 1}" if exc.problem_mark else path
@@ -149,6 +161,32 @@ def _read_yaml(path: str, sources: dict[str, str], problems: list[str]) -> dict[
         return {}
     _record_lines(node, "", path, sources, problems)
     return data
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document has with every alias expanded, counted in time linear in
+    its written size (each shared node once, memoised), stopping once past the cap."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = MAX_YAML_NODES + 1  # a cycle counts as too big
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_NODES:
+                break
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
 
 
 def _record_lines(

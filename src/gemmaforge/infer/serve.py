@@ -180,6 +180,7 @@ def _check_model(session: Session, name: str) -> None:
 
 def _prompt(session: Session, chat: ChatRequest, allow_media_paths: bool) -> Prompt:
     """The request's prompt, or an ApiError if it cannot be built or does not fit."""
+    _check_text_size(session, chat)
     try:
         # The prompt holds the media features once built, so the request's files can go.
         with tempfile.TemporaryDirectory(prefix="gemmaforge-media-") as media_dir:
@@ -197,6 +198,31 @@ def _prompt(session: Session, chat: ChatRequest, allow_media_paths: bool) -> Pro
             "messages",
         )
     return prompt
+
+
+def _check_text_size(session: Session, chat: ChatRequest) -> None:
+    """Refuse text that cannot fit before tokenizing it: tokenizing megabytes takes a worker
+    for tens of seconds and GBs, only to find it is too long."""
+    from gemmaforge import limits
+
+    limit = session.context_length
+    if limit is None:
+        return
+    chars = 0
+    for message in chat.messages:
+        if isinstance(message.content, str):
+            chars += len(message.content)
+        elif message.content is not None:
+            chars += sum(len(part.text or "") for part in message.content)
+    most = limit * limits.current().max_chars_per_token
+    if chars > most:
+        raise ApiError(
+            400,
+            f"the messages hold {chars:,} characters, more than can fit in the model's context "
+            f"of {limit} tokens: shorten the messages",
+            "context_length_exceeded",
+            "messages",
+        )
 
 
 def _max_tokens(chat: ChatRequest) -> int:
