@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 
 from gemmaforge.config import Config
 from gemmaforge.errors import UserError, problem
+from gemmaforge.redact import redact
 
 COMMAND_LINE = "command line"
 
@@ -69,9 +70,15 @@ def field_help(dotted: str) -> str:
     return " ".join((info.description or "").split())
 
 
-def dump_config(cfg: Config) -> str:
-    """The resolved config as YAML, every default included, keys in declaration order."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+def dump_config(cfg: Config, redacted: bool = True) -> str:
+    """The resolved config as YAML, every default included, keys in declaration order.
+
+    Redacted (the default, for config.yaml and the console): storage option credentials and
+    signed URL query strings become `REDACTED-<hash>` (see redact.py)."""
+    data = cfg.model_dump(mode="json")
+    if redacted:
+        data = redact(data)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def load_config(

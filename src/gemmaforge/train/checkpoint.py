@@ -65,7 +65,7 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 def save_checkpoint(folder: Path, step: int, model, state: dict, keep: int = 2) -> Path:
     """Write checkpoint `step` under `folder` atomically; keep the newest `keep` of them."""
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     final = folder / f"{PREFIX}{step:08d}"
     tmp = folder / f".tmp-{PREFIX}{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)

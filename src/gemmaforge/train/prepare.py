@@ -167,7 +167,7 @@ def prepare_run_dir(cfg: Config, sources: DataSources) -> RunFolder:
                 )
             )
         shutil.rmtree(folder.root)
-    folder.root.mkdir(parents=True, exist_ok=True)
+    folder.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     return folder
 
 
@@ -175,8 +175,11 @@ def _check_same_run(folder: RunFolder, cfg: Config) -> None:
     """Resuming with other model/data/LoRA settings would silently train something else."""
     import yaml
 
+    from gemmaforge.config_load import dump_config
+
     saved = yaml.safe_load(folder.config.read_text(encoding="utf-8"))
-    now = cfg.model_dump()
+    # config.yaml is written redacted: compare like with like.
+    now = yaml.safe_load(dump_config(cfg))
     changed = [
         f"{section}.{key}"
         for section in RESUME_SECTIONS
