@@ -186,7 +186,9 @@ def _prompt(session: Session, chat: ChatRequest, allow_media_paths: bool) -> Pro
         with tempfile.TemporaryDirectory(prefix="gemmaforge-media-") as media_dir:
             prompt = session.prompt(to_messages(chat, allow_media_paths, Path(media_dir)))
     except UserError as err:
-        raise ApiError(400, "; ".join(err.problems), param="messages") from None
+        # The request's media sit in a temp folder of the server: name the part, not the path.
+        message = "; ".join(err.problems).replace(media_dir + "/", "")
+        raise ApiError(400, message, param="messages") from None
     limit = session.context_length
     wanted = len(prompt.ids) + _max_tokens(chat)
     if limit is not None and wanted > limit:
