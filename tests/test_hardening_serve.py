@@ -260,3 +260,38 @@ def test_media_paths_reveal_nothing_and_read_at_most_the_cap(session, tmp_path):
         assert "/nonexistent" not in answers[0] and "/dev/zero" not in answers[0]
     finally:
         running.stop()
+
+
+def test_foreign_origin_and_host_are_refused_without_a_key(server, session):
+    url = server.url + "/models"
+    status, body = call(url, headers={"Origin": "https://evil.example"})
+    assert status == 403 and body["error"]["code"] == "origin_not_allowed"
+    status, body = call(url, headers={"Host": "evil.example"})
+    assert status == 403 and body["error"]["code"] == "host_not_allowed"
+    assert call(url, headers={"Host": f"localhost:{server.port}"})[0] == 200
+    allowed = Server(create_app(session, allow_origins=("http://localhost:3000",)))
+    keyed = Server(create_app(session, api_key="k"))
+    try:
+        origin = {"Origin": "http://localhost:3000"}
+        assert call(allowed.url + "/models", headers=origin)[0] == 200
+        headers = {"Origin": "https://evil.example", "Authorization": "Bearer k"}
+        assert call(keyed.url + "/models", headers=headers)[0] == 200
+    finally:
+        allowed.stop()
+        keyed.stop()
+
+
+def test_a_plain_request_whose_client_leaves_is_cancelled(server):
+    import http.client
+
+    body = chat(max_tokens=3000, temperature=0.0)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    time.sleep(1.0)
+    connection.sock.shutdown(2)
+    connection.close()
+    # The next request gets the model at once, not after the abandoned 3000-token reply.
+    started = time.monotonic()
+    status, _ = call(server.url + "/chat/completions", chat(max_tokens=2), timeout=120)
+    assert status == 200
+    assert time.monotonic() - started < 8

@@ -189,6 +189,14 @@ def serve(
     max_request_mb: Annotated[
         float, typer.Option(min=0.001, help="Largest request body, in MiB.")
     ] = 20.0,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A web origin (scheme://host:port) whose pages may call the server "
+            "(repeatable; without --api-key, cross-origin requests are refused otherwise).",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Serve an OpenAI-compatible API (/v1/chat/completions) for a base model and adapters."""
@@ -211,6 +219,7 @@ def serve(
         api_key=api_key,
         allow_media_paths=allow_media_paths,
         max_request_bytes=int(max_request_mb * 2**20),
+        allow_origins=tuple(allow_origin or ()),
     )
 
 

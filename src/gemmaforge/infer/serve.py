@@ -44,6 +44,8 @@ DEFAULT_TEMPERATURE = 1.0
 """As in the OpenAI API: a request that sets no temperature is sampled."""
 STALL_SECONDS = 300.0
 """/health answers 503 once the model has been held this long with no new token."""
+DISCONNECT_POLL_SECONDS = 0.5
+"""How often a plain (not streamed) request checks whether its client is still there."""
 SHUTDOWN_SECONDS = 10.0
 """How long a stopping server waits for requests in flight before cancelling them."""
 
@@ -68,9 +70,17 @@ def create_app(
     allow_media_paths: bool = False,
     max_request_bytes: int = 20 * 2**20,
     stall_seconds: float = STALL_SECONDS,
+    allow_origins: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
 ) -> FastAPI:
-    """The ASGI app serving `session` (run it with uvicorn, or see `serve`)."""
+    """The ASGI app serving `session` (run it with uvicorn, or see `serve`).
+
+    Without an API key, only this machine's own clients are answered: a request from a web
+    page (an `Origin` header not in `allow_origins`) or for a foreign `Host` (DNS
+    rebinding: a page's domain pointed at 127.0.0.1) is refused with 403, so no web page the
+    user visits can drive the server."""
     live = _Live()
+    hosts = {"localhost", "127.0.0.1", "::1", "[::1]", host.lower()}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,6 +102,9 @@ def create_app(
             raise ApiError(
                 401, "missing or wrong API key (Authorization: Bearer KEY)", "invalid_api_key"
             )
+
+    if api_key is None:
+        app.add_middleware(_SameMachineOnly, hosts=hosts, origins=set(allow_origins))
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
@@ -137,7 +150,7 @@ def create_app(
         completion = _Completion(session, chat, prompt, stops, live)
         if chat.stream:
             return _EventStream(completion.events())
-        return JSONResponse(await run_in_threadpool(completion.whole))
+        return JSONResponse(await _unless_disconnected(request, completion))
 
     return app
 
@@ -155,7 +168,7 @@ def serve(
     cancelled, and any still waiting for the model give up, so the process ends."""
     import uvicorn
 
-    app = create_app(session, **options)
+    app = create_app(session, host=host, **options)
     try:
         uvicorn.run(
             app,
@@ -166,6 +179,66 @@ def serve(
         )
     finally:
         app.state.live.stop()
+
+
+class _SameMachineOnly:
+    """ASGI middleware (plain, so request disconnects still reach the endpoints): refuse
+    cross-origin requests and requests for a foreign Host with 403."""
+
+    def __init__(self, app, hosts: set[str], origins: set[str]):
+        self.app, self.hosts, self.origins = app, hosts, origins
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            origin = headers.get("origin")
+            error = None
+            if origin is not None and origin not in self.origins:
+                error = ApiError(
+                    403,
+                    "cross-origin requests are refused: start the server with --allow-origin "
+                    "ORIGIN (or --api-key)",
+                    "origin_not_allowed",
+                )
+            elif _host_name(headers.get("host", "")) not in self.hosts:
+                error = ApiError(
+                    403,
+                    "this server answers requests for its own address only (Host header); "
+                    "use --api-key to serve other names",
+                    "host_not_allowed",
+                )
+            if error is not None:
+                await JSONResponse(error.body(), status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without its port ("[::1]:8000" -> "[::1]")."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header.partition("]")[0] + "]"
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+async def _unless_disconnected(request: Request, completion: _Completion) -> dict:
+    """The whole reply, generation cancelled as soon as the client goes away (else the next
+    request would wait for a reply nobody reads)."""
+    result: dict = {}
+
+    async def generate() -> None:
+        result["reply"] = await run_in_threadpool(completion.whole)
+        group.cancel_scope.cancel()
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await anyio.sleep(DISCONNECT_POLL_SECONDS)
+        completion.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(generate)
+        group.start_soon(watch)
+    return result["reply"]
 
 
 def _check_model(session: Session, name: str) -> None:
@@ -274,6 +347,8 @@ class _Completion:
     ):
         self.session, self.chat, self.prompt, self.stops = session, chat, prompt, stops
         self.live = live
+        self.stream: ReplyStream | None = None
+        self.cancelled = False
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         temperature = DEFAULT_TEMPERATURE if chat.temperature is None else chat.temperature
@@ -301,6 +376,9 @@ class _Completion:
                     progress=self.session.progress,
                 )
                 self.live.streams.add(stream)
+                self.stream = stream
+                if self.cancelled:  # the client left while the request waited for the model
+                    stream.cancel()
                 try:
                     with stream:
                         yield stream
@@ -308,6 +386,13 @@ class _Completion:
                     self.live.streams.discard(stream)
         except Abandoned:
             raise ApiError(503, "the server is shutting down", kind="server_error") from None
+
+    def cancel(self) -> None:
+        """Stop generating (the client left); the reply ends where it is."""
+        self.cancelled = True
+        for stream in list(self.live.streams):
+            if stream is self.stream:
+                stream.cancel()
 
     def _head(self, kind: str) -> dict:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.chat.model}
