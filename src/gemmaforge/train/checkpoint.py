@@ -12,6 +12,7 @@ anything is read, so a corrupted or swapped file is refused with its name.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -69,14 +70,57 @@ def save_checkpoint(folder: Path, step: int, model, state: dict, keep: int = 2) 
     final = folder / f"{PREFIX}{step:08d}"
     tmp = folder / f".tmp-{PREFIX}{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "adapter", save_embedding_layers=False)
-    torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
-    _write_checksums(tmp)
-    _fsync_tree(tmp)
+    try:
+        model.save_pretrained(tmp / "adapter", save_embedding_layers=False)
+        torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
+        _write_checksums(tmp)
+        _fsync_tree(tmp)
+    except (OSError, RuntimeError) as err:
+        # The partial folder goes; the last complete checkpoint is untouched.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _out_of_space(err):
+            raise
+        kept = list_checkpoints(folder)
+        raise UserError(
+            problem(
+                str(folder),
+                f"no space left on device while writing checkpoint {step} ({err})",
+                "free disk space (or raise the file size limit), then continue with --resume"
+                + (f" from {kept[-1].name}" if kept else ""),
+            )
+        ) from None
     replace_dir(tmp, final)
     for stale in list_checkpoints(folder)[:-keep]:
-        shutil.rmtree(stale, ignore_errors=True)
+        _remove(stale)
     return final
+
+
+def _out_of_space(err: BaseException) -> bool:
+    """A full disk, a quota or a file size limit: as OSError, or as torch's RuntimeError
+    from its zip writer, which keeps only the words ("file write failed", then on closing
+    "unexpected pos"), anywhere in the exception's chain."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        text = str(seen).lower()
+        if any(words in text for words in ("file write failed", "no space left")):
+            return True
+        if "unexpected pos" in text and "inline_container" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _remove(checkpoint: Path) -> None:
+    """Delete an old checkpoint by first renaming it out of sight, so a deletion cut short
+    leaves a `.tmp-` folder (skipped everywhere), never a half checkpoint under its name."""
+    doomed = checkpoint.with_name(f".tmp-deleting-{checkpoint.name}")
+    try:
+        os.replace(checkpoint, doomed)
+    except OSError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:

@@ -147,23 +147,29 @@ def prepare_run_dir(cfg: Config, sources: DataSources) -> RunFolder:
         )
     if cfg.train.resume:
         if not list_checkpoints(folder.checkpoints):
+            started = folder.root.is_dir() and any(folder.root.iterdir())
             raise UserError(
                 problem(
                     str(folder.root),
-                    "has no checkpoint to resume from",
-                    "run without --resume to start a new run there",
+                    "has no complete checkpoint to resume from"
+                    + (" (the run stopped before its first one was written)" if started else ""),
+                    "start again with train.overwrite=true (without --resume)"
+                    if started
+                    else "run without --resume to start a new run there",
                 )
             )
         _check_same_run(folder, cfg)
         return folder
     if folder.root.exists() and any(folder.root.iterdir()):
         if not cfg.train.overwrite:
+            resumable = bool(list_checkpoints(folder.checkpoints))
             raise UserError(
                 problem(
                     str(folder.root),
-                    "already holds a run",
-                    "pass --resume to continue it, train.overwrite=true to replace it, "
-                    "or --output for a new folder",
+                    "already holds a run"
+                    + ("" if resumable else " with no complete checkpoint to resume from"),
+                    ("pass --resume to continue it, " if resumable else "")
+                    + "train.overwrite=true to start again, or --output for a new folder",
                 )
             )
         shutil.rmtree(folder.root)
