@@ -115,6 +115,10 @@ def test_no_secret_in_the_run_folder_or_console(tiny_dir, tmp_path, http_folder)
         in (tmp_path / "run" / "config.yaml").read_text()
     )
     run = tmp_path / "run"
+    # The streamed source's rows are counted as read (the card said 0 before).
+    card = next(p for p in files if p.name == "README.md" and p.parent == run)
+    row = next(line for line in card.read_text().splitlines() if "train.jsonl" in line)
+    assert row.endswith("| 8 |"), row
     assert stat.S_IMODE(run.stat().st_mode) == 0o700
     assert stat.S_IMODE((run / "config.yaml").stat().st_mode) == 0o600
 
