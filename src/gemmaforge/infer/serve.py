@@ -10,8 +10,11 @@ Images (`image_url` data URLs) and audio (`input_audio`) go to multimodal models
 same prompt building as `generate` (see `api.py` and `session.py`).
 
 Safe defaults: loopback only unless `--host` says otherwise, an optional API key
-(`Authorization: Bearer KEY`, else 401), request bodies capped (413), and every error is an
-OpenAI-style JSON body with the server still running.
+(`Authorization: Bearer KEY`, else 401), without a key no cross-origin or foreign-Host
+requests (403), request bodies capped (413), and every error is an OpenAI-style JSON body
+with the server still running. No request can wedge it: the generation worker always ends
+its stream, `/health` answers 503 for a generator stalled past `stall_seconds`, a client
+that leaves cancels its generation, and SIGTERM stops the server (see docs/security.md).
 """
 
 from __future__ import annotations
