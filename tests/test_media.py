@@ -141,7 +141,11 @@ def png_header_only(width: int, height: int) -> bytes:
     [
         (20_000, MediaPolicy(), ("too large", "Pillow", "MAX_IMAGE_PIXELS")),  # Pillow's error
         (10_000, MediaPolicy(image_max_pixels=10**9), ("too large", "Pillow")),  # its warning
-        (8_000, MediaPolicy(), ("8000 x 8000", "64,000,000", "50,000,000", "image_max_pixels")),
+        (
+            8_000,
+            MediaPolicy(),
+            ("8000 x 8000", "64,000,000", "50,000,000", "data.max_image_pixels"),
+        ),
     ],
 )
 def test_oversized_images_are_refused_before_decoding(tmp_path, side, policy, words):

@@ -127,5 +127,5 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         timeout=120,
     )
     assert process.returncode == 2
-    assert "has no checkpoint to resume from" in process.stderr
+    assert "has no complete checkpoint to resume from" in process.stderr
     assert "Traceback" not in process.stderr

@@ -132,6 +132,17 @@ class DataConfig(Section):
     """Replace e-mail addresses, phone, card, IBAN and ID numbers and IP addresses in training
     text with typed placeholders (<EMAIL>, <PHONE>, ...) before tokenizing: a heuristic, see
     docs/privacy.md for its measured precision and recall."""
+    max_row_bytes: int = Field(16 * 2**20, ge=1024)
+    """Longest row of a JSONL / CSV file, in bytes: a longer row is refused as it is read,
+    never held whole (a guard against runaway files; media go by reference)."""
+    max_media_bytes: int = Field(256 * 2**20, ge=1)
+    """Largest image or audio file read, in bytes; devices, pipes and other non-regular files
+    are always refused."""
+    max_image_pixels: int = Field(50_000_000, ge=1)
+    """Largest image, in decoded pixels (a guard against decompression bombs)."""
+    max_audio_seconds: float = Field(3600.0, gt=0)
+    """Longest audio file accepted, by the length its header declares; of a longer clip than
+    the model takes only what it takes is decoded."""
 
 
 class LoraConfig(Section):

@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 
 from gemmaforge.config import Config
 from gemmaforge.errors import UserError, problem
+from gemmaforge.redact import redact
 
 COMMAND_LINE = "command line"
 
@@ -39,6 +40,8 @@ _Loader.add_implicit_resolver(
 )
 
 _NULLS = ("", "~", "null", "Null", "NULL")
+MAX_YAML_NODES = 100_000
+"""Most values a config may expand to through YAML aliases; a real config has a few hundred."""
 
 
 @functools.cache
@@ -67,9 +70,15 @@ def field_help(dotted: str) -> str:
     return " ".join((info.description or "").split())
 
 
-def dump_config(cfg: Config) -> str:
-    """The resolved config as YAML, every default included, keys in declaration order."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+def dump_config(cfg: Config, redacted: bool = True) -> str:
+    """The resolved config as YAML, every default included, keys in declaration order.
+
+    Redacted (the default, for config.yaml and the console): storage option credentials and
+    signed URL query strings become `REDACTED-<hash>` (see redact.py)."""
+    data = cfg.model_dump(mode="json")
+    if redacted:
+        data = redact(data)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def load_config(
@@ -123,6 +132,16 @@ def _read_yaml(path: str, sources: dict[str, str], problems: list[str]) -> dict[
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        if node is not None and _expanded_size(node) > MAX_YAML_NODES:
+            problems.append(
+                problem(
+                    path,
+                    f"expands to more than {MAX_YAML_NODES:,} values through its aliases "
+                    "(&anchor / *alias): refused, as a guard against alias bombs",
+                    "write the values out instead of nesting aliases",
+                )
+            )
+            return {}
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         where = f"{path}:{exc.problem_mark.line + 1}" if exc.problem_mark else path
@@ -149,6 +168,32 @@ def _read_yaml(path: str, sources: dict[str, str], problems: list[str]) -> dict[
         return {}
     _record_lines(node, "", path, sources, problems)
     return data
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document has with every alias expanded, counted in time linear in
+    its written size (each shared node once, memoised), stopping once past the cap."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = MAX_YAML_NODES + 1  # a cycle counts as too big
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_NODES:
+                break
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
 
 
 def _record_lines(

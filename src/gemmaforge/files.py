@@ -2,6 +2,9 @@
 
 Every file gemmaforge writes for a user goes through here: a temp file in the same folder,
 fsync, then a rename, so a reader sees either the old file or the new one, never half of it.
+Files are created private (0600, folders 0700): run folders and caches hold data
+fingerprints, configs and media. Text has signed URL query strings redacted (redact.py) as
+a last net: no secret is written down, whichever report or card it travelled into.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from pathlib import Path
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write under a unique temp name (concurrent writers never share one), fsync, rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     try:
-        with tmp.open("wb") as handle:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -28,7 +31,9 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+    from gemmaforge.redact import redact_text
+
+    write_bytes_atomic(path, redact_text(text).encode("utf-8"))
 
 
 def write_json_atomic(path: Path, data) -> None:

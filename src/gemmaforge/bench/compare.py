@@ -116,11 +116,21 @@ def _tokenizer_and_media(model: str, media_kind: str | None):
     path = Path(model)
     family = family_of(read_config(model), model)
     if path.suffix == ".gguf":
-        return family, AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name), None
-    tokenizer = AutoTokenizer.from_pretrained(model)
+        return (
+            family,
+            AutoTokenizer.from_pretrained(
+                str(path.parent), gguf_file=path.name, trust_remote_code=False
+            ),
+            None,
+        )
+    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
     if media_kind is None:
         return family, tokenizer, None
-    return family, tokenizer, MediaEncoder(AutoProcessor.from_pretrained(model))
+    return (
+        family,
+        tokenizer,
+        MediaEncoder(AutoProcessor.from_pretrained(model, trust_remote_code=False)),
+    )
 
 
 def run_side(spec, folder: Path, log) -> dict:

@@ -22,6 +22,7 @@ from gemmaforge import netguard
 from gemmaforge.config import Config
 from gemmaforge.config_load import config_fields, field_help, load_config
 from gemmaforge.errors import UserError, problem
+from gemmaforge.redact import redact_text
 
 # Shortcut flags for the most used settings: parameter name -> dotted config key. The flag is
 # the name with dashes (`max_steps` -> `--max-steps`); its type and help come from the field.
@@ -85,7 +86,7 @@ def _guarded(verb: Callable[..., Any]) -> Callable[..., Any]:
                     raise netguard.NetworkRefused(refused[0]["host"], refused[0]["port"]) from exc
         except UserError as exc:
             for line in exc.problems:
-                err.print(f"error: {line}", style="red", markup=False)
+                err.print(f"error: {redact_text(line)}", style="red", markup=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("Interrupted.", style="red", markup=False)

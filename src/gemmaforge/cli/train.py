@@ -37,8 +37,13 @@ def train(
     """Fine-tune a Gemma model with LoRA on a local dataset."""
     cfg = resolve(config, overrides, flags)
     require(cfg, {"model": "a model folder, .gguf file or hub id", "data": "a JSONL or CSV file"})
+    import os
+
     from gemmaforge.train.trainer import train as run_training
 
+    # The run folder holds the data's fingerprints, the config and the adapter: the owner's
+    # only (folders 0700, files 0600), whatever library writes them.
+    os.umask(0o077)
     result = run_training(cfg)
     if result.main:
         typer.echo(f"Run folder: {result.run_dir}")

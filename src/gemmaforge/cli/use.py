@@ -48,7 +48,14 @@ TemperatureOpt = Annotated[
     float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy (deterministic).")
 ]
 SeedOpt = Annotated[
-    int | None, typer.Option(help="Seed for sampling (temperature > 0).", show_default=False)
+    int | None,
+    # torch takes int64 seeds; a bigger one is refused here, not inside the generation thread.
+    typer.Option(
+        min=-(2**63),
+        max=2**63 - 1,
+        help="Seed for sampling (temperature > 0).",
+        show_default=False,
+    ),
 ]
 DeviceOpt = Annotated[Device, typer.Option(help="Device to run on; auto: cuda, mps, then cpu.")]
 
@@ -184,6 +191,14 @@ def serve(
     max_request_mb: Annotated[
         float, typer.Option(min=0.001, help="Largest request body, in MiB.")
     ] = 20.0,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A web origin (scheme://host:port) whose pages may call the server "
+            "(repeatable; without --api-key, cross-origin requests are refused otherwise).",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Serve an OpenAI-compatible API (/v1/chat/completions) for a base model and adapters."""
@@ -206,6 +221,7 @@ def serve(
         api_key=api_key,
         allow_media_paths=allow_media_paths,
         max_request_bytes=int(max_request_mb * 2**20),
+        allow_origins=tuple(allow_origin or ()),
     )
 
 

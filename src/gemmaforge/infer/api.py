@@ -18,12 +18,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
+import re
+import stat
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+MAX_DEPTH = 64
+"""Deepest JSON nesting accepted in a request (a real one is under 10 levels)."""
+_BRACKETS = re.compile(rb"[\[\]{}]+")
 MAX_STOP_STRINGS = 4
 """As in the OpenAI API."""
 
@@ -106,7 +112,8 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    """torch seeds are int64: anything else would fail inside the generation worker."""
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -117,10 +124,13 @@ class ChatRequest(BaseModel):
 
 def parse_request(body: bytes) -> ChatRequest:
     """The request in `body`, or an ApiError (400) saying what is wrong with it."""
+    _check_depth(body)
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise ApiError(400, f"the request body is not valid JSON ({err})") from None
+    except RecursionError:
+        raise ApiError(400, f"the request body nests deeper than {MAX_DEPTH} levels") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     try:
@@ -140,6 +150,20 @@ def parse_request(body: bytes) -> ChatRequest:
     if len(request.stop_strings) > MAX_STOP_STRINGS:
         raise ApiError(400, f"stop takes at most {MAX_STOP_STRINGS} strings", param="stop")
     return request
+
+
+def _check_depth(body: bytes) -> None:
+    """A 400 for JSON nested deeper than MAX_DEPTH, found before parsing: the parser and the
+    validator recurse, and a few thousand `[` would otherwise end in a RecursionError.
+    Brackets inside strings count too, which only makes the bound stricter for odd bodies
+    whose strings hold runs of brackets; plain text never comes near."""
+    depth = 0
+    # Counting per run of brackets keeps this linear and fast on large bodies.
+    for match in _BRACKETS.finditer(body):
+        run = match.group(0)
+        depth += run.count(b"[") + run.count(b"{") - run.count(b"]") - run.count(b"}")
+        if depth > MAX_DEPTH:
+            raise ApiError(400, f"the request body nests deeper than {MAX_DEPTH} levels")
 
 
 def to_messages(
@@ -217,18 +241,60 @@ def _image_ref(url: str, allow_paths: bool, spill: Path, param: str) -> str:
             param,
         )
     path = Path(url.removeprefix("file://"))
-    if not path.is_file():
-        raise ApiError(400, f"no image file at {path}", "invalid_image", param)
-    _check_image(path.read_bytes(), param)
+    # One answer for every failure (missing, unreadable, a device, too big, not an image), so
+    # a request cannot probe which files exist on the server; at most the byte cap is read.
+    refused = ApiError(
+        400,
+        "the image path cannot be used (no readable image file of at most "
+        "data.max_media_bytes there)",
+        "invalid_image",
+        param,
+    )
+    from gemmaforge import limits
+
+    cap = limits.current().max_media_bytes
+    try:
+        with path.open("rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise refused
+            data = handle.read(cap + 1)
+    except OSError:
+        raise refused from None
+    if len(data) > cap:
+        raise refused
+    try:
+        _check_image(data, param)
+    except ApiError:
+        raise refused from None
     return str(path)
 
 
 def _check_image(data: bytes, param: str) -> None:
     """An ApiError (400) unless `data` decodes as an image."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    from gemmaforge import limits
+
+    cap = limits.current().max_image_pixels
     try:
-        Image.open(BytesIO(data)).verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(BytesIO(data))
+            width, height = image.size
+            if width * height > cap:
+                raise ApiError(
+                    400,
+                    f"the image is {width} x {height} pixels, more than the limit of {cap:,}",
+                    "invalid_image",
+                    param,
+                )
+            image.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ApiError(
+            400, "the image is too large to decode safely", "invalid_image", param
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ApiError(
             400, f"the image cannot be decoded ({err})", "invalid_image", param

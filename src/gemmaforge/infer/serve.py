@@ -10,8 +10,11 @@ Images (`image_url` data URLs) and audio (`input_audio`) go to multimodal models
 same prompt building as `generate` (see `api.py` and `session.py`).
 
 Safe defaults: loopback only unless `--host` says otherwise, an optional API key
-(`Authorization: Bearer KEY`, else 401), request bodies capped (413), and every error is an
-OpenAI-style JSON body with the server still running.
+(`Authorization: Bearer KEY`, else 401), without a key no cross-origin or foreign-Host
+requests (403), request bodies capped (413), and every error is an OpenAI-style JSON body
+with the server still running. No request can wedge it: the generation worker always ends
+its stream, `/health` answers 503 for a generator stalled past `stall_seconds`, a client
+that leaves cancels its generation, and SIGTERM stops the server (see docs/security.md).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from __future__ import annotations
 import hmac
 import json
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import anyio
@@ -33,13 +38,33 @@ from starlette.exceptions import HTTPException
 from gemmaforge.errors import UserError
 from gemmaforge.infer.api import ApiError, ChatRequest, parse_request, to_messages
 from gemmaforge.infer.generate import stop_token_ids
-from gemmaforge.infer.session import Prompt, Session
+from gemmaforge.infer.session import Abandoned, Prompt, Session
 from gemmaforge.infer.stream import ReplyStream, Sampling
 
 DEFAULT_MAX_TOKENS = 512
 """Reply length when a request sets no max_tokens."""
 DEFAULT_TEMPERATURE = 1.0
 """As in the OpenAI API: a request that sets no temperature is sampled."""
+STALL_SECONDS = 300.0
+"""/health answers 503 once the model has been held this long with no new token."""
+DISCONNECT_POLL_SECONDS = 0.5
+"""How often a plain (not streamed) request checks whether its client is still there."""
+SHUTDOWN_SECONDS = 10.0
+"""How long a stopping server waits for requests in flight before cancelling them."""
+
+
+class _Live:
+    """The streams being generated, so a stopping server can cancel them all, and the flag
+    that tells requests still waiting for the model to give up."""
+
+    def __init__(self) -> None:
+        self.closing = threading.Event()
+        self.streams: set[ReplyStream] = set()
+
+    def stop(self) -> None:
+        self.closing.set()
+        for stream in list(self.streams):
+            stream.cancel()
 
 
 def create_app(
@@ -47,9 +72,28 @@ def create_app(
     api_key: str | None = None,
     allow_media_paths: bool = False,
     max_request_bytes: int = 20 * 2**20,
+    stall_seconds: float = STALL_SECONDS,
+    allow_origins: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
 ) -> FastAPI:
-    """The ASGI app serving `session` (run it with uvicorn, or see `serve`)."""
-    app = FastAPI(title="gemmaforge", docs_url=None, redoc_url=None, openapi_url=None)
+    """The ASGI app serving `session` (run it with uvicorn, or see `serve`).
+
+    Without an API key, only this machine's own clients are answered: a request from a web
+    page (an `Origin` header not in `allow_origins`) or for a foreign `Host` (DNS
+    rebinding: a page's domain pointed at 127.0.0.1) is refused with 403, so no web page the
+    user visits can drive the server."""
+    live = _Live()
+    hosts = {"localhost", "127.0.0.1", "::1", "[::1]", host.lower()}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        live.stop()
+
+    app = FastAPI(
+        title="gemmaforge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
+    app.state.live = live
     created = int(time.time())
     stops = stop_token_ids(session.loaded.tokenizer, session.loaded.family)
 
@@ -61,6 +105,9 @@ def create_app(
             raise ApiError(
                 401, "missing or wrong API key (Authorization: Bearer KEY)", "invalid_api_key"
             )
+
+    if api_key is None:
+        app.add_middleware(_SameMachineOnly, hosts=hosts, origins=set(allow_origins))
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
@@ -78,8 +125,13 @@ def create_app(
     def card(name: str) -> dict:
         return {"id": name, "object": "model", "created": created, "owned_by": "gemmaforge"}
 
+    # async: answered on the event loop even when every worker thread waits for the model.
     @app.get("/health")
-    def health() -> dict:
+    async def health():
+        stalled = session.stalled_for()
+        if stalled > stall_seconds:
+            detail = f"the model has been held {stalled:.0f} s without a new token"
+            return JSONResponse({"status": "wedged", "detail": detail}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/v1/models", dependencies=[Depends(authorize)])
@@ -98,19 +150,98 @@ def create_app(
         _check_model(session, chat.model)
         # Decoding and encoding media is real work: off the event loop, like generation.
         prompt = await run_in_threadpool(_prompt, session, chat, allow_media_paths)
-        completion = _Completion(session, chat, prompt, stops)
+        completion = _Completion(session, chat, prompt, stops, live)
         if chat.stream:
             return _EventStream(completion.events())
-        return JSONResponse(await run_in_threadpool(completion.whole))
+        return JSONResponse(await _unless_disconnected(request, completion))
 
     return app
 
 
-def serve(session: Session, host: str, port: int, **options) -> None:
-    """Serve `session` on host:port until interrupted (options: see `create_app`)."""
+def serve(
+    session: Session,
+    host: str,
+    port: int,
+    shutdown_seconds: float = SHUTDOWN_SECONDS,
+    **options,
+) -> None:
+    """Serve `session` on host:port until interrupted or SIGTERM (options: see `create_app`).
+
+    On the signal, requests in flight get `shutdown_seconds` to finish; then they are
+    cancelled, and any still waiting for the model give up, so the process ends."""
     import uvicorn
 
-    uvicorn.run(create_app(session, **options), host=host, port=port, log_level="info")
+    app = create_app(session, host=host, **options)
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="info",
+            timeout_graceful_shutdown=max(1, round(shutdown_seconds)),
+        )
+    finally:
+        app.state.live.stop()
+
+
+class _SameMachineOnly:
+    """ASGI middleware (plain, so request disconnects still reach the endpoints): refuse
+    cross-origin requests and requests for a foreign Host with 403."""
+
+    def __init__(self, app, hosts: set[str], origins: set[str]):
+        self.app, self.hosts, self.origins = app, hosts, origins
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            origin = headers.get("origin")
+            error = None
+            if origin is not None and origin not in self.origins:
+                error = ApiError(
+                    403,
+                    "cross-origin requests are refused: start the server with --allow-origin "
+                    "ORIGIN (or --api-key)",
+                    "origin_not_allowed",
+                )
+            elif _host_name(headers.get("host", "")) not in self.hosts:
+                error = ApiError(
+                    403,
+                    "this server answers requests for its own address only (Host header); "
+                    "use --api-key to serve other names",
+                    "host_not_allowed",
+                )
+            if error is not None:
+                await JSONResponse(error.body(), status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without its port ("[::1]:8000" -> "[::1]")."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header.partition("]")[0] + "]"
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+async def _unless_disconnected(request: Request, completion: _Completion) -> dict:
+    """The whole reply, generation cancelled as soon as the client goes away (else the next
+    request would wait for a reply nobody reads)."""
+    result: dict = {}
+
+    async def generate() -> None:
+        result["reply"] = await run_in_threadpool(completion.whole)
+        group.cancel_scope.cancel()
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await anyio.sleep(DISCONNECT_POLL_SECONDS)
+        completion.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(generate)
+        group.start_soon(watch)
+    return result["reply"]
 
 
 def _check_model(session: Session, name: str) -> None:
@@ -125,12 +256,15 @@ def _check_model(session: Session, name: str) -> None:
 
 def _prompt(session: Session, chat: ChatRequest, allow_media_paths: bool) -> Prompt:
     """The request's prompt, or an ApiError if it cannot be built or does not fit."""
+    _check_text_size(session, chat)
     try:
         # The prompt holds the media features once built, so the request's files can go.
         with tempfile.TemporaryDirectory(prefix="gemmaforge-media-") as media_dir:
             prompt = session.prompt(to_messages(chat, allow_media_paths, Path(media_dir)))
     except UserError as err:
-        raise ApiError(400, "; ".join(err.problems), param="messages") from None
+        # The request's media sit in a temp folder of the server: name the part, not the path.
+        message = "; ".join(err.problems).replace(media_dir + "/", "")
+        raise ApiError(400, message, param="messages") from None
     limit = session.context_length
     wanted = len(prompt.ids) + _max_tokens(chat)
     if limit is not None and wanted > limit:
@@ -142,6 +276,31 @@ def _prompt(session: Session, chat: ChatRequest, allow_media_paths: bool) -> Pro
             "messages",
         )
     return prompt
+
+
+def _check_text_size(session: Session, chat: ChatRequest) -> None:
+    """Refuse text that cannot fit before tokenizing it: tokenizing megabytes takes a worker
+    for tens of seconds and GBs, only to find it is too long."""
+    from gemmaforge import limits
+
+    limit = session.context_length
+    if limit is None:
+        return
+    chars = 0
+    for message in chat.messages:
+        if isinstance(message.content, str):
+            chars += len(message.content)
+        elif message.content is not None:
+            chars += sum(len(part.text or "") for part in message.content)
+    most = limit * limits.current().max_chars_per_token
+    if chars > most:
+        raise ApiError(
+            400,
+            f"the messages hold {chars:,} characters, more than can fit in the model's context "
+            f"of {limit} tokens: shorten the messages",
+            "context_length_exceeded",
+            "messages",
+        )
 
 
 def _max_tokens(chat: ChatRequest) -> int:
@@ -186,8 +345,13 @@ class _EventStream(StreamingResponse):
 class _Completion:
     """One chat completion: generated whole or as a stream of chunks."""
 
-    def __init__(self, session: Session, chat: ChatRequest, prompt: Prompt, stops: list[int]):
+    def __init__(
+        self, session: Session, chat: ChatRequest, prompt: Prompt, stops: list[int], live: _Live
+    ):
         self.session, self.chat, self.prompt, self.stops = session, chat, prompt, stops
+        self.live = live
+        self.stream: ReplyStream | None = None
+        self.cancelled = False
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         temperature = DEFAULT_TEMPERATURE if chat.temperature is None else chat.temperature
@@ -199,15 +363,45 @@ class _Completion:
             seed=chat.seed,
         )
 
-    def _stream(self, model) -> ReplyStream:
+    @contextmanager
+    def _generating(self) -> Iterator[ReplyStream]:
+        """The reply stream, with the model held; a 503 if the server stops meanwhile."""
         tokenizer, prompt = self.session.loaded.tokenizer, self.prompt
-        return ReplyStream(model, tokenizer, prompt.ids, self.stops, self.sampling, prompt.inputs)
+        try:
+            with self.session.use(self.chat.model, give_up=self.live.closing) as model:
+                stream = ReplyStream(
+                    model,
+                    tokenizer,
+                    prompt.ids,
+                    self.stops,
+                    self.sampling,
+                    prompt.inputs,
+                    progress=self.session.progress,
+                )
+                self.live.streams.add(stream)
+                self.stream = stream
+                if self.cancelled:  # the client left while the request waited for the model
+                    stream.cancel()
+                try:
+                    with stream:
+                        yield stream
+                finally:
+                    self.live.streams.discard(stream)
+        except Abandoned:
+            raise ApiError(503, "the server is shutting down", kind="server_error") from None
+
+    def cancel(self) -> None:
+        """Stop generating (the client left); the reply ends where it is."""
+        self.cancelled = True
+        for stream in list(self.live.streams):
+            if stream is self.stream:
+                stream.cancel()
 
     def _head(self, kind: str) -> dict:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.chat.model}
 
     def whole(self) -> dict:
-        with self.session.use(self.chat.model) as model, self._stream(model) as stream:
+        with self._generating() as stream:
             for _ in stream:
                 pass
         reply = stream.reply
@@ -223,15 +417,18 @@ class _Completion:
         """Server-sent events, produced in a worker thread (Starlette runs sync iterators in
         its thread pool); the model is held until the last one, or until `close()`."""
         yield self._chunk({"role": "assistant", "content": ""}, None)
-        with self.session.use(self.chat.model) as model, self._stream(model) as stream:
-            try:
+        try:
+            with self._generating() as stream:
                 for delta in stream:
                     yield self._chunk({"content": delta}, None)
-            except Exception as err:
-                # The status line is already sent: the error can only travel in the stream.
-                message = f"generation failed: {type(err).__name__}: {err}"
-                yield _event(ApiError(500, message, kind="server_error").body())
-                return
+        except ApiError as err:
+            yield _event(err.body())
+            return
+        except Exception as err:
+            # The status line is already sent: the error can only travel in the stream.
+            message = f"generation failed: {type(err).__name__}: {err}"
+            yield _event(ApiError(500, message, kind="server_error").body())
+            return
         yield self._chunk({}, stream.reply.finish_reason)
         if self.chat.stream_options and self.chat.stream_options.include_usage:
             yield _event(

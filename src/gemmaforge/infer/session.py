@@ -8,7 +8,9 @@ as one with none and holds only those that were asked for. The base model answer
 `disable_adapter()`, so it is never loaded twice.
 
 `use()` holds a lock for as long as its caller generates: the active adapter is state of the
-shared model, so requests must not interleave.
+shared model, so requests must not interleave. The session notes when the lock was taken and
+when the holder last made progress (`progress()`, a token), so a server can tell a wedged
+generator (`stalled_for`) from a busy one, and a waiter can give up when the server stops.
 
 Images and audio go through training's own path: `render_prompt_example` splices each part's
 soft tokens into the prompt (with the model's processor, via `MediaEncoder`), and training's
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +37,12 @@ from gemmaforge.runs import Run, RunFolder, check_base, open_run
 ADAPTER_CONFIG = "adapter_config.json"
 TOWERS = {"image": "vision", "audio": "audio"}
 """The encoder each media kind needs."""
+WAIT_POLL_SECONDS = 0.25
+"""How often a request waiting for the model checks whether it should give up."""
+
+
+class Abandoned(RuntimeError):
+    """Raised to a request still waiting for the model when its server stops."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,8 @@ class Session:
         self.media = media_encoder(loaded, data or DataConfig())
         self._lock = threading.Lock()
         self._active: set[str] = set()
+        self._held_since: float | None = None
+        self._progress_at = 0.0
 
     @property
     def names(self) -> list[str]:
@@ -154,13 +165,29 @@ class Session:
 
         return getattr(text_config(self.model.config), "max_position_embeddings", None)
 
+    def progress(self) -> None:
+        """The holder of the model made progress (a new token)."""
+        self._progress_at = time.monotonic()
+
+    def stalled_for(self) -> float:
+        """Seconds the model has been held with no progress (0 while it is free)."""
+        held = self._held_since
+        if held is None:
+            return 0.0
+        return time.monotonic() - max(held, self._progress_at)
+
     @contextmanager
-    def use(self, name: str) -> Iterator[Any]:
+    def use(self, name: str, give_up: threading.Event | None = None) -> Iterator[Any]:
         """The model with adapter `name` active (the base model for `base_name`), held
-        exclusively until the block ends."""
+        exclusively until the block ends. While waiting for it, `give_up` being set raises
+        `Abandoned` (a server that stops must not wait for a wedged holder)."""
         if name not in self.names:
             raise KeyError(name)
-        with self._lock:
+        while not self._lock.acquire(timeout=WAIT_POLL_SECONDS):
+            if give_up is not None and give_up.is_set():
+                raise Abandoned("the server is shutting down")
+        self._held_since = time.monotonic()
+        try:
             if name == self.base_name:
                 if self._active:
                     with self.model.disable_adapter():
@@ -170,6 +197,9 @@ class Session:
                 return
             self._activate(name)
             yield self.model
+        finally:
+            self._held_since = None
+            self._lock.release()
 
     def _activate(self, name: str) -> None:
         from peft import PeftModel

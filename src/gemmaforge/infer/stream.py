@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 _END = object()
 """Queue marker: the worker finished."""
+POLL_SECONDS = 0.25
+"""How often a reader waiting for a token checks whether its stream was abandoned."""
+ABANDON_JOIN_SECONDS = 10.0
+"""How long an abandoned stream waits for its worker to stop before letting go of it."""
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+"""The seeds torch takes (int64); anything else is refused where it is read."""
 
 
 @dataclass(frozen=True)
@@ -87,14 +93,18 @@ class ReplyStream:
         stop_ids: Sequence[int],
         sampling: Sampling,
         inputs: dict[str, Any] | None = None,
+        progress: Callable[[], None] | None = None,
     ):
         self.model, self.tokenizer = model, tokenizer
+        self.progress = progress
+        """Called for each new token (a watchdog's heartbeat)."""
         self.prompt_ids, self.stop_ids = list(prompt_ids), list(stop_ids)
         self.sampling = sampling
         self.inputs = inputs or {}
         self.reply = Reply(prompt_tokens=len(self.prompt_ids))
         self._tokens: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
+        self._abandoned = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> ReplyStream:
@@ -107,7 +117,22 @@ class ReplyStream:
         self._cancel.set()
         # A stream abandoned by its reader may be garbage-collected on the worker itself.
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+            # Normally the worker stops at its next token; an abandoned stream (the server
+            # shutting down) does not wait for ever on a worker that no longer answers.
+            self._thread.join(ABANDON_JOIN_SECONDS if self._abandoned.is_set() else None)
+
+    def cancel(self) -> None:
+        """Stop from another thread: the worker at its next token, the reader at once."""
+        self._abandoned.set()
+        self._cancel.set()
+
+    def _next_token(self) -> Any:
+        while True:
+            try:
+                return self._tokens.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if self._abandoned.is_set():
+                    return _END
 
     def __iter__(self) -> Iterator[str]:
         self._thread = threading.Thread(target=self._work, daemon=True)
@@ -115,9 +140,11 @@ class ReplyStream:
         ids: list[int] = []
         sent = 0
         stop_strings = [s for s in self.sampling.stop if s]
-        while (token := self._tokens.get()) is not _END:
+        while (token := self._next_token()) is not _END:
             if isinstance(token, BaseException):
                 raise token
+            if self.progress is not None:
+                self.progress()
             self.reply.completion_tokens += 1
             if token in self.stop_ids:
                 self.reply.finish_reason = "stop"
@@ -136,7 +163,7 @@ class ReplyStream:
                 yield text[sent:ready]
                 sent = ready
         else:
-            self.reply.finish_reason = "length"
+            self.reply.finish_reason = None if self._abandoned.is_set() else "length"
             text = self.tokenizer.decode(ids, skip_special_tokens=True) if ids else ""
         self.close()
         if len(text) > sent:
@@ -144,6 +171,16 @@ class ReplyStream:
         self.reply.text = text
 
     def _work(self) -> None:
+        # Whatever fails, wherever (a bad seed, a device error), the reader hears of it and
+        # is told the worker ended: a reader left waiting would hold the model for good.
+        try:
+            self._generate()
+        except BaseException as err:  # handed to the reading thread, which re-raises it
+            self._tokens.put(err)
+        finally:
+            self._tokens.put(_END)
+
+    def _generate(self) -> None:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -166,22 +203,18 @@ class ReplyStream:
             options["top_k"] = 0
         else:
             options = {"do_sample": False}
-        try:
-            with torch.inference_mode():
-                self.model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    max_new_tokens=s.max_new_tokens,
-                    eos_token_id=self.stop_ids,
-                    pad_token_id=self.stop_ids[0],
-                    streamer=_QueueStreamer(self._tokens),
-                    stopping_criteria=StoppingCriteriaList([Cancelled()]),
-                    **self.inputs,
-                    **options,
-                )
-        except BaseException as err:  # handed to the reading thread, which re-raises it
-            self._tokens.put(err)
-            self._tokens.put(_END)
+        with torch.inference_mode():
+            self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=s.max_new_tokens,
+                eos_token_id=self.stop_ids,
+                pad_token_id=self.stop_ids[0],
+                streamer=_QueueStreamer(self._tokens),
+                stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                **self.inputs,
+                **options,
+            )
 
 
 def _first_stop(text: str, stops: list[str], sent: int) -> int | None:

@@ -3,12 +3,19 @@
 Offline by default: a hub id is only fetched with `allow_download`. The dtype policy is bf16
 where the device computes it natively, else fp32 — never fp16 (it overflows in Gemma 3n's conv
 weights and gives NaN in Gemma 3/4 attention).
+
+A model folder never runs code: its family is read from config.json's `model_type` as plain
+JSON before transformers sees the folder (a folder with `auto_map` and an unknown type would
+otherwise make transformers offer to run the folder's Python), and every transformers call
+passes `trust_remote_code=False`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from gemmaforge.config import ModelConfig
@@ -202,7 +209,9 @@ def _gguf_tokenizer(path: Path) -> LoadedTokenizer:
 
     where = str(path)
     try:
-        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        config = AutoConfig.from_pretrained(
+            str(path.parent), gguf_file=path.name, trust_remote_code=False
+        )
     except (ValueError, KeyError, OSError) as err:
         raise UserError(
             problem(
@@ -210,7 +219,9 @@ def _gguf_tokenizer(path: Path) -> LoadedTokenizer:
             )
         ) from err
     family = family_of(config, where)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(path.parent), gguf_file=path.name, trust_remote_code=False
+    )
     return LoadedTokenizer(tokenizer=tokenizer, processor=None, family=family, source=where)
 
 
@@ -225,6 +236,7 @@ def _load_gguf(path: Path, dtype) -> dict:
         gguf_file=path.name,
         dtype=dtype,
         quantization_config=GgufConfig(gguf_file=path.name, dequantize=True),
+        trust_remote_code=False,
     )
     _drop_quantization_marker(model)
     return {
@@ -253,7 +265,7 @@ def _load_folder(
     parts = _folder_tokenizer(source, revision, local_only=local_only, where=where)
     # A processor is loaded exactly for the multimodal checkpoints.
     auto = AutoModelForImageTextToText if parts.processor else AutoModelForCausalLM
-    kwargs = {"revision": revision, "local_files_only": local_only}
+    kwargs = {"revision": revision, "local_files_only": local_only, "trust_remote_code": False}
     model = auto.from_pretrained(source, dtype=dtype, **kwargs, **(quantize or {}))
     return {
         "model": model,
@@ -269,8 +281,10 @@ def _folder_tokenizer(
     """The tokenizer of a folder or hub id, and its processor if the checkpoint is multimodal."""
     from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
+    check_family_first(source, revision, local_only=local_only, where=where)
+    kwargs = {"revision": revision, "local_files_only": local_only, "trust_remote_code": False}
     try:
-        config = AutoConfig.from_pretrained(source, revision=revision, local_files_only=local_only)
+        config = AutoConfig.from_pretrained(source, **kwargs)
     except (OSError, ValueError, KeyError) as err:
         raise UserError(
             problem(
@@ -280,11 +294,49 @@ def _folder_tokenizer(
             )
         ) from err
     family = family_of(config, where)
-    kwargs = {"revision": revision, "local_files_only": local_only}
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     multimodal = family.is_multimodal(config)
     processor = AutoProcessor.from_pretrained(source, **kwargs) if multimodal else None
     return LoadedTokenizer(tokenizer=tokenizer, processor=processor, family=family, source=where)
+
+
+def check_family_first(
+    source: str, revision: str | None = None, *, local_only: bool = True, where: str | None = None
+) -> Family:
+    """The family named by `source`'s config.json, read as plain JSON before any transformers
+    call that could import the folder's code; a UserError for a type that is not a Gemma."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        config_file = folder / "config.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            config_file = Path(
+                hf_hub_download(
+                    source, "config.json", revision=revision, local_files_only=local_only
+                )
+            )
+        except Exception as err:  # any failure is "cannot read its config"
+            raise UserError(
+                problem(
+                    where or source,
+                    f"its config.json cannot be fetched ({type(err).__name__})",
+                    "check the model id, revision and model.allow_download",
+                )
+            ) from None
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(
+            problem(
+                where or source,
+                f"has no readable config.json ({err})",
+                "pass a folder with config.json and weights",
+            )
+        ) from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    return family_of(SimpleNamespace(model_type=model_type), where or source)
 
 
 def _load_hub(cfg: ModelConfig, dtype, quantize=None) -> dict:

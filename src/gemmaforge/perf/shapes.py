@@ -66,9 +66,17 @@ def read_config(source: str):
     path = Path(source).expanduser()
     try:
         if path.is_file() and path.suffix == ".gguf":
-            return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+            return AutoConfig.from_pretrained(
+                str(path.parent), gguf_file=path.name, trust_remote_code=False
+            )
         if path.is_dir():
-            return AutoConfig.from_pretrained(str(path), local_files_only=True)
+            from gemmaforge.models.load import check_family_first
+
+            # Plain JSON first: a folder's own code must never be imported to read it.
+            check_family_first(str(path))
+            return AutoConfig.from_pretrained(
+                str(path), local_files_only=True, trust_remote_code=False
+            )
     except (OSError, ValueError, KeyError) as err:
         raise UserError(
             problem(source, f"cannot read the model config ({err})", "pass a Gemma folder or .gguf")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gemmaforge.files import sha256_file
-from gemmaforge.record.redact import redact
+from gemmaforge.redact import redact
 from gemmaforge.runs import RunFolder
 
 FORMAT = "gemmaforge-run-record/1"

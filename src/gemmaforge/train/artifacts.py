@@ -22,10 +22,16 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 def write_manifest(run_dir: Path) -> dict:
     """sha256 of every file in the run folder (relative paths), written to manifest.json."""
     folder = RunFolder(run_dir)
+    # Temp and half-deleted folders (`.tmp-*`, `*.old`) and their files are not the run's.
     files = sorted(
         p
         for p in run_dir.rglob("*")
-        if p.is_file() and p != folder.manifest and ".tmp" not in p.name
+        if p.is_file()
+        and p != folder.manifest
+        and not any(
+            part.startswith(".tmp") or part.endswith(".old") or ".tmp" in part
+            for part in p.relative_to(run_dir).parts
+        )
     )
     manifest = {
         "files": {str(p.relative_to(run_dir)): sha256_file(p) for p in files},

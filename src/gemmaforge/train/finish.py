@@ -39,6 +39,12 @@ def finish(run: Prepared, console: Any) -> TrainResult:
         result.main = False
         return result  # the main process writes the outputs
     report = run.report
+    counted = getattr(t.data.train, "rows_by_file", None)
+    if report.streaming and counted:
+        # A stream's rows are known once read: the counts of the furthest pass go in.
+        files = [replace(f, rows=counted.get(f.path, f.rows)) for f in report.files]
+        report = replace(report, files=files)
+        write_json_atomic(folder.data_report, asdict(report))
     if run.skips.total:
         console.print(run.skips.summary())
         # Streamed rows are only judged as they are read: the count is final now.

@@ -104,7 +104,7 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
 
         # Without its secrets (storage credentials, tokens): they come from the config or the
         # environment again when the run is resumed or evaluated.
-        write_text_atomic(folder.config, dump_config(Config.model_validate(_without_secrets(cfg))))
+        write_text_atomic(folder.config, dump_config(cfg))  # redacted (gemmaforge.redact)
         write_json_atomic(folder.data_report, asdict(report))
     return Prepared(cfg, loaded, training, report, skips, lora_report.summary())
 
@@ -169,42 +169,45 @@ def prepare_run_dir(cfg: Config, sources: DataSources) -> RunFolder:
         )
     if cfg.train.resume:
         if not list_checkpoints(folder.checkpoints):
+            started = folder.root.is_dir() and any(folder.root.iterdir())
             raise UserError(
                 problem(
                     str(folder.root),
-                    "has no checkpoint to resume from",
-                    "run without --resume to start a new run there",
+                    "has no complete checkpoint to resume from"
+                    + (" (the run stopped before its first one was written)" if started else ""),
+                    "start again with train.overwrite=true (without --resume)"
+                    if started
+                    else "run without --resume to start a new run there",
                 )
             )
         _check_same_run(folder, cfg)
         return folder
     if folder.root.exists() and any(folder.root.iterdir()):
         if not cfg.train.overwrite:
+            resumable = bool(list_checkpoints(folder.checkpoints))
             raise UserError(
                 problem(
                     str(folder.root),
-                    "already holds a run",
-                    "pass --resume to continue it, train.overwrite=true to replace it, "
-                    "or --output for a new folder",
+                    "already holds a run"
+                    + ("" if resumable else " with no complete checkpoint to resume from"),
+                    ("pass --resume to continue it, " if resumable else "")
+                    + "train.overwrite=true to start again, or --output for a new folder",
                 )
             )
         shutil.rmtree(folder.root)
-    folder.root.mkdir(parents=True, exist_ok=True)
+    folder.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     return folder
-
-
-def _without_secrets(cfg: Config) -> dict:
-    from gemmaforge.record.redact import redact
-
-    return redact(cfg.model_dump(), drop=True)
 
 
 def _check_same_run(folder: RunFolder, cfg: Config) -> None:
     """Resuming with other model/data/LoRA settings would silently train something else."""
     import yaml
 
+    from gemmaforge.config_load import dump_config
+
     saved = yaml.safe_load(folder.config.read_text(encoding="utf-8"))
-    now = _without_secrets(cfg)
+    # config.yaml is written redacted: compare like with like.
+    now = yaml.safe_load(dump_config(cfg))
     changed = [
         f"{section}.{key}"
         for section in RESUME_SECTIONS

@@ -19,11 +19,12 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
     """Train LoRA per `cfg`. Given `loaded`, its model is adapted in place (no second load)."""
     from rich.console import Console
 
+    from gemmaforge.redact import redacting
     from gemmaforge.train.finish import finish
     from gemmaforge.train.loop import run_loop
     from gemmaforge.train.prepare import prepare
 
-    console = console or Console(stderr=True)
+    console = redacting(console or Console(stderr=True))
     run = prepare(cfg, loaded, console)
     with progress_bar(console) as progress:
         run_loop(run.training, progress)

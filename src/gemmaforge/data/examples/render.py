@@ -79,16 +79,22 @@ class _Vocab:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def encode_typed(self, text: str, where: str | None) -> list[int]:
+        """`encode` for text a person or a data file wrote: refused if it holds special tokens."""
+        ids = self.encode(text)
+        check_typed_specials(ids, self.tokenizer, where)
+        return ids
+
     def header(self, role: str) -> list[int]:
         return [self.turn_start, *self.encode(f"{role}\n")]
 
     def content(self, content: Content, where: str | None, out: _Sequence) -> None:
         if isinstance(content, str):
-            out.add(self.encode(content))
+            out.add(self.encode_typed(content, where))
             return
         for part in content:
             if part["type"] == "text":
-                out.add(self.encode(part["text"]))
+                out.add(self.encode_typed(part["text"], where))
                 continue
             from gemmaforge.data.examples.multimodal import MediaRef
 
@@ -218,8 +224,37 @@ def render_text(
     if not text.strip():
         _raise(where, [problem(None, "the text is empty", "remove the row or add text")])
     vocab = _vocab(tokenizer, family)
-    body = [*vocab.encode(text), vocab.eos]
+    body = [*vocab.encode_typed(text, where), vocab.eos]
     return RenderedExample(input_ids=[vocab.bos, *body], labels=[IGNORE_INDEX, *body], where=where)
+
+
+_SPECIAL_IDS: dict[int, tuple[Any, dict[int, str]]] = {}
+
+
+def check_typed_specials(ids: list[int], tokenizer: Any, where: str | None) -> None:
+    """A UserError if text typed as text became special tokens (`<|image|>`, turn markers,
+    `<bos>`...): they would fake a turn or a media slot with no media behind it (a
+    token/feature mismatch). Shared by training, `data check` and serving, so all three
+    refuse the same text."""
+    cached = _SPECIAL_IDS.get(id(tokenizer))
+    if cached is None or cached[0] is not tokenizer:
+        special = {
+            i: token.content
+            for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items()
+            if getattr(token, "special", False)
+        }
+        special.update(zip(tokenizer.all_special_ids, tokenizer.all_special_tokens, strict=False))
+        cached = _SPECIAL_IDS[id(tokenizer)] = (tokenizer, special)
+    found = sorted({cached[1][i] for i in ids if i in cached[1]})
+    if found:
+        raise UserError(
+            problem(
+                where,
+                f"the text holds the special token(s) {', '.join(found)} typed as text; they "
+                "would be read as control tokens (a turn or media marker), not as text",
+                "remove them from the text; send images and audio as media parts",
+            )
+        )
 
 
 def check_turns(messages: list[dict], family: Family, for_prompt: bool) -> list[str]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gemmaforge import limits
 from gemmaforge.data.read.remote import is_url, open_remote, parent
 from gemmaforge.errors import UserError, problem
 
@@ -172,9 +173,11 @@ def _decode_lines(name: str, handle: BinaryIO, digest) -> Iterator[_Line]:
     multi-byte character. Undecodable lines are kept (with replacement characters) so the
     rest of the file is still checked.
     """
-    for number, raw in enumerate(handle, start=1):
-        if digest is not None:
-            digest.update(raw)
+    cap = limits.current().max_row_bytes
+    for number, raw in enumerate(_capped_lines(handle, cap, digest), start=1):
+        if raw is None:
+            yield _Line(number, "", _too_long(name, number, cap))
+            continue
         issue = None
         try:
             text = raw.decode("utf-8")
@@ -190,15 +193,40 @@ def _decode_lines(name: str, handle: BinaryIO, digest) -> Iterator[_Line]:
         yield _Line(number, text.removeprefix("\ufeff") if number == 1 else text, issue)
 
 
+def _capped_lines(handle: BinaryIO, cap: int, digest) -> Iterator[bytes | None]:
+    """The file's lines, each read with at most `cap` bytes held; None for a longer line,
+    whose rest is read through in chunks (hashed, not kept)."""
+    while raw := handle.readline(cap + 1):
+        if digest is not None:
+            digest.update(raw)
+        if len(raw) <= cap or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while (rest := handle.readline(2**20)) and not rest.endswith(b"\n"):
+            if digest is not None:
+                digest.update(rest)
+        if digest is not None and rest:
+            digest.update(rest)
+        yield None
+
+
+def _too_long(name: str, number: int, cap: int) -> str:
+    return problem(
+        f"{name}:{number}",
+        f"the row is longer than {cap:,} bytes (data.max_row_bytes)",
+        "shorten it (media belong in files the row points at), or raise data.max_row_bytes",
+    )
+
+
 def _parse_jsonl(name: str, lines: Iterator[_Line]) -> Iterator[Record | BadRow]:
     for line in lines:
         number, text = line.number, line.text
-        if not text.strip():
-            continue
-        where = f"{name}:{number}"
         if line.problem:
             yield BadRow(name, number, line.problem, text)
             continue
+        if not text.strip():
+            continue
+        where = f"{name}:{number}"
         try:
             row = json.loads(text)
         except json.JSONDecodeError as err:

@@ -145,6 +145,9 @@ def open_sources(cfg: DataConfig, *, need_train: bool = True) -> DataSources:
     "is it remote, does it exist, should it stream" has one answer. All problems are raised
     at once."""
     netguard.allow_data(cfg)
+    from gemmaforge import limits
+
+    limits.apply(cfg)
     problems: list[str] = []
     if need_train and not cfg.train:
         problems.append(problem("data.train", "no training data", "set data.train or pass --data"))
