@@ -30,3 +30,7 @@ app.add_typer(config_app, name="config")
 data_app = new_app(help=data.HELP)
 data_app.command("check")(data.check)
 app.add_typer(data_app, name="data")
+
+from gemmaforge.cli import dashboard  # noqa: E402
+
+app.command()(dashboard.dashboard)

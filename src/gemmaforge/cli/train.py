@@ -21,12 +21,23 @@ from gemmaforge.models.families import TINY_FAMILIES
 
 @with_config_flags
 def train(
-    config: ConfigArg = None, overrides: OverridesArg = None, *, flags: dict[str, object]
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
+    dashboard: Annotated[
+        bool, typer.Option(help="Serve the live dashboard of this run on 127.0.0.1 meanwhile.")
+    ] = False,
+    *,
+    flags: dict[str, object],
 ) -> None:
     """Fine-tune a Gemma model with LoRA on a local dataset."""
     cfg = resolve(config, overrides, flags)
     require(cfg, {"model": "a model folder, .gguf file or hub id", "data": "a JSONL or CSV file"})
     from gemmaforge.train.trainer import train as run_training
+
+    if dashboard:
+        from gemmaforge.dashboard.app import start
+
+        typer.echo(f"Dashboard: {start([Path(cfg.train.output_dir)]).url}", err=True)
 
     typer.echo(f"Run folder: {run_training(cfg).run_dir}")
 
