@@ -34,3 +34,7 @@ app.add_typer(data_app, name="data")
 from gemmaforge.cli import dashboard  # noqa: E402
 
 app.command()(dashboard.dashboard)
+
+from gemmaforge.cli import doctor  # noqa: E402
+
+app.command()(doctor.doctor)
