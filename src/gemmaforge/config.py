@@ -206,7 +206,7 @@ class TrainConfig(Section):
     """Longest sample reply in tokens (train.sample_every)."""
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
     """Experiment trackers that also receive the metrics, all local/offline: TensorBoard event
-    files in OUT/tensorboard, an MLflow file store in OUT/mlruns, W&B offline in OUT/wandb.
+    files in OUT/tensorboard, a local MLflow store in OUT/mlflow, W&B offline in OUT/wandb.
     Each needs its package (`pip install gemmaforge[trackers]`). Off by default."""
 
 

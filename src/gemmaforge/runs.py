@@ -68,6 +68,11 @@ class RunFolder:
         return self.root / "tensorboard"
 
     @property
+    def mlflow(self) -> Path:
+        """A local MLflow store, SQLite (train.report_to: mlflow)."""
+        return self.root / "mlflow"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

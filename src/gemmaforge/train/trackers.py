@@ -1,6 +1,7 @@
 """Experiment trackers (`train.report_to`), all off by default and all local: nothing leaves
-the machine. TensorBoard event files go to OUT/tensorboard, an MLflow file store to
-OUT/mlruns, W&B's offline files to OUT/wandb (`wandb sync` uploads them, if ever wanted).
+the machine. TensorBoard event files go to OUT/tensorboard, a local MLflow store (SQLite) to
+OUT/mlflow (`mlflow ui --backend-store-uri sqlite:///OUT/mlflow/mlflow.db`), W&B's offline
+files to OUT/wandb (`wandb sync` uploads them, if ever wanted).
 
 Each tracker gets the same numeric fields of every logged metrics record, keyed by name,
 at its step. Packages are optional (`pip install gemmaforge[trackers]`), imported only when
@@ -10,7 +11,6 @@ asked for; a missing one is a UserError naming the install command.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from gemmaforge.config import Config
@@ -60,10 +60,18 @@ class MLflow:
     def __init__(self, cfg: Config, folder: RunFolder):
         from mlflow import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=(folder.root / "mlruns").resolve().as_uri())
+        # A SQLite store in the run folder: MLflow 3 refuses its old ./mlruns file store unless
+        # MLFLOW_ALLOW_FILE_STORE is set, and SQLite is the local store it now recommends.
+        store = folder.mlflow.resolve()
+        store.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
         experiment = self.client.get_experiment_by_name("gemmaforge")
         experiment_id = (
-            experiment.experiment_id if experiment else self.client.create_experiment("gemmaforge")
+            experiment.experiment_id
+            if experiment
+            else self.client.create_experiment(
+                "gemmaforge", artifact_location=(store / "artifacts").as_uri()
+            )
         )
         run = self.client.create_run(experiment_id, run_name=folder.root.resolve().name)
         self.run_id = run.info.run_id
@@ -150,8 +158,3 @@ class Trackers:
     def close(self) -> None:
         for tracker in self.open_ones:
             tracker.close()
-
-
-def tracker_dirs(folder: Path) -> list[Path]:
-    """Where the trackers write inside a run folder."""
-    return [folder / "tensorboard", folder / "mlruns", folder / "wandb"]
