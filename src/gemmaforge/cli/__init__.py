@@ -38,3 +38,7 @@ app.command()(dashboard.dashboard)
 from gemmaforge.cli import doctor  # noqa: E402
 
 app.command()(doctor.doctor)
+
+from gemmaforge.cli import wizard  # noqa: E402
+
+app.command()(wizard.wizard)
