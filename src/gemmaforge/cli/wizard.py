@@ -167,7 +167,8 @@ def run_wizard(asker: Asker) -> None:
         default=False,
     ):
         raise UserError(problem(str(data), "data check found errors", "fix the rows listed above"))
-    longest = (report["tokens"].get("train") or {}).get("max") or 512
+    # The longest example, over every modality (text, image, audio, mixed), sets the default.
+    longest = max((d.get("max") or 0 for d in report["tokens"].values()), default=0) or 512
     seq_default = min(8192, max(256, 64 * math.ceil(longest / 64)))
 
     model = choose_model(asker, values, tower, report)
