@@ -139,7 +139,6 @@ def check_device() -> list[Check]:
     import torch
 
     from gemmaforge.models.load import bf16_supported, resolve_device
-    from gemmaforge.perf.measure import available_bytes
 
     device = resolve_device("auto")
     if device.type == "cuda":
@@ -167,7 +166,7 @@ def check_device() -> list[Check]:
             None if bf16 else "training runs in fp32: about twice the memory, slower",
         )
     )
-    free = available_bytes(device)
+    free = _available_bytes(device)
     status, fix = "ok", None
     if free < 2 * GIB:
         status, fix = (
@@ -180,6 +179,19 @@ def check_device() -> list[Check]:
         Check("memory", status, f"{free / GIB:.1f} GiB free of {total / GIB:.1f} GiB", fix)
     )
     return checks
+
+
+def _available_bytes(device) -> int:
+    """Memory free for training on `device`: perf/measure.py's rule, restated here because
+    perf/ builds on models/ and may not be imported from it."""
+    import psutil
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "mps":
+        return torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
+    return psutil.virtual_memory().available
 
 
 def _cpu_name() -> str | None:
