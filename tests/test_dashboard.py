@@ -190,3 +190,43 @@ def test_reading_tolerates_partial_files(tmp_path):
     assert runs[0].status == "training"
     assert runs[1].status == "starting"
     assert config_rows(runs) == (["train.lr"], [[0.01, 0.001]])
+
+
+def test_sample_media_and_data_check_are_served(tmp_path):
+    """A sample's local image is served by index (a path not named by the run is not), and
+    data_check.json's findings are listed; over a real server on 127.0.0.1."""
+    import urllib.error
+    import urllib.request
+
+    from PIL import Image
+
+    from gemmaforge.dashboard.app import start
+
+    run = tmp_path / "run"
+    run.mkdir()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "cat.png")
+    sample = {
+        "step": 5,
+        "where": "train.jsonl:1",
+        "prompt": "Describe this image.",
+        "reply": "A red square.",
+        "reference": "A red cat.",
+        "media": [{"kind": "image", "ref": str(tmp_path / "cat.png")}],
+    }
+    (run / "samples.jsonl").write_text(json.dumps(sample) + "\n")
+    finding = {"kind": "duplicate", "severity": "warning", "message": "train.jsonl:3: dup. Fix: x"}
+    check = {"errors": 0, "warnings": 1, "findings": [finding]}
+    (run / "data_check.json").write_text(json.dumps(check))
+    served = start([run], port=0)
+    try:
+        page = urllib.request.urlopen(served.url).read().decode()
+        assert '<img src="media/0"' in page
+        assert "A red square." in page and "A red cat." in page
+        assert "train.jsonl:3: dup. Fix: x" in page and "0 errors, 1 warnings" in page
+        image = urllib.request.urlopen(served.url + "media/0").read()
+        assert image == (tmp_path / "cat.png").read_bytes()
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(served.url + "media/1")
+        assert missing.value.code == 404
+    finally:
+        served.stop()
