@@ -8,6 +8,8 @@ line is skipped until it is complete).
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,23 +18,68 @@ from typing import Any
 from gemmaforge.dashboard.charts import PALETTE, Chart, Series, line_chart
 from gemmaforge.runs import RunFolder
 
+MAX_POINTS = 500
+"""Points drawn per curve at most (a chart is ~400 px wide); longer runs are thinned evenly."""
 ACTIVE_SECONDS = 120
 """A run without run.json whose metrics changed this recently is shown as training."""
 
 
+_tails: dict[Path, tuple[int, int, list[dict]]] = {}
+"""path -> (inode, bytes parsed, records): each refresh parses only what was appended."""
+_tails_lock = threading.Lock()
+
+
 def read_lines(path: Path) -> list[dict]:
-    """JSON lines of a file being appended to: missing file -> [], a torn last line skipped."""
+    """JSON lines of a file being appended to: missing file -> [], a torn last line left for
+    the next read. Only new bytes are parsed (a long run's metrics are not re-read every
+    second); a file that shrank or was replaced (a resume truncates it) is read afresh."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            inode = os.fstat(handle.fileno()).st_ino
+            with _tails_lock:
+                known_inode, offset, records = _tails.get(path, (inode, 0, []))
+            size = os.fstat(handle.fileno()).st_size
+            if known_inode != inode or size < offset:
+                offset, records = 0, []
+            handle.seek(offset)
+            chunk = handle.read()
     except FileNotFoundError:
         return []
-    out = []
-    for line in text.splitlines():
+    # Parse complete lines only; a torn last line is left for the next read.
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    records = list(records)
+    for line in complete.splitlines():
         try:
-            out.append(json.loads(line))
+            records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    return out
+    with _tails_lock:
+        _tails[path] = (inode, offset + len(complete), records)
+    return records
+
+
+_configs: dict[Path, tuple[tuple[int, int], dict]] = {}
+
+
+def read_config(path: Path) -> dict:
+    """config.yaml as a dict ({} if absent or unreadable), parsed again only when it changes
+    (YAML parsing is the costliest part of a refresh otherwise)."""
+    import yaml
+
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    key = (stat.st_mtime_ns, stat.st_size)
+    cached = _configs.get(path)
+    if cached and cached[0] == key:
+        return cached[1]
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    _configs[path] = (key, config)
+    return config
 
 
 def read_json(path: Path) -> Any:
@@ -70,13 +117,8 @@ class RunView:
 
     @classmethod
     def read(cls, name: str, root: Path, color: str) -> RunView:
-        import yaml
-
         folder = RunFolder(root)
-        try:
-            config = yaml.safe_load(folder.config.read_text(encoding="utf-8")) or {}
-        except (FileNotFoundError, yaml.YAMLError):
-            config = {}
+        config = read_config(folder.config)
         try:
             updated = folder.metrics.stat().st_mtime
         except FileNotFoundError:
@@ -121,8 +163,10 @@ class RunView:
 
     @property
     def last_eval(self) -> float | None:
-        losses = [r["eval_loss"] for r in self.metrics if r.get("eval_loss") is not None]
-        return losses[-1] if losses else None
+        return next(
+            (r["eval_loss"] for r in reversed(self.metrics) if r.get("eval_loss") is not None),
+            None,
+        )
 
     @property
     def latest_samples(self) -> list[dict]:
@@ -132,9 +176,15 @@ class RunView:
         return [s for s in self.samples if s["step"] == step]
 
     def series(self, key: str, label: str | None = None, dashed: bool = False) -> Series:
+        # Evaluations are few and all kept; other curves are drawn from an even thinning of
+        # the records, so a render costs the same at step 100 and at step 100,000.
+        records = self.metrics
+        if key != "eval_loss" and len(records) > MAX_POINTS:
+            stride = len(records) / MAX_POINTS
+            records = [records[int(i * stride)] for i in range(MAX_POINTS - 1)] + [records[-1]]
         points = [
             (float(r["step"]), float(r[key]))
-            for r in self.metrics
+            for r in records
             if isinstance(r.get(key), int | float) and not isinstance(r.get(key), bool)
         ]
         return Series(label or self.name, points, self.color, dashed)
