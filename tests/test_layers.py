@@ -17,10 +17,13 @@ SRC = Path(gemmaforge.__file__).parent
 # (module prefix, layer): the longest matching prefix wins. Higher layers may import lower
 # ones and their own layer's modules, never higher ones.
 LAYERS = [
-    ("", 0),  # ground: config, config_load, errors, files, runs, signing
-    ("hub.gate", 0),
-    ("hub.bases", 0),
+    ("", 0),  # ground: config, config_load, errors, files, runs, signing, netguard
     ("models", 1),
+    # The hub's checks, shared by its server and client, read model structure (tower names,
+    # weight files), so they sit beside models/.
+    ("hub.gate", 1),
+    ("hub.header", 1),
+    ("hub.bases", 1),
     ("perf", 1),
     ("data.read", 2),
     ("data.examples", 3),

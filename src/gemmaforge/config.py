@@ -125,6 +125,13 @@ class DataConfig(Section):
     retries: int = Field(5, ge=0)
     """Retries of a remote read that fails transiently (connection errors, timeouts, HTTP 429 /
     5xx, S3 SlowDown), with exponential backoff from 0.5 s."""
+    allow_hosts: list[str] = []
+    """Extra hosts (`host` or `host:port`) remote media URLs inside rows may be read from; the
+    network guard refuses any host no setting names (docs/privacy.md)."""
+    redact_pii: bool = False
+    """Replace e-mail addresses, phone, card, IBAN and ID numbers and IP addresses in training
+    text with typed placeholders (<EMAIL>, <PHONE>, ...) before tokenizing: a heuristic, see
+    docs/privacy.md for its measured precision and recall."""
 
 
 class LoraConfig(Section):

@@ -30,9 +30,7 @@ from gemmaforge.infer.generate import generate
 from gemmaforge.models.load import LoadedModel
 
 # 800 examples seen, one pass over the training file. The loss is near 0.001 by step 30, so the
-# rest is margin for other hardware and numerics. On two CPU cores a step (8 rows of ~60
-# tokens) takes ~1.6 s when the cores are free and ~3.4 s when shared: the whole quickstart
-# runs in 4 to 7 minutes, a minute of it loading the model.
+# rest is margin for other hardware and numerics (timings on two CPU cores: README).
 STEPS = 100
 BATCH_SIZE = 8
 LR = 1e-3

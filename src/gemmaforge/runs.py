@@ -87,6 +87,12 @@ class RunFolder:
         return self.root / "run.json"
 
     @property
+    def record_file(self) -> Path:
+        """The complete run record (record/ package): data, base, config, versions, outputs'
+        hashes, the network guard's log."""
+        return self.root / "record.json"
+
+    @property
     def manifest(self) -> Path:
         """sha256 of every other file."""
         return self.root / "manifest.json"

@@ -136,4 +136,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from gemmaforge import netguard
+
+    # The parent verb's guard rules come through the environment: the worker is guarded too.
+    netguard.install_inherited()
     main(sys.argv[1:])

@@ -7,7 +7,7 @@ verbs only, so `--help` answers at once.
 
 from __future__ import annotations
 
-from gemmaforge.cli import data, export, perf, train, use
+from gemmaforge.cli import data, export, hub, launch, perf, record, train, use
 from gemmaforge.cli.common import new_app
 
 app = new_app(help="Private, on-device LoRA fine-tuning of Gemma 4, Gemma 3n and Gemma 3.")
@@ -30,6 +30,11 @@ app.add_typer(config_app, name="config")
 data_app = new_app(help=data.HELP)
 data_app.command("check")(data.check)
 app.add_typer(data_app, name="data")
+app.command()(launch.launch)
+app.command()(record.verify)
+app.command()(record.sign)
+app.command("record")(record.record)
+app.add_typer(hub.app, name="hub")
 
 from gemmaforge.cli import dashboard  # noqa: E402
 

@@ -7,6 +7,7 @@ so `gemmaforge --help` and every `VERB --help` answer instantly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from gemmaforge import netguard
 from gemmaforge.config import Config
 from gemmaforge.config_load import config_fields, field_help, load_config
 from gemmaforge.errors import UserError, problem
@@ -55,6 +57,10 @@ def _value_type(key: str) -> type:
     return next(t for t in get_args(annotation) or (annotation,) if t is not type(None))
 
 
+UNGUARDED_MODULES = ("gemmaforge.cli.hub",)
+"""Verb modules run without the network guard: the hub's verbs talk to a hub by design."""
+
+
 def _guarded(verb: Callable[..., Any]) -> Callable[..., Any]:
     """Run a verb so that user errors and Ctrl-C end it cleanly instead of with a traceback."""
 
@@ -63,7 +69,20 @@ def _guarded(verb: Callable[..., Any]) -> Callable[..., Any]:
         # Built per call: stderr may have been redirected since import (tests, pipes).
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         try:
-            return verb(*args, **kwargs)
+            # Every verb but the hub's (networked by nature) runs with egress refused except
+            # to hosts its settings name (netguard.py).
+            unguarded = verb.__module__.startswith(UNGUARDED_MODULES)
+            with contextlib.nullcontext() if unguarded else netguard.guard():
+                try:
+                    return verb(*args, **kwargs)
+                except (UserError, KeyboardInterrupt, typer.Exit):
+                    raise
+                except Exception as exc:
+                    # A library that wrapped the refusal in its own error: say what happened.
+                    refused = netguard.refusals()
+                    if not refused:
+                        raise
+                    raise netguard.NetworkRefused(refused[0]["host"], refused[0]["port"]) from exc
         except UserError as exc:
             for line in exc.problems:
                 err.print(f"error: {line}", style="red", markup=False)

@@ -53,6 +53,15 @@ def check(
     show: Annotated[
         int, typer.Option(min=0, help="Findings listed per kind in the report (--json: all).")
     ] = 10,
+    pii: Annotated[
+        bool,
+        typer.Option(
+            "--pii",
+            help="Also look for personal data (e-mail, phone, card, IBAN, national ids, IPs): "
+            "counts per file and column with masked file:row examples. A heuristic "
+            "(docs/privacy.md); with --strict, findings make the exit code 1.",
+        ),
+    ] = False,
 ) -> None:
     """Find what is wrong with a dataset (file:row and the fix) before training on it.
 
@@ -78,8 +87,17 @@ def check(
         report = check_dataset(
             cfg, tok, default, lambda rows: spinner.update(f"checked {rows} rows")
         )
+    personal = None
+    if pii:
+        from gemmaforge.data.check.pii import scan_pii
+
+        personal = scan_pii(cfg)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        out = report.to_dict() | ({"pii": personal.to_dict()} if personal else {})
+        typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
     else:
         print_report(report, Console(highlight=False), show)
-    raise typer.Exit(report.exit_code(strict))
+        for line in personal.lines() if personal else []:
+            typer.echo(line)
+    code = report.exit_code(strict)
+    raise typer.Exit(1 if strict and personal and personal.total else code)

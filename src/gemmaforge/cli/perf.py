@@ -20,19 +20,25 @@ GiB = 2**30
 
 @with_config_flags
 def plan(
-    config: ConfigArg = None, overrides: OverridesArg = None, *, flags: dict[str, object]
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
+    nproc: Annotated[
+        int, typer.Option(min=1, help="Processes training it together (gemmaforge launch).")
+    ] = 1,
+    *,
+    flags: dict[str, object],
 ) -> None:
     """Predict a training config's peak memory and step time here, and what would fit if it
     does not (docs/performance.md). Exit 1 when it does not fit."""
-    print_plan(resolve(config, overrides, flags))
+    print_plan(resolve(config, overrides, flags), nproc)
 
 
-def print_plan(cfg) -> None:
+def print_plan(cfg, processes: int = 1) -> None:
     """Print the prediction for `cfg` (a Config); exit 1 when it does not fit."""
     from gemmaforge.data.examples.dataset import media_per_row
     from gemmaforge.perf.plan import make_plan
 
-    result = make_plan(cfg, media_per_row(cfg.data) if cfg.data.train else None)
+    result = make_plan(cfg, media_per_row(cfg.data) if cfg.data.train else None, processes)
     out = Console(highlight=False)
     shape, p = result.shape, result.prediction
     out.print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -23,10 +24,18 @@ from gemmaforge.models.families import TINY_FAMILIES
 def train(
     config: ConfigArg = None,
     overrides: OverridesArg = None,
+    *,
+    offline_proof: Annotated[
+        bool,
+        typer.Option(
+            "--offline-proof",
+            help="At the end, print every host the run contacted or was refused (none, for "
+            "local data and model); the run record (record.json) holds the same log.",
+        ),
+    ] = False,
     dashboard: Annotated[
         bool, typer.Option(help="Serve the live dashboard of this run on 127.0.0.1 meanwhile.")
     ] = False,
-    *,
     flags: dict[str, object],
 ) -> None:
     """Fine-tune a Gemma model with LoRA on a local dataset."""
@@ -34,12 +43,23 @@ def train(
     require(cfg, {"model": "a model folder, .gguf file or hub id", "data": "a JSONL or CSV file"})
     from gemmaforge.train.trainer import train as run_training
 
-    if dashboard:
+    # Under `gemmaforge launch` only the main process (RANK 0) serves the page.
+    if dashboard and os.environ.get("RANK", "0") == "0":
         from gemmaforge.dashboard.app import start
 
         typer.echo(f"Dashboard: {start([Path(cfg.train.output_dir)]).url}", err=True)
 
-    typer.echo(f"Run folder: {run_training(cfg).run_dir}")
+    result = run_training(cfg)
+    if result.main:
+        typer.echo(f"Run folder: {result.run_dir}")
+    if result.main and offline_proof:
+        from gemmaforge import netguard
+
+        guard = netguard.active()
+        if guard is None:
+            typer.echo(f"network: the guard is off ({netguard.ENV_SWITCH}=off): nothing to prove")
+        for line in netguard.summary(guard.entries()) if guard else []:
+            typer.echo(line)
 
 
 @with_config_flags

@@ -38,7 +38,8 @@ ModelOpt = Annotated[
 AdapterOpt = Annotated[
     str | None,
     typer.Option(
-        help="A run folder (implies its base model) or a PEFT adapter folder.", show_default=False
+        help="A run folder (implies its base model), a PEFT adapter folder, or hub://NS/NAME@V.",
+        show_default=False,
     ),
 ]
 SystemOpt = Annotated[str | None, typer.Option(help="System prompt.", show_default=False)]
@@ -155,7 +156,8 @@ def serve(
     adapter: Annotated[
         list[str] | None,
         typer.Option(
-            help="NAME=PATH: serve a run or adapter folder as model NAME (repeatable).",
+            help="NAME=PATH: serve a run or adapter folder (or hub://NS/NAME@V) as model NAME "
+            "(repeatable).",
             show_default=False,
         ),
     ] = None,

@@ -55,7 +55,13 @@ class AdapterSource:
 
 
 def find_adapter(path: str | Path, name: str = "adapter") -> AdapterSource:
-    """The adapter in `path`: a run folder, its `adapter/` folder, or a bare PEFT adapter."""
+    """The adapter in `path`: a run folder, its `adapter/` folder, a bare PEFT adapter, or
+    `hub://NS/NAME[@V]` (pulled into the hub cache and verified first)."""
+    if str(path).startswith("hub://"):
+        from gemmaforge.hub.client.api import HubClient
+        from gemmaforge.hub.client.pull import pull
+
+        path = pull(HubClient(), str(path)).folder
     folder = Path(path)
     if RunFolder(folder).record.is_file():
         run = open_run(folder)

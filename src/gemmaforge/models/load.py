@@ -47,11 +47,15 @@ class LoadedTokenizer:
 
 
 def resolve_device(preference: str = "auto"):
+    import os
+
     import torch
 
+    # Under a distributed launcher (torchrun, accelerate launch) each process takes its own GPU.
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if preference in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     if preference == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -312,6 +316,9 @@ def _require_download(cfg: ModelConfig) -> None:
                 f" and pass --model {local}, or pass --allow-download",
             )
         )
+    from gemmaforge import netguard
+
+    netguard.allow_hub("model.allow_download")
 
 
 # Modules never quantised: the towers (small, and their convolutions/clippable linears are not

@@ -3,8 +3,8 @@
 PEFT keeps the adapter weights in fp32 on a bf16 base (good: the optimizer's small updates
 keep their precision) and casts each adapted layer's *input* to fp32 before the adapter
 runs. That cast is a new fp32 copy of the activation per adapted layer, and autograd keeps it
-for the backward pass: on the Gemma 3 270M at 4 x 256 tokens, 441 MiB of the 1.2 GiB saved
-for backward were these copies (q, k and v each cast the same input).
+for the backward pass, once per adapted layer (q, k and v each cast the same input): over a
+third of what a Gemma 3 270M step saves for backward (docs/performance.md).
 
 Here the adapter computes in its input's dtype instead: the fp32 weight is cast to bf16 for
 the matmul (a [r x width] copy, differentiable, so the gradient lands in fp32 `.grad`), and

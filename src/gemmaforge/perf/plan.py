@@ -197,13 +197,15 @@ def settings_from_config(
     media_kinds,
     available: int,
     weights_loaded: bool = False,
+    processes: int = 1,
 ) -> Settings:
-    """The run's settings. `available` (memory free on the device; the weights already among
-    what is used when `weights_loaded`) decides how many layers `gradient_checkpointing: auto`
-    checkpoints."""
+    """One process's settings. `available` (memory free to this process; the weights already
+    among what is used when `weights_loaded`) decides how many layers
+    `gradient_checkpointing: auto` checkpoints. With several processes (DDP) each trains its
+    share of every micro-batch: ceil(batch_size / processes) rows."""
     kept = tuple(t for t in ("vision", "audio") if t in cfg.lora.towers or t in media_kinds)
     settings = Settings(
-        batch_size=cfg.train.batch_size,
+        batch_size=-(-cfg.train.batch_size // processes),
         seq_len=cfg.data.max_seq_length,
         grad_accum=cfg.train.grad_accum,
         loss_chunk_size=cfg.train.loss_chunk_size,
@@ -233,8 +235,11 @@ def auto_checkpointed_layers(shape: ModelShape, s: Settings, room: int) -> int:
     return shape.layers
 
 
-def make_plan(cfg: Config, media_rows: list[list[tuple[str, str]]] | None = None) -> Plan:
-    """Predict the run `cfg` describes, on this machine; a UserError when it cannot fit."""
+def make_plan(
+    cfg: Config, media_rows: list[list[tuple[str, str]]] | None = None, processes: int = 1
+) -> Plan:
+    """Predict the run `cfg` describes, on this machine, per process when `processes` (DDP,
+    one machine) train it; a UserError when it cannot fit."""
     from gemmaforge.models.load import check_quantize, resolve_device, resolve_dtype
     from gemmaforge.perf.measure import available_bytes, matmul_flops
     from gemmaforge.perf.shapes import model_shape, read_config
@@ -257,8 +262,9 @@ def make_plan(cfg: Config, media_rows: list[list[tuple[str, str]]] | None = None
                 f"raise data.max_seq_length to at least {need + 64}",
             )
         )
-    available = available_bytes(device)
-    settings = settings_from_config(cfg, shape, dtype.itemsize, kinds, available)
+    # Processes on a CPU share the machine's memory; on GPUs each has its own device.
+    available = available_bytes(device) // (processes if device.type == "cpu" else 1)
+    settings = settings_from_config(cfg, shape, dtype.itemsize, kinds, available, False, processes)
     prediction = predict(shape, settings)
     flops = matmul_flops(device, dtype, seconds=0.5)
     notes = [
@@ -270,6 +276,12 @@ def make_plan(cfg: Config, media_rows: list[list[tuple[str, str]]] | None = None
             f"train.gradient_checkpointing=auto checkpoints {settings.checkpointed_layers} of "
             f"{shape.layers} decoder layers: the fewest that keep the memory above the weights "
             f"within {AUTO_SHARE:.0%} of what is available"
+        )
+    if processes > 1:
+        notes.append(
+            f"per process: {processes} processes (DDP) each hold the weights and train "
+            f"{settings.batch_size} of every {cfg.train.batch_size} rows"
+            + ("; on a CPU they share its memory" if device.type == "cpu" else "")
         )
     if cfg.model.quantize == "4bit":
         notes.append("4-bit weights are not modelled yet: the prediction is for bf16 weights")

@@ -23,6 +23,8 @@ class TrainResult:
     loaded: LoadedModel
     final: dict
     """The last metrics record (step, loss, lr, tokens_per_second, eval_loss)."""
+    main: bool = True
+    """This process wrote the run folder (False on the other ranks of a distributed run)."""
 
 
 def finish(run: Prepared, console: Any) -> TrainResult:
@@ -30,8 +32,12 @@ def finish(run: Prepared, console: Any) -> TrainResult:
     from gemmaforge.train.loop import status_line
 
     t, folder = run.training, run.training.folder
-    model = t.accelerator.unwrap_model(t.model)
+    model = t.model
     model.eval()
+    result = TrainResult(run_dir=folder.root, model=model, loaded=run.loaded, final=t.state.final)
+    if not t.accelerator.is_main_process:
+        result.main = False
+        return result  # the main process writes the outputs
     report = run.report
     if run.skips.total:
         console.print(run.skips.summary())
@@ -53,9 +59,10 @@ def finish(run: Prepared, console: Any) -> TrainResult:
     )
     write_text_atomic(folder.card, card)
     write_json_atomic(folder.record, run_record(run.loaded))
+    write_json_atomic(folder.record_file, run_full_record(run, report, t.state.final))
     artifacts.write_manifest(folder.root)
     console.print(f"done: {folder.root} (final {status_line(t.state.final)})")
-    return TrainResult(run_dir=folder.root, model=model, loaded=run.loaded, final=t.state.final)
+    return result
 
 
 def _save_adapter(folder: RunFolder, model, loaded: LoadedModel) -> None:
@@ -66,6 +73,21 @@ def _save_adapter(folder: RunFolder, model, loaded: LoadedModel) -> None:
     model.save_pretrained(tmp, save_embedding_layers=False)
     (loaded.processor or loaded.tokenizer).save_pretrained(tmp)
     replace_dir(tmp, folder.adapter)
+
+
+def run_full_record(run: Prepared, report, final: dict) -> dict:
+    from gemmaforge import netguard
+    from gemmaforge.record.build import build_record
+
+    guard = netguard.active()
+    return build_record(
+        folder=run.training.folder,
+        config=run.cfg.model_dump(),
+        loaded=run.loaded,
+        report=report,
+        final=final,
+        network=guard.entries() if guard else None,
+    )
 
 
 def run_record(loaded: LoadedModel) -> dict:

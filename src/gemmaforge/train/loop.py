@@ -21,7 +21,7 @@ from gemmaforge.data.examples.render import IGNORE_INDEX
 from gemmaforge.files import append_jsonl
 from gemmaforge.runs import RunFolder
 from gemmaforge.train import artifacts, checkpoint, observe
-from gemmaforge.train.loss import batch_loss, mean_loss
+from gemmaforge.train.loss import LossModule, mean_loss
 
 
 @dataclass
@@ -56,6 +56,10 @@ class Training:
     the settings, where to write, and where it is."""
 
     model: Any
+    """The PEFT model (saved, validated)."""
+    loss: Any
+    """`LossModule` around the model, as Accelerate prepared it (DDP-wrapped on several
+    processes): training forwards go through it."""
     optimizer: Any
     scheduler: Any
     accelerator: Any
@@ -88,8 +92,8 @@ def build(
     )
     steps = total_steps(cfg, data)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    return Training(model, optimizer, scheduler, accelerator, data, cfg, folder, steps)
+    loss, optimizer = accelerator.prepare(LossModule(model, cfg.loss_chunk_size), optimizer)
+    return Training(model, loss, optimizer, scheduler, accelerator, data, cfg, folder, steps)
 
 
 def total_steps(cfg: TrainConfig, data: LoopData) -> int:
@@ -120,27 +124,41 @@ def validation_loss(t: Training) -> float | None:
 
 
 def run_loop(t: Training, progress) -> LoopState:
-    """Train from `t.state` to `t.steps` optimizer steps; returns the final state."""
-    cfg, data, state, model = t.cfg, t.data, t.state, t.model
-    device = t.accelerator.device
+    """Train from `t.state` to `t.steps` optimizer steps; returns the final state.
+
+    On several processes every rank walks the same global batch stream and trains its own
+    rows of each micro-batch (`shard`), so the rows, the loss and the data position are those
+    of one process with the same settings; only the main process writes."""
+    cfg, data, state = t.cfg, t.data, t.state
+    acc = t.accelerator
+    device, rank, world = acc.device, acc.process_index, acc.num_processes
     stream = batch_stream(data.train, data.spec, state.position)
-    model.train()
+    t.model.train()
     task = progress.add_task("training", total=t.steps, completed=state.step, status="")
     while state.step < t.steps:
         started = time.perf_counter()
         batches = [next(stream) for _ in range(cfg.grad_accum)]
         state.position = batches[-1].after
-        tensors = [data.collate(batch.rows, device) for batch in batches]
-        # Normalise by the whole step's labelled tokens, so every token weighs the same
-        # whatever micro-batch it landed in.
-        step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in tensors)
+        shards = [shard(batch.rows, rank, world) for batch in batches]
+        tensors = [data.collate(rows, device) for rows, _ in shards]
+        counts = [0, 0, 0]  # labelled tokens, input tokens, token slots of this rank's rows
+        for batch, (rows, weight) in zip(tensors, shards, strict=True):
+            if weight:
+                counts[0] += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                counts[1] += sum(len(ex.input_ids) for row in rows for ex in row)
+                counts[2] += batch["input_ids"].numel()
+        # Normalise by the whole step's labelled tokens over every rank, so every token weighs
+        # the same whatever micro-batch and process it landed in. DDP averages gradients over
+        # the processes; multiplying by their number turns that average into this sum.
+        step_tokens, input_tokens, slots = (int(n) for n in _sum_over_ranks(acc, counts))
         loss_total = 0.0
-        for batch in tensors:
-            loss_sum, _ = batch_loss(model, batch, cfg.loss_chunk_size)
-            t.accelerator.backward(loss_sum / max(step_tokens, 1))
+        for batch, (_, weight) in zip(tensors, shards, strict=True):
+            loss_sum = t.loss(batch) * weight
+            acc.backward(loss_sum * world / max(step_tokens, 1))
             loss_total += loss_sum.item()
+        loss_total = _sum_over_ranks(acc, [loss_total])[0]
         norm = (
-            t.accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            acc.clip_grad_norm_(t.model.parameters(), cfg.max_grad_norm)
             if cfg.max_grad_norm
             else None
         )
@@ -151,8 +169,6 @@ def run_loop(t: Training, progress) -> LoopState:
         elapsed = time.perf_counter() - started
         state.train_seconds += elapsed
         state.step += 1
-        input_tokens = sum(len(ex.input_ids) for b in batches for ex in b.examples)
-        slots = sum(b["input_ids"].numel() for b in tensors)
         state.padding = (state.padding * state.slots + slots - input_tokens) / (state.slots + slots)
         state.slots += slots
         record = {
@@ -168,7 +184,9 @@ def run_loop(t: Training, progress) -> LoopState:
         last = state.step == t.steps
         if (cfg.eval_every and state.step % cfg.eval_every == 0) or (last and data.val):
             record["eval_loss"] = validation_loss(t)
-        if state.step % cfg.log_every == 0 or last or "eval_loss" in record:
+        if acc.is_main_process and (
+            state.step % cfg.log_every == 0 or last or "eval_loss" in record
+        ):
             append_jsonl(t.folder.metrics, record)
         state.final = record
         observe.notify(t, record)
@@ -177,8 +195,28 @@ def run_loop(t: Training, progress) -> LoopState:
             # No live bar without a terminal (CI, pipes): a plain line every 5% instead.
             progress.console.print(f"step {state.step}/{t.steps}  {status_line(record)}")
         if (cfg.save_every and state.step % cfg.save_every == 0) or last:
-            save(t)
+            if acc.is_main_process:
+                save(t)
+            acc.wait_for_everyone()
     return state
+
+
+def shard(rows: list, rank: int, world: int) -> tuple[list, float]:
+    """This process's rows of one global micro-batch, and the weight of their loss.
+
+    Rank r takes rows r, r + world, ...: disjoint, and together every row once. A rank left
+    without a row (a short last batch) trains a copy of the first row at weight 0, so every
+    process still runs the forward and backward that gradient synchronisation waits for."""
+    mine = rows[rank::world]
+    return (mine, 1.0) if mine else (rows[:1], 0.0)
+
+
+def _sum_over_ranks(accelerator, values: list) -> list:
+    """`values` summed over every process (unchanged on one)."""
+    if accelerator.num_processes == 1:
+        return values
+    total = accelerator.reduce(torch.tensor(values, dtype=torch.float64, device="cpu"), "sum")
+    return total.tolist()
 
 
 def save(t: Training) -> Path:

@@ -25,9 +25,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     Every elementwise step runs in place in buffers allocated once per call ([chunk x vocab]:
     the matmul's output in the weights' dtype, its fp32 copy, and the tanh for the soft-cap),
     not once per chunk: a fresh 64 MiB tensor per chunk costs page faults, and each extra pass
-    over it memory bandwidth. This made the loss of the Gemma 3 270M 1.7x faster on CPU
-    (docs/performance.md). `log_softmax` writes into its own input: it reduces a row (max,
-    then sum of exponentials) before it writes that row.
+    over it memory bandwidth (docs/performance.md has the measurements). `log_softmax` writes
+    into its own input: it reduces a row (max, then sum of exponentials) before it writes it.
     """
 
     @staticmethod
@@ -111,6 +110,23 @@ def batch_loss(model, batch: dict, chunk_size: int = 1024) -> tuple[torch.Tensor
     inputs = {key: value for key, value in batch.items() if key != "labels"}
     hidden = decoder(**inputs, use_cache=False).last_hidden_state
     return chunked_cross_entropy(hidden, head.weight, batch["labels"], softcap, chunk_size)
+
+
+class LossModule(torch.nn.Module):
+    """The model and its fused loss as one module: `forward(batch)` is the batch's summed loss.
+
+    A distributed wrapper (DDP, or FSDP through Accelerate) must see every training forward to
+    synchronise gradients in the backward pass; the fused loss calls the decoder and the head
+    itself, so the wrapper goes around both.
+    """
+
+    def __init__(self, model, chunk_size: int):
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return batch_loss(self.model, batch, self.chunk_size)[0]
 
 
 @torch.no_grad()

@@ -57,13 +57,17 @@ def notify(t: Training, record: dict) -> None:
 
 @contextmanager
 def attach(run: Prepared, console: Any) -> Iterator[None]:
-    """Install the run's observers (samples, trackers) for the `with` block; trackers are
-    flushed and closed when it ends, however it ends."""
+    """Install the run's observers (samples, trackers) for the `with` block, on the main
+    process; trackers are flushed and closed when it ends, however it ends."""
     from gemmaforge.train.artifacts import truncate_metrics
     from gemmaforge.train.trackers import Trackers
 
     t = run.training
     cfg = run.cfg.train
+    if not t.accelerator.is_main_process:
+        # On several processes only the main one writes (metrics, samples, trackers).
+        yield
+        return
     if cfg.resume:
         # Samples past the checkpoint belong to steps the resumed run redoes.
         truncate_metrics(t.folder.samples, t.state.step)

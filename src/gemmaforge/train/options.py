@@ -7,6 +7,8 @@ Checked before the model loads, so an option that cannot work on this device fai
 
 from __future__ import annotations
 
+import os
+
 from gemmaforge.config import Config
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.structure import decoder_layers
@@ -43,7 +45,7 @@ def check_options(cfg: Config) -> None:
         raise UserError(problems)
 
 
-def checkpointed_layers(model, cfg: Config, device, dtype) -> tuple[int, str]:
+def checkpointed_layers(model, cfg: Config, device, dtype, processes: int = 1) -> tuple[int, str]:
     """How many decoder layers of the loaded `model` to checkpoint, and why.
 
     true: all; false: none; auto: the fewest that keep the run's predicted memory above the
@@ -59,8 +61,10 @@ def checkpointed_layers(model, cfg: Config, device, dtype) -> tuple[int, str]:
     if choice != "auto":
         return (layers, "train.gradient_checkpointing=true") if choice else (0, "set to false")
     shape = model_shape(model.get_base_model().config)
-    free = available_bytes(device)
-    settings = settings_from_config(cfg, shape, dtype.itemsize, (), free, weights_loaded=True)
+    # Processes on one CPU share its memory (each sees all of it free).
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
+    free = available_bytes(device) // local
+    settings = settings_from_config(cfg, shape, dtype.itemsize, (), free, True, processes)
     prediction = predict(shape, settings)
     need = prediction.peak_bytes - prediction.parts["weights"]
     why = (

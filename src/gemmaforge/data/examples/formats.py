@@ -103,7 +103,13 @@ def to_conversation(record: Record, fmt: str, cfg: DataConfig) -> Conversation:
                 "add the column, or point data.*_column / data.format at the right names",
             )
         )
-    return CONVERTERS[fmt](record, cfg)
+    conv = CONVERTERS[fmt](record, cfg)
+    if cfg.redact_pii:
+        # Here, where every reader of rows (train, data check, eval) passes, so all agree.
+        from gemmaforge.data.examples.pii import redact_conversation
+
+        return redact_conversation(conv)
+    return conv
 
 
 def _text(record: Record, key: str, value: Any) -> str:

@@ -29,6 +29,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from gemmaforge import netguard
 from gemmaforge.config import DataConfig
 from gemmaforge.data.read import media_cache, remote
 from gemmaforge.data.read.records import (
@@ -117,6 +118,7 @@ def configure_storage(cfg: DataConfig) -> None:
     passing the config through every call would touch every stage. Call it once when a run
     (train, eval, serve) starts; explicit `storage_options` arguments still win.
     """
+    netguard.allow_data(cfg)
     remote.configure(storage_options=cfg.storage_options, retries=cfg.retries)
     media_cache.configure(cache_dir=cfg.media_cache_dir, max_mb=cfg.media_cache_mb)
 
@@ -142,6 +144,7 @@ def open_sources(cfg: DataConfig, *, need_train: bool = True) -> DataSources:
     read or loaded. Every verb that reads data (train, data check, plan, eval) starts here, so
     "is it remote, does it exist, should it stream" has one answer. All problems are raised
     at once."""
+    netguard.allow_data(cfg)
     problems: list[str] = []
     if need_train and not cfg.train:
         problems.append(problem("data.train", "no training data", "set data.train or pass --data"))

@@ -1,0 +1,337 @@
+"""The `hub` verbs: run a hub server, manage tokens/keys/bases, publish, search, pull, verify.
+
+Each verb is a few lines over `gemmaforge.hub.server` / `gemmaforge.hub.client`; those (and
+FastAPI, SQLAlchemy, requests) are imported inside verbs so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gemmaforge.cli.common import new_app
+from gemmaforge.config_load import COMMAND_LINE
+from gemmaforge.errors import UserError, problem
+
+HELP = "Publish, find, pull and verify adapters on a gemmaforge hub (or run one)."
+
+app = new_app(help=HELP)
+token_app = new_app(help="API tokens (on the server machine).")
+keys_app = new_app(help="Publisher signing keys registered on the hub.")
+base_app = new_app(help="Base models registered on the hub.")
+app.add_typer(token_app, name="token")
+app.add_typer(keys_app, name="keys")
+app.add_typer(base_app, name="base")
+
+RootOpt = Annotated[Path, typer.Option(help="The hub's folder (database and blobs).")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Database URL (postgresql+psycopg://...); default SQLite in --root.",
+        show_default=False,
+    ),
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--hub",
+        envvar="GEMMAFORGE_HUB_URL",
+        help="Hub URL (else the login file).",
+        show_default=False,
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(envvar="GEMMAFORGE_HUB_TOKEN", help="API token.", show_default=False),
+]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="A local base model to check the adapter's shapes against (no weights loaded).",
+        show_default=False,
+    ),
+]
+
+
+def _client(url: str | None, token: str | None):
+    from gemmaforge.hub.client.api import HubClient
+
+    return HubClient(url, token)
+
+
+def _storage_options(storage: str | None) -> dict:
+    """S3 endpoint from AWS_ENDPOINT_URL (fsspec's s3fs reads credentials from the usual
+    AWS variables itself)."""
+    import os
+
+    if storage and storage.startswith("s3://") and os.environ.get("AWS_ENDPOINT_URL"):
+        return {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}
+    return {}
+
+
+@app.command()
+def serve(
+    root: RootOpt,
+    db: DbOpt = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Blob store URL (s3://bucket/prefix); default ROOT/blobs.", show_default=False
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8700,
+    private: Annotated[bool, typer.Option(help="Reads need a token too.")] = False,
+    max_file_mb: Annotated[float, typer.Option(min=0.001, help="Largest file, in MiB.")] = 8192,
+    orphan_minutes: Annotated[
+        float, typer.Option(min=0, help="Delete unreferenced blobs older than this at start.")
+    ] = 60,
+    rate: Annotated[
+        float, typer.Option(min=0.001, help="Requests per second per token (or address).")
+    ] = 50.0,
+    burst: Annotated[int, typer.Option(min=1, help="Requests allowed at once per token.")] = 500,
+) -> None:
+    """Run a hub server (FastAPI; SQLite or PostgreSQL; local or S3 blobs)."""
+    from gemmaforge.hub.server import Settings
+    from gemmaforge.hub.server import serve as run
+
+    settings = Settings(
+        root=root,
+        db_url=db,
+        storage_url=storage,
+        storage_options=_storage_options(storage),
+        private=private,
+        max_blob_bytes=int(max_file_mb * 2**20),
+        orphan_minutes=orphan_minutes,
+        rate_per_s=rate,
+        rate_burst=burst,
+    )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: {host} is reachable by others; put TLS in front of it", err=True)
+    typer.echo(f"Hub at http://{host}:{port} (root {root})", err=True)
+    run(settings, host, port)
+
+
+@token_app.command("create")
+def token_create(namespace: str, root: RootOpt, db: DbOpt = None) -> None:
+    """Create an API token for NAMESPACE (shown once; the hub stores only its hash)."""
+    from gemmaforge.hub.server import Settings
+    from gemmaforge.hub.server.auth import NAMESPACE, create_token
+    from gemmaforge.hub.server.db import open_database
+
+    if not NAMESPACE.match(namespace):
+        raise UserError(
+            problem(
+                COMMAND_LINE,
+                f"{namespace!r} is not a namespace name",
+                "use lowercase letters, digits, '-', '_' or '.'",
+            )
+        )
+    settings = Settings(root=root, db_url=db)
+    settings.root.mkdir(parents=True, exist_ok=True)
+    _, sessions = open_database(settings.database_url)
+    with sessions() as session:
+        token = create_token(session, namespace)
+    typer.echo(f"Token for namespace {namespace} (shown once; store it safely):")
+    typer.echo(token)
+
+
+@app.command()
+def keygen(
+    folder: Annotated[Path, typer.Argument(help="Folder for private.pem and public.pem.")],
+) -> None:
+    """Make a signing key pair (EC P-256): FOLDER/private.pem, FOLDER/public.pem."""
+    from gemmaforge import signing
+
+    private, public = signing.keygen(folder)
+    typer.echo(f"Wrote {private} (keep it secret) and {public} (register it: hub keys add)")
+
+
+@keys_app.command("add")
+def keys_add(public_key: Path, hub: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Register PUBLIC_KEY for the token's namespace (the first key is pinned)."""
+    if not public_key.is_file():
+        raise UserError(problem(str(public_key), "no such file", "pass the public.pem of keygen"))
+    result = _client(hub, token).add_key(public_key.read_text())
+    typer.echo(f"Key {result['fingerprint']} registered (pinned) for {result['namespace']}")
+
+
+@app.command()
+def login(
+    url: str,
+    token: Annotated[str, typer.Option(help="An API token from `hub token create`.")],
+) -> None:
+    """Remember URL and TOKEN for the hub verbs (a file readable by you only)."""
+    from gemmaforge.hub.client.config import save_login
+
+    client = _client(url, token)
+    client.health()
+    typer.echo(f"Logged in to {client.url}; saved to {save_login(url, token)}")
+
+
+@base_app.command("add")
+def base_add(
+    model: Annotated[Path, typer.Argument(help="Local base model folder or .gguf file.")],
+    id: Annotated[str, typer.Option(help="Canonical id, e.g. google/gemma-4-E2B-it.")],
+    revision: Annotated[str, typer.Option(help="The revision (commit) of that id.")],
+    licence: Annotated[str, typer.Option(help="The base's licence.")] = "gemma",
+    hub: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Register a base model: its weight shapes (from headers), tokenizer and template hashes."""
+    from gemmaforge.hub import bases
+
+    record = bases.read_base(model, id, revision, licence)
+    data = record.to_json()
+    _client(hub, token).add_base(json.loads(data) if isinstance(data, str) else data)
+    typer.echo(f"Registered base {id}@{revision} ({len(record.shapes)} weights)")
+
+
+@app.command()
+def publish(
+    run: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    name: Annotated[str, typer.Option(help="NAMESPACE/NAME on the hub.")],
+    version: Annotated[str, typer.Option(help="Version name, e.g. v1 (immutable).")],
+    key: Annotated[Path, typer.Option(help="Your private.pem (from hub keygen).")],
+    licence: Annotated[str, typer.Option(help="Licence of the adapter, e.g. apache-2.0.")],
+    domain: Annotated[str | None, typer.Option(help="Domain tag.", show_default=False)] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="ID@REV of a registered base (default: matched by weight hashes).",
+            show_default=False,
+        ),
+    ] = None,
+    hf_card: Annotated[bool, typer.Option(help="Write Hugging Face card metadata.")] = False,
+    hub: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Check, sign and upload a run's adapter, card and provenance (never its data)."""
+    from gemmaforge.hub.client.publish import publish as run_publish
+
+    done = run_publish(_client(hub, token), run, name, version, key, licence, domain, base, hf_card)
+    typer.echo(
+        f"Published {done.name}@{done.version} (digest {done.digest[:16]}, base {done.base}, "
+        f"modalities {', '.join(done.modalities) or 'none'})"
+    )
+
+
+@app.command()
+def search(
+    query: Annotated[str | None, typer.Argument(help="Words in name or card.")] = None,
+    base: Annotated[str | None, typer.Option(help="Base id.", show_default=False)] = None,
+    modality: Annotated[
+        list[str] | None,
+        typer.Option(help="text, vision or audio (repeatable).", show_default=False),
+    ] = None,
+    domain: Annotated[str | None, typer.Option(help="Domain tag.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    hub: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Search the hub's adapters (newest version of each that is not yanked)."""
+    results = _client(hub, token).search(query, base, modality, domain, limit)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    if not results:
+        typer.echo("No adapters found.")
+    for r in results:
+        typer.echo(
+            f"{r['name']}@{r['version']}  base {r['base']}  [{', '.join(r['modalities'])}]  "
+            f"{r['licence']}  pulls {r['pulls']}"
+        )
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="NAMESPACE/NAME[@VERSION].")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    hub: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Show an adapter's versions, or one version's files, base, provenance and evals."""
+    from gemmaforge.hub.client.api import split_name
+
+    client = _client(hub, token)
+    namespace, name, version = split_name(ref)
+    data = client.version(namespace, name, version) if version else client.adapter(namespace, name)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    if not version:
+        typer.echo(f"{data['name']}  tags: {data['tags']}")
+        for v in data["versions"]:
+            yanked = f"  YANKED: {v['yank_reason']}" if v["yanked"] else ""
+            typer.echo(f"  {v['version']}  {v['digest'][:16]}  {v['created_at']}{yanked}")
+        return
+    typer.echo(f"{data['name']}@{data['version']}  digest {data['digest']}")
+    typer.echo(f"  base {data['base']['id']}@{data['base']['revision']}  licence {data['licence']}")
+    typer.echo(f"  modalities {', '.join(data['modalities'])}  signed by {data['key_fingerprint']}")
+    if data["yanked"]:
+        typer.echo(f"  YANKED: {data['yank_reason']}")
+    for f in data["files"]:
+        typer.echo(f"  {f['size']:>12}  {f['sha256'][:16]}  {f['path']}")
+    for e in data["eval_reports"]:
+        typer.echo(
+            f"  eval (self-reported) on set {e['eval_set_sha256'][:16]}: "
+            f"{json.dumps(e['report'].get('metrics', {}))[:200]}"
+        )
+
+
+@app.command()
+def pull(
+    ref: Annotated[str, typer.Argument(help="NAMESPACE/NAME[@VERSION] (default latest).")],
+    to: Annotated[Path, typer.Option(help="A new or empty folder to put it in.")],
+    model: ModelOpt = None,
+    hub: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Download, verify (hashes, signature, and with --model shapes), then place at --to."""
+    from gemmaforge.hub.client.pull import pull as run_pull
+
+    pulled = run_pull(_client(hub, token), ref, to, model)
+    for warning in pulled.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    info = pulled.info
+    typer.echo(f"Pulled {info['name']}@{info['version']} to {pulled.folder} (verified)")
+
+
+@app.command()
+def verify(
+    folder: Path,
+    model: ModelOpt = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Publisher public key (default: the one recorded at pull).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Check a pulled folder again: signature, file rules and, with --model, shapes."""
+    from gemmaforge.hub.client.pull import verify_folder
+
+    origin = verify_folder(folder, model, key)
+    what = f"{origin['name']}@{origin['version']}" if "name" in origin else origin["digest"][:16]
+    typer.echo(f"{folder}: OK ({what})")
+
+
+@app.command()
+def yank(
+    ref: Annotated[str, typer.Argument(help="NAMESPACE/NAME@VERSION.")],
+    reason: Annotated[str, typer.Option(help="Why (shown to everyone who pulls it).")],
+    hub: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Mark a version yanked: search and `latest` skip it; pulling it warns."""
+    from gemmaforge.hub.client.api import split_name
+
+    namespace, name, version = split_name(ref)
+    if not version:
+        raise UserError(problem(COMMAND_LINE, f"{ref} names no version", "pass NS/NAME@VERSION"))
+    _client(hub, token).yank(namespace, name, version, reason)
+    typer.echo(f"Yanked {namespace}/{name}@{version}")

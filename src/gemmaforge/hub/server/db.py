@@ -1,0 +1,186 @@
+"""The hub's database: SQLAlchemy 2 tables, the engine, and Alembic migrations run at start-up.
+
+One schema for SQLite (the embedded default, a file in `--root`) and PostgreSQL (by URL,
+`postgresql+psycopg://...`). Versions are immutable rows; what may change about one later is
+only its `yanked` flag and reason, its pull count, and which version a tag points to. Unique
+constraints, not application checks, decide races: two publishes of the same version both
+try to insert and exactly one commit succeeds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Namespace(Base):
+    __tablename__ = "namespaces"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+
+
+class Token(Base):
+    """An API token: only the sha256 of its secret is stored, so a leaked database leaks none."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+    namespace: Mapped[Namespace] = relationship()
+
+
+class PublisherKey(Base):
+    """A namespace's signing key (PEM). The first one registered is pinned: it cannot be
+    replaced through the API, so a stolen token cannot swap in the thief's key."""
+
+    __tablename__ = "publisher_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"), unique=True)
+    pem: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    pinned: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+
+
+class BaseRecord(Base):
+    """A registered base model (`gemmaforge.hub.bases.BaseModel` as JSON)."""
+
+    __tablename__ = "bases"
+    __table_args__ = (UniqueConstraint("base_id", "revision"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    base_id: Mapped[str] = mapped_column(String(200), index=True)
+    revision: Mapped[str] = mapped_column(String(200))
+    weights_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    record: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+
+
+class Adapter(Base):
+    __tablename__ = "adapters"
+    __table_args__ = (UniqueConstraint("namespace_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+    namespace: Mapped[Namespace] = relationship()
+
+
+class Version(Base):
+    __tablename__ = "versions"
+    __table_args__ = (UniqueConstraint("adapter_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    """sha256 over the sorted `path sha256` lines of its files: the version's identity."""
+    base_id: Mapped[str] = mapped_column(String(200), index=True)
+    base_revision: Mapped[str] = mapped_column(String(200))
+    licence: Mapped[str] = mapped_column(String(100))
+    domain: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    modalities: Mapped[str] = mapped_column(String(100), default="")
+    """Comma-separated, derived by the gate from which modules carry LoRA weights."""
+    summary: Mapped[str] = mapped_column(Text, default="")
+    """Searchable text: the card's title and first lines."""
+    card: Mapped[str] = mapped_column(Text, default="")
+    provenance: Mapped[dict] = mapped_column(JSON)
+    key_fingerprint: Mapped[str] = mapped_column(String(128))
+    yanked: Mapped[bool] = mapped_column(Boolean, default=False)
+    yank_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pulls: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now, index=True)
+    adapter: Mapped[Adapter] = relationship()
+    files: Mapped[list[File]] = relationship(order_by="File.path")
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("adapter_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"))
+
+
+class File(Base):
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("version_id", "path"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+    path: Mapped[str] = mapped_column(String(500))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class EvalReport(Base):
+    """A `gemmaforge eval` report the publisher sent: shown as self-reported, tied to the
+    hash of the eval set it was computed on."""
+
+    __tablename__ = "eval_reports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+    eval_set_sha256: Mapped[str] = mapped_column(String(64))
+    report: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL, a busy timeout and enforced foreign keys, so concurrent
+    writers queue instead of failing with 'database is locked'."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration (`alembic upgrade head`), shipped in the
+    package so a pip-installed hub migrates itself."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def open_database(url: str) -> tuple[Engine, sessionmaker]:
+    engine = make_engine(url)
+    migrate(engine)
+    return engine, sessionmaker(engine, expire_on_commit=False)

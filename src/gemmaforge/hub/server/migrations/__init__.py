@@ -1,0 +1,1 @@
+"""Alembic migrations of the hub database (run by `db.migrate`)."""

@@ -1,0 +1,145 @@
+"""Search latency of a hub with 10,000 published adapter versions (a benchmark, not a test).
+
+    python tools/hub_bench.py                      # SQLite in a temp folder
+    python tools/hub_bench.py --db postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+
+Seeds the database directly (2,000 adapters x 5 versions over 50 namespaces, 3 files each,
+varied bases, modalities and domains; the gate is not involved: this measures search), serves
+it with `gemmaforge hub serve` (its own process) on loopback, and times `GET /api/adapters`
+over HTTP for several kinds of query. Prints p50 and p95 per kind, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+WORDS = [
+    "dictation",
+    "clause",
+    "extractor",
+    "triage",
+    "summary",
+    "radiology",
+    "contract",
+    "invoice",
+    "legal",
+    "clinic",
+]
+BASES = ["google/gemma-4-E2B-it", "google/gemma-4-E4B-it", "google/gemma-3n-E2B-it"]
+MODALITIES = ["text", "text,vision", "text,audio", "text,vision,audio"]
+DOMAINS = ["medical", "legal", "finance", None]
+
+
+def seed(sessions, versions: int, per_adapter: int = 5) -> None:
+    from gemmaforge.hub.server.db import Adapter, File, Namespace, Tag, Version
+
+    rng = random.Random(0)
+    with sessions() as session:
+        namespaces = [Namespace(name=f"org{i}") for i in range(50)]
+        session.add_all(namespaces)
+        session.flush()
+        for a in range(versions // per_adapter):
+            word = rng.choice(WORDS)
+            adapter = Adapter(namespace_id=namespaces[a % 50].id, name=f"{word}-{a}")
+            session.add(adapter)
+            session.flush()
+            base, modality, domain = rng.choice(BASES), rng.choice(MODALITIES), rng.choice(DOMAINS)
+            last = None
+            for v in range(per_adapter):
+                digest = hashlib.sha256(f"{a}-{v}".encode()).hexdigest()
+                last = Version(
+                    adapter_id=adapter.id,
+                    version=f"v{v + 1}",
+                    digest=digest,
+                    base_id=base,
+                    base_revision="0" * 40,
+                    licence="gemma",
+                    domain=domain,
+                    modalities=modality,
+                    summary=f"{word}-{a} LoRA adapter for {word} {rng.choice(WORDS)} tasks",
+                    card=f"# {word}\n",
+                    provenance={},
+                    key_fingerprint="f" * 64,
+                    yanked=rng.random() < 0.02,
+                )
+                session.add(last)
+                session.flush()
+                session.add_all(
+                    File(version_id=last.id, path=p, size=100, sha256=digest)
+                    for p in ("adapter_config.json", "adapter_model.safetensors", "model.sig")
+                )
+            session.add(Tag(adapter_id=adapter.id, name="latest", version_id=last.id))
+            if a % 200 == 0:
+                session.commit()
+        session.commit()
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def main() -> None:
+    import requests
+
+    from gemmaforge.hub.server import Settings
+    from gemmaforge.hub.server.db import open_database
+    from hub_support import HubProcess
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", help="database URL (default: SQLite in a temp folder)")
+    parser.add_argument("--versions", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=200)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(root=Path(tmp), db_url=args.db, rate_burst=10**9, rate_per_s=1e9)
+        _, sessions = open_database(settings.database_url)
+        started = time.perf_counter()
+        seed(sessions, args.versions)
+        print(
+            f"seeded {args.versions} versions in {time.perf_counter() - started:.1f} s "
+            f"({settings.database_url.split(':')[0]})"
+        )
+        # The server runs in its own process, as deployed: in this process it would share
+        # the GIL with the timing loop, and every request would wait on thread switches.
+        extra = ["--rate", "1000000", "--burst", "1000000"]
+        server = HubProcess(settings.root, *extra, *(["--db", args.db] if args.db else []))
+        queries = {
+            "newest (no filter)": {},
+            "text query": {"q": "radiology"},
+            "base filter": {"base": BASES[1]},
+            "modality filter": {"modality": "audio"},
+            "query + base + modality": {"q": "legal", "base": BASES[0], "modality": "vision"},
+        }
+        rng = random.Random(1)
+        with requests.Session() as http:
+            for label, params in queries.items():
+                times = []
+                for i in range(args.repeats):
+                    p = dict(params)
+                    if "q" in p and i % 2:
+                        p["q"] = rng.choice(WORDS)
+                    t = time.perf_counter()
+                    response = http.get(f"{server.url}/api/adapters", params=p, timeout=30)
+                    times.append((time.perf_counter() - t) * 1000)
+                    response.raise_for_status()
+                print(
+                    f"{label:28s} p50 {percentile(times, 50):6.1f} ms   "
+                    f"p95 {percentile(times, 95):6.1f} ms   "
+                    f"({len(response.json()['results'])} results)"
+                )
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
