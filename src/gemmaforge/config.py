@@ -215,6 +215,17 @@ class TrainConfig(Section):
     """With gradient_checkpointing=true on a GPU: keep the checkpointed activations in host memory
     instead of device memory (slower steps, longer sequences). Refused on CPU, where it
     saves nothing."""
+    sample_every: int = Field(0, ge=0)
+    """Every N steps, greedy replies to a few held-out prompts are written to OUT/samples.jsonl
+    (the dashboard shows them beside the reference); 0: off."""
+    sample_prompts: int = Field(3, ge=1)
+    """How many validation examples are sampled (train.sample_every)."""
+    sample_max_tokens: int = Field(64, ge=1)
+    """Longest sample reply in tokens (train.sample_every)."""
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
+    """Experiment trackers that also receive the metrics, all local/offline: TensorBoard event
+    files in OUT/tensorboard, a local MLflow store in OUT/mlflow, W&B offline in OUT/wandb.
+    Each needs its package (`pip install gemmaforge[trackers]`). Off by default."""
 
 
 class Config(Section):

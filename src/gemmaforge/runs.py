@@ -52,6 +52,27 @@ class RunFolder:
         return self.root / "skipped.jsonl"
 
     @property
+    def samples(self) -> Path:
+        """Replies to held-out prompts during training (train.sample_every): one JSON line each,
+        with step, prompt, reply, reference and media."""
+        return self.root / "samples.jsonl"
+
+    @property
+    def data_check(self) -> Path:
+        """`gemmaforge data check --json` output saved with the run (the dashboard shows it)."""
+        return self.root / "data_check.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files (train.report_to: tensorboard)."""
+        return self.root / "tensorboard"
+
+    @property
+    def mlflow(self) -> Path:
+        """A local MLflow store, SQLite (train.report_to: mlflow)."""
+        return self.root / "mlflow"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

@@ -35,3 +35,15 @@ app.command()(record.verify)
 app.command()(record.sign)
 app.command("record")(record.record)
 app.add_typer(hub.app, name="hub")
+
+from gemmaforge.cli import dashboard  # noqa: E402
+
+app.command()(dashboard.dashboard)
+
+from gemmaforge.cli import doctor  # noqa: E402
+
+app.command()(doctor.doctor)
+
+from gemmaforge.cli import wizard  # noqa: E402
+
+app.command()(wizard.wizard)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -32,18 +33,26 @@ def train(
             "local data and model); the run record (record.json) holds the same log.",
         ),
     ] = False,
+    dashboard: Annotated[
+        bool, typer.Option(help="Serve the live dashboard of this run on 127.0.0.1 meanwhile.")
+    ] = False,
     flags: dict[str, object],
 ) -> None:
     """Fine-tune a Gemma model with LoRA on a local dataset."""
     cfg = resolve(config, overrides, flags)
     require(cfg, {"model": "a model folder, .gguf file or hub id", "data": "a JSONL or CSV file"})
-    import os
 
     from gemmaforge.train.trainer import train as run_training
 
     # The run folder holds the data's fingerprints, the config and the adapter: the owner's
     # only (folders 0700, files 0600), whatever library writes them.
     os.umask(0o077)
+    # Under `gemmaforge launch` only the main process (RANK 0) serves the page.
+    if dashboard and os.environ.get("RANK", "0") == "0":
+        from gemmaforge.dashboard.app import start
+
+        typer.echo(f"Dashboard: {start([Path(cfg.train.output_dir)]).url}", err=True)
+
     result = run_training(cfg)
     if result.main:
         typer.echo(f"Run folder: {result.run_dir}")

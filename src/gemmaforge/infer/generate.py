@@ -78,6 +78,29 @@ def generate(
         render_prompt_example(list(messages), family, tokenizer, media=media)
         for messages in conversations
     ]
+    return generate_rendered(
+        model,
+        tokenizer,
+        family,
+        examples,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        media=media,
+    )
+
+
+def generate_rendered(
+    model: Any,
+    tokenizer: Any,
+    family: Family,
+    examples: Sequence[RenderedExample],
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    media: Any = None,
+) -> list[Generation]:
+    """`generate` for prompts already rendered (each ending with the assistant's header), e.g.
+    the prompt part of a validation example during training."""
     prompts = [example.input_ids for example in examples]
     stops = stop_token_ids(tokenizer, family)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]

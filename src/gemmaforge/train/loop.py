@@ -20,7 +20,7 @@ from gemmaforge.data.batches.epochs import ExampleSource, batch_stream, batches_
 from gemmaforge.data.examples.render import IGNORE_INDEX
 from gemmaforge.files import append_jsonl
 from gemmaforge.runs import RunFolder
-from gemmaforge.train import artifacts, checkpoint
+from gemmaforge.train import artifacts, checkpoint, observe
 from gemmaforge.train.loss import LossModule, mean_loss
 
 
@@ -69,6 +69,8 @@ class Training:
     steps: int
     """Optimizer steps to train to."""
     state: LoopState = field(default_factory=LoopState)
+    observers: list = field(default_factory=list)
+    """Called with (training, record) after every step: samples, trackers (train/observe.py)."""
 
 
 def build(
@@ -155,8 +157,11 @@ def run_loop(t: Training, progress) -> LoopState:
             acc.backward(loss_sum * world / max(step_tokens, 1))
             loss_total += loss_sum.item()
         loss_total = _sum_over_ranks(acc, [loss_total])[0]
-        if cfg.max_grad_norm:
+        norm = (
             acc.clip_grad_norm_(t.model.parameters(), cfg.max_grad_norm)
+            if cfg.max_grad_norm
+            else None
+        )
         lr = t.scheduler.get_last_lr()[0]
         t.optimizer.step()
         t.scheduler.step()
@@ -174,6 +179,7 @@ def run_loop(t: Training, progress) -> LoopState:
             "trained_tokens": step_tokens,
             "padding": (slots - input_tokens) / slots,
             "epoch": _epoch(state.position, data.train.size),
+            **observe.facts(t, norm),
         }
         last = state.step == t.steps
         if (cfg.eval_every and state.step % cfg.eval_every == 0) or (last and data.val):
@@ -183,6 +189,7 @@ def run_loop(t: Training, progress) -> LoopState:
         ):
             append_jsonl(t.folder.metrics, record)
         state.final = record
+        observe.notify(t, record)
         progress.update(task, completed=state.step, status=status_line(record))
         if progress.disable and (state.step % max(1, t.steps // 20) == 0 or last):
             # No live bar without a terminal (CI, pipes): a plain line every 5% instead.

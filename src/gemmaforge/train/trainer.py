@@ -22,11 +22,12 @@ def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> Train
     from gemmaforge.redact import redacting
     from gemmaforge.train.finish import finish
     from gemmaforge.train.loop import run_loop
+    from gemmaforge.train.observe import attach
     from gemmaforge.train.prepare import prepare
 
     console = redacting(console or Console(stderr=True))
     run = prepare(cfg, loaded, console)
-    with progress_bar(console) as progress:
+    with progress_bar(console) as progress, attach(run, console):
         run_loop(run.training, progress)
     return finish(run, console)
 
