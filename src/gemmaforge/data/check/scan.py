@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from array import array
 from collections import Counter
 from collections.abc import Callable
@@ -103,6 +104,8 @@ class _Scan:
         self.lengths: dict[str, array] = {}
         self.length_actions: dict[str, Counter] = {}
         self.untokenized: Counter[str] = Counter()
+        self.token_counts: dict[str, Counter[str]] = {}
+        """Per modality: tokens and trained (labelled) tokens of the rendered examples."""
         self.image_sizes: tuple[array, array] = (array("i"), array("i"))
         self.audio_seconds = array("d")
         self.media_formats: dict[str, Counter[str]] = {"image": Counter(), "audio": Counter()}
@@ -202,7 +205,7 @@ class _Scan:
         usable = True
         for part in parts:
             kind, ref = part["type"], part["ref"]
-            suffix = Path(ref.split("?")[0]).suffix.lower() or "(none)"
+            suffix = _suffix(ref)
             try:
                 if kind == "image":
                     width, height = load_image(ref, record.where).size
@@ -214,7 +217,8 @@ class _Scan:
                     usable &= self._audio_length(ref, clip.original_seconds, record)
                 self.media_formats[kind][suffix] += 1
             except MediaError as err:
-                missing = "://" not in ref and not Path(ref).exists()
+                # os.path.exists, not Path.exists: a long ref must not raise ENAMETOOLONG.
+                missing = "://" not in ref and not os.path.exists(ref)
                 found = "missing_media" if missing else "unreadable_media"
                 self._add(found, record.path, record.line, err.problems)
                 usable = False
@@ -246,6 +250,9 @@ class _Scan:
         """Record the length and apply training's own over-long rule; True if kept."""
         n, limit = len(example.input_ids), self.data.max_seq_length
         self.lengths.setdefault(modality, array("i")).append(n)
+        counts = self.token_counts.setdefault(modality, Counter())
+        counts["tokens"] += n
+        counts["trained"] += example.num_trained
         actions = self.length_actions.setdefault(modality, Counter())
         if n <= limit:
             return True
@@ -422,6 +429,8 @@ class _Scan:
                 "truncated": actions["truncated"],
                 "dropped": actions["dropped"],
                 "untokenized": self.untokenized[modality],
+                "tokens": self.token_counts.get(modality, Counter())["tokens"],
+                "trained": self.token_counts.get(modality, Counter())["trained"],
             }
         return out
 
@@ -459,6 +468,12 @@ class _Scan:
             return
         fix = "add examples of the rare replies, or down-sample the common one"
         self._add("label_imbalance", self.data.train, None, [problem(self.data.train, what, fix)])
+
+
+def _suffix(ref: str) -> str:
+    if ref.startswith("data:"):
+        return ref[5:].split(";", 1)[0].split(",", 1)[0] or "(data URL)"
+    return Path(ref.split("?")[0]).suffix.lower() or "(none)"
 
 
 def _media_parts(conv: Conversation) -> list[dict[str, str]]:
@@ -503,10 +518,12 @@ def _conversation_hash(conv: Conversation) -> int:
             "content": m["content"].strip()
             if isinstance(m["content"], str)
             else [{**p, "text": p["text"].strip()} if "text" in p else p for p in m["content"]],
+            **{k: m[k] for k in ("thinking", "train") if k in m},
         }
         for m in conv.messages
     ]
-    return _text_hash(json.dumps([messages, conv.text], sort_keys=True, ensure_ascii=False))
+    key = [messages, conv.text, conv.segments]
+    return _text_hash(json.dumps(key, sort_keys=True, ensure_ascii=False))
 
 
 def _text_hash(text: str) -> int:

@@ -83,7 +83,9 @@ class MediaError(UserError):
 
     def __init__(self, where: str | None, ref: str, what: str, fix: str):
         self.where, self.ref, self.what, self.fix = where, ref, what, fix
-        super().__init__(problem(where, f"{ref!r} {what}", fix))
+        # A data URL can be megabytes of base64: never print it whole.
+        shown = ref if len(ref) <= 300 else f"{ref[:60]}... ({len(ref)} characters)"
+        super().__init__(problem(where, f"{shown!r} {what}", fix))
 
     def __reduce__(self):
         # Exceptions are pickled with their args; ours differ from the message, and data
@@ -100,7 +102,7 @@ def resolve_media_path(ref: str, base_dir: str | Path) -> str:
 
     Absolute paths and URLs are kept; a relative path under a URL folder becomes a URL.
     """
-    if is_url(ref):
+    if is_url(ref) or ref.startswith("data:"):
         return ref
     path = Path(ref).expanduser()
     if path.is_absolute():
@@ -111,7 +113,10 @@ def resolve_media_path(ref: str, base_dir: str | Path) -> str:
 
 
 def open_media_bytes(ref: str, where: str | None = None) -> bytes:
-    """All bytes of a local file or an fsspec URL (http(s)://, s3://, file://, ...)."""
+    """All bytes of a local file, an fsspec URL (http(s)://, s3://, file://, ...) or a
+    base64 data URL."""
+    if ref.startswith("data:"):
+        return _read_data_url(ref, where)
     if is_url(ref):
         return _read_url(ref, where)
     try:
@@ -127,6 +132,25 @@ def open_media_bytes(ref: str, where: str | None = None) -> bytes:
         raise MediaError(
             where, ref, f"cannot be read ({err.strerror})", "point at a readable file"
         ) from None
+
+
+def _read_data_url(ref: str, where: str | None) -> bytes:
+    import base64
+    import binascii
+
+    header, _, payload = ref.partition(",")
+    if not header.endswith(";base64"):
+        raise MediaError(where, ref, "is a data URL but not base64", "encode it as base64")
+    if len(payload) * 3 // 4 > MAX_DATA_URL_BYTES:
+        raise MediaError(where, ref, "is too large for a data URL", "save it as a file")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise MediaError(where, ref, "is not valid base64", "re-encode it") from None
+
+
+MAX_DATA_URL_BYTES = 64 << 20
+"""Largest decoded data URL read (a data file's rows are read whole into memory)."""
 
 
 def _read_url(ref: str, where: str | None) -> bytes:

@@ -24,7 +24,7 @@ same conversation, and silent merging would invent a separator the user never ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from gemmaforge.errors import UserError, problem
@@ -41,8 +41,15 @@ IGNORE_INDEX = -100
 Content = str | list[dict[str, Any]]
 """A message's content: text, or text / image / audio parts (see data/examples/formats.py)."""
 
-ROLES = {"system": "system", "user": "user", "assistant": "assistant", "model": "assistant"}
-"""Accepted message roles and what they mean; "model" is Gemma's name for the assistant."""
+ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "model": "assistant",
+}
+"""Accepted message roles and what they mean; "model" is Gemma's name for the assistant,
+"developer" OpenAI's for the system prompt."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,9 @@ class _Vocab:
     turn_start: int
     turn_end: int
     media: MediaEncoder | None = None
+    channel_start: int | None = None
+    channel_end: int | None = None
+    think: int | None = None
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -82,13 +92,19 @@ class _Vocab:
     def header(self, role: str) -> list[int]:
         return [self.turn_start, *self.encode(f"{role}\n")]
 
-    def content(self, content: Content, where: str | None, out: _Sequence) -> None:
+    def content(
+        self, content: Content, where: str | None, out: _Sequence, train: bool = False
+    ) -> bool:
+        """Add the content's ids, labelled when `train` (or a text part's own `train` flag);
+        whether its last piece was trained (the turn end that follows is labelled alike)."""
         if isinstance(content, str):
-            out.add(self.encode(content))
-            return
+            out.add(self.encode(content), train=train)
+            return train
+        last = train
         for part in content:
             if part["type"] == "text":
-                out.add(self.encode(part["text"]))
+                last = part.get("train", train)
+                out.add(self.encode(part["text"]), train=last)
                 continue
             from gemmaforge.data.examples.multimodal import MediaRef
 
@@ -104,6 +120,8 @@ class _Vocab:
                 )
             ids, types = self.media.segment(ref)
             out.add(ids, types=types, media=ref)
+            last = train
+        return last
 
 
 def render(
@@ -113,26 +131,75 @@ def render(
     train_on: Literal["all", "last"] = "all",
     where: str | None = None,
     media: MediaEncoder | None = None,
+    train_thinking: bool = True,
 ) -> RenderedExample:
     """Render a conversation that ends with an assistant reply, for training.
 
-    `train_on="last"` trains only the final reply (earlier replies become context). Image and
-    audio parts are expanded by `media` (the model's processor) into their token runs.
+    `train_on="last"` trains only the final reply (earlier replies become context); a
+    message's own `train` flag (and a text part's) overrides that. Reasoning (`thinking`) of
+    the replies after the last user turn goes into the family's thinking channel, trained
+    when `train_thinking`; earlier replies' reasoning is left out, as the official template
+    leaves it out of the history at inference. Image and audio parts are expanded by `media`
+    (the model's processor) into their token runs.
     """
     _raise(where, check_turns(messages, family, for_prompt=False))
-    vocab = _vocab(tokenizer, family, media)
-    turns = _turns(messages, family)
-    last_reply = max(i for i, (role, _) in enumerate(turns) if role == family.assistant_role)
+    turns = _turns(messages, family, thinking=True)
+    thinks = any(t.thinking for t in turns)
+    vocab = _vocab(tokenizer, family, media, thinking=thinks)
+    last_reply = max(i for i, t in enumerate(turns) if t.role == family.assistant_role)
     out = _Sequence([vocab.bos], [IGNORE_INDEX])
-    for i, (role, content) in enumerate(turns):
-        trained = role == family.assistant_role and (train_on == "all" or i == last_reply)
-        out.add(vocab.header(role))
-        out.mark_body()
-        vocab.content(content, where, out)
-        out.add([vocab.turn_end])
-        if trained:
-            out.train_since(out.turn_body_start)
+    if thinks and turns[0].role != "system":
+        # The official template opens a system turn just for the thinking switch.
+        out.add([vocab.turn_start, *vocab.encode("system\n"), vocab.think, vocab.turn_end])
         out.add(vocab.encode("\n"))
+    for i, turn in enumerate(turns):
+        default = turn.role == family.assistant_role and (train_on == "all" or i == last_reply)
+        trained = default if turn.train is None else turn.train
+        out.add(vocab.header(turn.role))
+        if thinks and i == 0 and turn.role == "system":
+            out.add([vocab.think])
+        if turn.thinking:
+            out.add([vocab.channel_start], train=trained and train_thinking)
+            out.add(vocab.encode(f"thought\n{turn.thinking}"), train=trained and train_thinking)
+            out.add([vocab.channel_end], train=trained and train_thinking)
+        last = vocab.content(turn.content, where, out, train=trained)
+        out.add([vocab.turn_end], train=last)
+        out.add(vocab.encode("\n"))
+    example = out.example(where)
+    if not example.num_trained:
+        _raise(
+            where,
+            [
+                problem(
+                    None,
+                    "no token of the conversation is trained: every reply has a loss flag of 0 "
+                    "/ false",
+                    "set weight / train to 1 on the replies to learn, or remove the row",
+                )
+            ],
+        )
+    return example
+
+
+def render_segments(
+    segments: tuple[tuple[str, bool], ...],
+    family: Family,
+    tokenizer: PreTrainedTokenizerBase,
+    where: str | None = None,
+) -> RenderedExample:
+    """Render axolotl input_output segments: `<bos>`, then each segment's text as written (no
+    template, no turn or end tokens added), labelled where the segment says so.
+
+    A leading `<bos>` written in the first segment is not doubled.
+    """
+    vocab = _vocab(tokenizer, family)
+    out = _Sequence([vocab.bos], [IGNORE_INDEX])
+    for i, (text, trained) in enumerate(segments):
+        if i == 0:
+            text = text.removeprefix(family.bos)
+        out.add(vocab.encode(text), train=trained)
+    if not out.example(where).num_trained:
+        _raise(where, [problem(None, "no labelled segment has text", "label a segment true")])
     return out.example(where)
 
 
@@ -161,9 +228,9 @@ def render_prompt_example(
     _raise(where, check_turns(messages, family, for_prompt=True))
     vocab = _vocab(tokenizer, family, media)
     out = _Sequence([vocab.bos], [IGNORE_INDEX])
-    for role, content in _turns(messages, family):
-        out.add(vocab.header(role))
-        vocab.content(content, where, out)
+    for turn in _turns(messages, family, thinking=False):
+        out.add(vocab.header(turn.role))
+        vocab.content(turn.content, where, out)
         out.add([vocab.turn_end, *vocab.encode("\n")])
     out.add(vocab.header(family.assistant_role))
     return out.example(where)
@@ -178,9 +245,10 @@ class _Sequence:
     types: list[int] | None = None
     media: list[MediaRef] = field(default_factory=list)
     media_end: int = 0
-    turn_body_start: int = 0
 
-    def add(self, ids: list[int], types: list[int] | None = None, media=None) -> None:
+    def add(
+        self, ids: list[int], types: list[int] | None = None, media=None, train: bool = False
+    ) -> None:
         if types is not None and self.types is None:
             self.types = [0] * len(self.ids)
         if self.types is not None:
@@ -189,13 +257,7 @@ class _Sequence:
             self.media.append(media)
             self.media_end = len(self.ids) + len(ids)
         self.ids += ids
-        self.labels += [IGNORE_INDEX] * len(ids)
-
-    def mark_body(self) -> None:
-        self.turn_body_start = len(self.ids)
-
-    def train_since(self, start: int) -> None:
-        self.labels[start:] = self.ids[start:]
+        self.labels += ids if train else [IGNORE_INDEX] * len(ids)
 
     def example(self, where: str | None) -> RenderedExample:
         return RenderedExample(
@@ -267,8 +329,29 @@ def _message_problems(index: int, message: dict, family: Family) -> list[str]:
         text = content
     else:
         return [problem(None, f"{name} ({role}) is empty", "write its text, or remove the message")]
+    thinking = message.get("thinking")
+    if thinking and ROLES[role] != "assistant":
+        return [
+            problem(
+                None,
+                f"{name} ({role}) has reasoning; only assistant replies may",
+                "move the reasoning to the reply it belongs to, or remove it",
+            )
+        ]
+    if thinking and not family.channel_start:
+        return [
+            problem(
+                None,
+                f"{name} has reasoning (reasoning_content / thinking / reasoning), but "
+                f"{family.name} has no thinking channel to train it in",
+                "train a Gemma 4 checkpoint, or remove the reasoning fields (or fold the "
+                "reasoning into the reply text yourself)",
+            )
+        ]
     controls = [
-        t for t in (family.bos, family.eos, family.turn_start, family.turn_end) if t in text
+        t
+        for t in (family.bos, family.eos, family.turn_start, family.turn_end)
+        if t in text or (thinking and t in thinking)
     ]
     if controls:
         return [
@@ -327,17 +410,38 @@ def _alternation_problem(number: int, role: str, first: bool) -> str:
     )
 
 
-def _turns(messages: list[dict], family: Family) -> list[tuple[str, Content]]:
-    """(format role name, stripped content) per turn, with the system prompt placed per family."""
-    turns = [(ROLES[m["role"]], _strip(m["content"])) for m in messages]
-    if turns[0][0] == "system" and not family.system_turn:
-        system, (_, first_user) = turns[0][1], turns[1]
-        if isinstance(first_user, str):
-            merged = f"{system}\n\n{first_user}"
+@dataclass(frozen=True)
+class _Turn:
+    role: str
+    """The family's role name (`model` for the assistant)."""
+    content: Content
+    train: bool | None = None
+    """The message's own loss flag (None: train_on decides)."""
+    thinking: str | None = None
+
+
+def _turns(messages: list[dict], family: Family, thinking: bool) -> list[_Turn]:
+    """The turns with stripped content, the system prompt placed per family, and (when
+    `thinking`) the reasoning of the replies after the last user turn."""
+    roles = [ROLES[m["role"]] for m in messages]
+    last_user = max((i for i, r in enumerate(roles) if r == "user"), default=-1)
+    turns = [
+        _Turn(
+            role,
+            _strip(m["content"]),
+            m.get("train"),
+            m.get("thinking") if thinking and i > last_user and m.get("thinking") else None,
+        )
+        for i, (role, m) in enumerate(zip(roles, messages, strict=True))
+    ]
+    if turns[0].role == "system" and not family.system_turn:
+        system, first_user = turns[0].content, turns[1]
+        if isinstance(first_user.content, str):
+            merged = f"{system}\n\n{first_user.content}"
         else:
-            merged = [{"type": "text", "text": f"{system}\n\n"}, *first_user]
-        turns = [("user", merged), *turns[2:]]
-    return [(family.assistant_role if r == "assistant" else r, c) for r, c in turns]
+            merged = [{"type": "text", "text": f"{system}\n\n"}, *first_user.content]
+        turns = [replace(first_user, content=merged), *turns[2:]]
+    return [replace(t, role=family.assistant_role) if t.role == "assistant" else t for t in turns]
 
 
 def _strip(content: Content) -> Content:
@@ -349,9 +453,14 @@ def _strip(content: Content) -> Content:
 
 
 def _vocab(
-    tokenizer: PreTrainedTokenizerBase, family: Family, media: MediaEncoder | None = None
+    tokenizer: PreTrainedTokenizerBase,
+    family: Family,
+    media: MediaEncoder | None = None,
+    thinking: bool = False,
 ) -> _Vocab:
-    return _Vocab(
+    """The tokenizer bound to the family's tokens (the thinking tokens only when asked: a
+    tokenizer without them still renders chats without reasoning)."""
+    vocab = _Vocab(
         media=media,
         tokenizer=tokenizer,
         bos=_token_id(tokenizer, family, family.bos),
@@ -359,6 +468,14 @@ def _vocab(
         turn_start=_token_id(tokenizer, family, family.turn_start),
         turn_end=_token_id(tokenizer, family, family.turn_end),
     )
+    if thinking and family.channel_start and family.channel_end and family.think_token:
+        vocab = replace(
+            vocab,
+            channel_start=_token_id(tokenizer, family, family.channel_start),
+            channel_end=_token_id(tokenizer, family, family.channel_end),
+            think=_token_id(tokenizer, family, family.think_token),
+        )
+    return vocab
 
 
 def _token_id(tokenizer: PreTrainedTokenizerBase, family: Family, token: str) -> int:
