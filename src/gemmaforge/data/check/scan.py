@@ -79,9 +79,16 @@ def check_dataset(
     if not cfg.data.train:
         raise UserError(problem(None, "no training data", "pass a data file or set data.train"))
     scan = _Scan(cfg, tok, media_encoder(tok, cfg.data), default_tokenizer, progress)
+    from gemmaforge.data.read.sources import companion_validation
+
     scan.read("train", cfg.data.train)
-    if cfg.data.validation:
-        scan.read("validation", cfg.data.validation)
+    # As training does: an mlx-lm style folder brings its validation file.
+    validation = cfg.data.validation or companion_validation(
+        cfg.data.train, cfg.data.storage_options
+    )
+    if validation:
+        scan.validation = validation
+        scan.read("validation", validation)
     return scan.report()
 
 
@@ -96,6 +103,8 @@ class _Scan:
         if default_tokenizer and self.audio_limit is None:
             # No model chosen: judge clips by the shortest limit of Gemma's audio towers.
             self.audio_limit = min(f.audio_max_seconds for f in FAMILIES if f.audio_max_seconds)
+        self.validation: str | None = None
+        """The validation source read (data.validation, or a split folder's own)."""
         self.findings: list[Finding] = []
         self.sources: dict[str, dict[str, Any]] = {}
         self.files: list[str] = []
@@ -385,7 +394,7 @@ class _Scan:
     def _split_overlap(self) -> dict[str, Any]:
         """With no validation file, the rows the trainer's seeded split holds out, and any of
         them whose conversation is also a training row."""
-        if self.data.validation:
+        if self.validation:
             return {"validation": "file", "held_out": 0}
         keys, locations = self.order
         data = self.data

@@ -114,10 +114,14 @@ def load_datasets(
     renderer = RowRenderer(cfg, family, tokenizer, media)
     problems: list[str] = []
     files: list[FileReport] = []
+    from gemmaforge.data.read.sources import companion_validation
+
+    # An mlx-lm style folder (train.jsonl, valid.jsonl, test.jsonl) brings its validation file.
+    validation = cfg.validation or companion_validation(cfg.train, cfg.storage_options)
     train_rows = read_rows(cfg.train, cfg, files, problems, skips)
-    val_rows = read_rows(cfg.validation, cfg, files, problems, skips)
-    source = "file" if cfg.validation else "none"
-    if not cfg.validation:
+    val_rows = read_rows(validation, cfg, files, problems, skips)
+    source = "file" if validation else "none"
+    if not validation:
         held_out = set(split_indices(len(train_rows), cfg.val_fraction, cfg.val_max_rows, seed))
         source = "split" if held_out else "none"
         val_rows = [r for i, r in enumerate(train_rows) if i in held_out]

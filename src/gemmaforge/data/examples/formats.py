@@ -198,7 +198,9 @@ def to_conversation(record: Record, fmt: str, cfg: DataConfig) -> Conversation:
 
 
 def _refuse_tools_column(record: Record, fmt: str) -> None:
-    if record.row.get("tools"):
+    tools = record.row.get("tools")
+    # LLaMA-Factory keeps tools as a JSON string: "[]" declares none.
+    if tools and not (isinstance(tools, str) and tools.strip() in ("[]", "null", "{}")):
         raise UserError(
             problem(
                 record.where,
