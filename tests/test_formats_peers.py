@@ -128,7 +128,8 @@ def test_reasoning_fields_render_into_the_thinking_channel(tmp_path, tok, train_
     pieces = [
         ("<bos>", False),
         # The template opens a system turn for the thinking switch.
-        ("<|turn>", False), ("system\n", False), ("<|think|>", False), ("<turn|>", False),
+        ("<|turn>", False), ("system\n", False), ("<|think|>", False), ("\n", False),
+        ("<turn|>", False),
         ("\n", False),
         *turn("user", "2+2?"),
         ("<|turn>", False), ("model\n", False),
@@ -153,7 +154,8 @@ def test_thinking_switch_joins_an_existing_system_turn_and_history_reasoning_is_
     (example,) = rendered(tok, write(tmp_path, "t.jsonl", [row]))
     pieces = [
         ("<bos>", False),
-        ("<|turn>", False), ("system\n", False), ("<|think|>", False), ("Be brief.", False),
+        ("<|turn>", False), ("system\n", False), ("<|think|>", False), ("\n", False),
+        ("Be brief.", False),
         ("<turn|>", False), ("\n", False),
         *turn("user", "a"), *turn("model", "b", True), *turn("user", "c"),
         ("<|turn>", False), ("model\n", False),

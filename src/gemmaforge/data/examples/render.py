@@ -150,14 +150,16 @@ def render(
     out = _Sequence([vocab.bos], [IGNORE_INDEX])
     if thinks and turns[0].role != "system":
         # The official template opens a system turn just for the thinking switch.
-        out.add([vocab.turn_start, *vocab.encode("system\n"), vocab.think, vocab.turn_end])
-        out.add(vocab.encode("\n"))
+        out.add([vocab.turn_start, *vocab.encode("system\n"), vocab.think])
+        out.add([*vocab.encode("\n"), vocab.turn_end, *vocab.encode("\n")])
     for i, turn in enumerate(turns):
         default = turn.role == family.assistant_role and (train_on == "all" or i == last_reply)
         trained = default if turn.train is None else turn.train
         out.add(vocab.header(turn.role))
         if thinks and i == 0 and turn.role == "system":
-            out.add([vocab.think])
+            # Gemma 4's current template writes the switch as `<|think|>\n` (the first
+            # release wrote no newline).
+            out.add([vocab.think, *vocab.encode("\n")])
         if turn.thinking:
             out.add([vocab.channel_start], train=trained and train_thinking)
             out.add(vocab.encode(f"thought\n{turn.thinking}"), train=trained and train_thinking)
