@@ -408,20 +408,21 @@ def test_axolotl_input_output_segments(tmp_path, tok):
     assert "no segment has label true" in refusal(tok, write(tmp_path, "n.jsonl", [none]))
 
 
-def test_sharegpt_tool_turns_and_tools_column_are_refused(tmp_path, tok):
+def test_malformed_tool_turns_are_refused_by_name(tmp_path, tok):
     row = {"conversations": [{"from": "human", "value": "weather?"},
-                             {"from": "function_call", "value": "{}"},
+                             {"from": "function_call", "value": "get_weather(Paris)"},
                              {"from": "observation", "value": "{}"},
-                             {"from": "gpt", "value": "sunny"}], "tools": "[]"}  # fmt: skip
+                             {"from": "gpt", "value": "sunny"}]}  # fmt: skip
     message = refusal(tok, write(tmp_path, "tools.jsonl", [row]))
-    assert "conversations[1] has role 'function_call'" in message
-    row["tools"] = '[{"name": "weather"}]'
-    message = refusal(tok, write(tmp_path, "tools2.jsonl", [row]))
-    assert "the row has a 'tools' column (tool definitions, sharegpt format)" in message
-    call = {"role": "assistant", "content": None, "tool_calls": [{"id": 1}]}
-    calls = {"messages": [{"role": "user", "content": "x"}, call]}
-    message = refusal(tok, write(tmp_path, "calls.jsonl", [calls]))
-    assert "messages[1].tool_calls: tool calls and tool results (messages format)" in message
+    assert "tools.jsonl:1: conversations[1].value[0] is not a tool call with a 'name'" in message
+    orphan = {"messages": [{"role": "user", "content": "x"},
+                           {"role": "tool", "content": "42"},
+                           {"role": "assistant", "content": "y"}]}  # fmt: skip
+    message = refusal(tok, write(tmp_path, "orphan.jsonl", [orphan]))
+    assert "messages[1] is a tool result with no tool call before it (messages format)" in message
+    assert "'tools' is a string but not JSON" in refusal(
+        tok, write(tmp_path, "bad.jsonl", [{**orphan, "tools": "[not json"}])
+    )
 
 
 def test_llamafactory_dataset_info_mapping(tmp_path, tok):
@@ -531,3 +532,151 @@ def test_data_check_agrees_on_split_folders_inline_images_and_loss_flags(tiny_di
     assert text_example.num_trained == len(
         expected(loaded.tokenizer, [("d", True), ("<turn|>", True)])[0]
     )
+
+
+# -- Gemma 4 tool calling and thinking, against the official chat template -----------------
+
+TEMPLATE = Path(__file__).parent / "data" / "templates" / "gemma4-31B-it-interleaved.jinja"
+"""Google's Gemma 4 chat template (llama.cpp keeps a copy as models/templates/
+google-gemma-4-31B-it-interleaved.jinja). Not vendored in this repository: put it there, or
+point GEMMAFORGE_GEMMA4_TEMPLATE at a copy, to run the byte-for-byte comparisons."""
+
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Weather for a city.",
+        "parameters": {"type": "object", "required": ["city"], "properties": {
+            "city": {"type": "string", "description": "City name"},
+            "unit": {"type": "string", "enum": ["c", "f"]},
+            "days": {"type": "integer", "nullable": True},
+            "where": {"type": "object", "properties": {"lat": {"type": "number"}},
+                      "required": ["lat"]},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        }},
+    }},
+    {"type": "function", "function": {"name": "now", "description": "The time."}},
+]  # fmt: skip
+
+OPENAI_TOOL_CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "reasoning_content": "Need the weather.",
+     "tool_calls": [{"id": "c1", "type": "function", "function": {
+         "name": "get_weather", "arguments": '{"city": "Paris", "days": 2}'}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": '{"temp": 21, "sky": "clear"}'},
+    {"role": "assistant", "content": None, "reasoning_content": "And the time.",
+     "tool_calls": [{"id": "c2", "type": "function",
+                     "function": {"name": "now", "arguments": {}}}]},
+    {"role": "tool", "tool_call_id": "c2", "content": "noon"},
+    {"role": "assistant", "content": "21 C and clear at noon."},
+]  # fmt: skip
+
+# The same conversation as the template takes it: results on the message that called.
+TEMPLATE_TOOL_CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "", "reasoning_content": "Need the weather.",
+     "tool_calls": [{"function": {"name": "get_weather",
+                                  "arguments": {"city": "Paris", "days": 2}}}],
+     "tool_responses": [{"name": "get_weather", "response": {"temp": 21, "sky": "clear"}}]},
+    {"role": "assistant", "content": "21 C and clear at noon.",
+     "reasoning_content": "And the time.",
+     "tool_calls": [{"function": {"name": "now", "arguments": {}}}],
+     "tool_responses": [{"name": "now", "response": "noon"}]},
+]  # fmt: skip
+
+
+def official_template() -> str:
+    import os
+
+    path = Path(os.environ.get("GEMMAFORGE_GEMMA4_TEMPLATE", TEMPLATE))
+    if not path.is_file():
+        pytest.skip(f"the official Gemma 4 chat template is not at {path}")
+    return path.read_text()
+
+
+def template_ids(tok, messages, **kwargs) -> list[int]:
+    text = tok.apply_chat_template(
+        messages, chat_template=official_template(), tokenize=False, **kwargs
+    )
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_tool_calls_render_as_the_official_template(tmp_path, tok):
+    row = {"messages": OPENAI_TOOL_CHAT, "tools": TOOLS}
+    (example,) = rendered(tok, write(tmp_path, "tools.jsonl", [row]))
+    ids = template_ids(tok, TEMPLATE_TOOL_CHAT, tools=TOOLS, enable_thinking=True)
+    assert example.input_ids == ids
+    # Trained: reasoning, calls, the <|tool_response> that stops the model, the answer; not
+    # the results the tool wrote.
+    trained = tok.decode([t for t in example.labels if t != IGNORE_INDEX])
+    assert trained == (
+        '<|channel>thought\nNeed the weather.<channel|><|tool_call>call:get_weather{city:<|"|>'
+        'Paris<|"|>,days:2}<tool_call|><|tool_response><|channel>thought\nAnd the time.'
+        "<channel|><|tool_call>call:now{}<tool_call|><|tool_response>21 C and clear at noon."
+        "<turn|>"
+    )
+
+
+def test_sharegpt_function_call_turns_render_as_the_official_template(tmp_path, tok):
+    row = {"conversations": [
+        {"from": "human", "value": "Weather in Paris?"},
+        {"from": "function_call",
+         "value": '{"name": "get_weather", "arguments": {"city": "Paris"}}'},
+        {"from": "observation", "value": "sunny"},
+        {"from": "gpt", "value": "Sunny."},
+    ], "tools": json.dumps(TOOLS)}  # fmt: skip
+    (example,) = rendered(tok, write(tmp_path, "sg.jsonl", [row]))
+    chat = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "Sunny.",
+         "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+         "tool_responses": [{"name": "get_weather", "response": "sunny"}]},
+    ]  # fmt: skip
+    assert example.input_ids == template_ids(tok, chat, tools=TOOLS)
+
+
+def test_thinking_renders_as_the_official_template_generates(tmp_path, tok):
+    (example,) = rendered(tok, write(tmp_path, "t.jsonl", THINKING_ROWS[:1]))
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "2+2?"}],
+        chat_template=official_template(),
+        tokenize=False,
+        add_generation_prompt=True,
+        enable_thinking=True,
+    )
+    text = prompt + "<|channel>thought\nTwo and two.<channel|>4<turn|>\n"
+    assert example.input_ids == tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_tool_declarations_match_the_template_text():
+    """The declaration writer against the template's own text, no tokenizer involved."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from gemmaforge.data.examples.tools import format_declaration
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["namespace"] = __import__("jinja2.utils", fromlist=["Namespace"]).Namespace
+    text = env.from_string(official_template()).render(
+        messages=[{"role": "user", "content": "x"}], tools=TOOLS, bos_token=""
+    )
+    expected = "".join(f"<|tool>{format_declaration(t)}<tool|>" for t in TOOLS)
+    assert expected in text
+
+
+def test_parse_calls_reads_back_what_is_rendered():
+    from gemmaforge.data.examples.tools import format_call, parse_calls
+
+    arguments = {"city": "Paris, {FR}", "days": 2, "hourly": False, "at": [1.5, "x", None],
+                 "where": {"Lat": 1, "lon": "e"}}  # fmt: skip
+    text = f"Sure.<|tool_call>{format_call('get_weather', arguments)}<tool_call|><|tool_response>"
+    assert parse_calls(text) == [{"name": "get_weather", "arguments": arguments}]
+    assert parse_calls("<|tool_call>call:f{broken<tool_call|>") == []
+
+
+def test_tools_on_gemma3n_are_refused():
+    from gemmaforge.models.tiny import tiny_tokenizer
+
+    renderer = RowRenderer(DataConfig(), GEMMA3N, tiny_tokenizer("gemma3n"))
+    row = {"messages": OPENAI_TOOL_CHAT[1:], "tools": TOOLS}
+    with pytest.raises(UserError, match="gemma3n has no tool-calling tokens"):
+        renderer(Record(row, "t.jsonl", 1))

@@ -57,6 +57,9 @@ class Family:
     """Token closing the thinking channel; the reply follows it."""
     think_token: str | None = None
     """Token that opens the system turn to switch thinking on."""
+    tool_calling: bool = False
+    """Native tool tokens (<|tool>, <|tool_call>, <|tool_response>): tool declarations, calls
+    and results are rendered in them. Without: tool-calling data is refused."""
 
     def is_multimodal(self, config: Any) -> bool:
         return getattr(config, "model_type", None) == self.model_types[0] and bool(
@@ -119,6 +122,7 @@ GEMMA4 = Family(
     channel_start="<|channel>",
     channel_end="<channel|>",
     think_token="<|think|>",
+    tool_calling=True,
     notes=(
         "Replies without reasoning are trained without a thinking channel, and inference "
         "renders prompts the same way (no empty <|channel>thought block). Replies with "

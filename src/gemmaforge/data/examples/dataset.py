@@ -239,6 +239,7 @@ class RowRenderer:
             conv.where,
             self.media,
             train_thinking=cfg.train_thinking,
+            tools=conv.tools,
         )
 
     def admit(self, item: Record | BadRow, skips: SkipLog, on_error: str) -> RenderedExample | None:

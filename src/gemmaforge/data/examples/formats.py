@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +60,8 @@ THINKING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 LOSS_FIELDS = ("weight", "train", "training", "loss_weight")
 """Per-message / per-part loss flags: OpenAI, axolotl (two names), LLaMA-Factory v1."""
 
-TOOL_ROLES = ("tool", "function", "ipython", "observation", "function_call", "tool_call")
+TOOL_ROLES = ("tool_call", "tool_result")
+"""Roles of tool turns that no supported convention uses (refused by name)."""
 
 MAX_INLINE_MEDIA_BYTES = 64 << 20
 """Largest image or clip read from a data: URL or a base64 field (decoded size)."""
@@ -83,6 +85,8 @@ class Conversation:
     """Completion format: the text, trained on every token (no chat turns)."""
     segments: tuple[tuple[str, bool], ...] | None = None
     """input_output format: (text, trained) pieces, concatenated with no template."""
+    tools: list[dict[str, Any]] | None = None
+    """Tool declarations (OpenAI style: {"type": "function", "function": {...}})."""
 
 
 def format_columns(cfg: DataConfig) -> dict[str, tuple[str, ...]]:
@@ -187,29 +191,171 @@ def to_conversation(record: Record, fmt: str, cfg: DataConfig) -> Conversation:
                 "add the column, or point data.*_column / data.format at the right names",
             )
         )
-    _refuse_tools_column(record, fmt)
+    tools = _tools(record)
     conv = CONVERTERS[fmt](record, cfg)
     if conv.messages:
         media = _MediaQueue.of(record, fmt, cfg)
         messages = [_place_media(record, i, m, media, cfg) for i, m in enumerate(conv.messages)]
         media.check_used(record, fmt)
-        conv = Conversation(where=conv.where, messages=messages)
+        conv = Conversation(
+            where=conv.where, messages=_fold_tool_turns(record, messages, fmt), tools=tools
+        )
     return conv
 
 
-def _refuse_tools_column(record: Record, fmt: str) -> None:
+def _tools(record: Record) -> list[dict[str, Any]] | None:
+    """The row's tool declarations (`tools`: a list, or LLaMA-Factory's JSON string), each as
+    `{"type": "function", "function": {"name", "description", "parameters"}}`."""
     tools = record.row.get("tools")
-    # LLaMA-Factory keeps tools as a JSON string: "[]" declares none.
-    if tools and not (isinstance(tools, str) and tools.strip() in ("[]", "null", "{}")):
-        raise UserError(
-            problem(
-                record.where,
-                f"the row has a 'tools' column (tool definitions, {fmt} format): tool-calling "
-                "data is not trained by gemmaforge yet, and dropping the tools would teach "
-                "calls to undeclared functions",
-                "remove the tool-calling rows (or the 'tools' column if no turn uses them)",
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools) if tools.strip() else None
+        except json.JSONDecodeError:
+            raise UserError(
+                problem(
+                    record.where,
+                    "'tools' is a string but not JSON",
+                    'write the tools as a JSON list: [{"type": "function", "function": {...}}]',
+                )
+            ) from None
+    if not tools:
+        return None
+    tools = tools if isinstance(tools, list) else [tools]
+    out = []
+    for i, tool in enumerate(tools):
+        function = tool.get("function", tool) if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise UserError(
+                problem(
+                    record.where,
+                    f"tools[{i}] is not a function declaration with a 'name'",
+                    'write {"type": "function", "function": {"name": ..., "description": ..., '
+                    '"parameters": {JSON schema}}}',
+                )
             )
-        )
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_calls(record: Record, key: str, calls: Any) -> list[dict[str, Any]]:
+    """OpenAI `tool_calls` (or ShareGPT's `function_call` JSON) as [{"id", "name",
+    "arguments": dict}]."""
+    calls = calls if isinstance(calls, list) else [calls]
+    out = []
+    for i, call in enumerate(calls):
+        function = call.get("function", call) if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        arguments = function.get("arguments", {}) if isinstance(function, dict) else None
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError:
+                arguments = None
+        if not isinstance(name, str) or not isinstance(arguments, dict):
+            raise UserError(
+                problem(
+                    record.where,
+                    f"{key}[{i}] is not a tool call with a 'name' and JSON-object 'arguments'",
+                    'write {"type": "function", "function": {"name": "f", "arguments": '
+                    '{"x": 1}}} (arguments as an object or a JSON string of one)',
+                )
+            )
+        call_id = call.get("id") if isinstance(call, dict) else None
+        out.append({"id": call_id, "name": name, "arguments": arguments})
+    return out
+
+
+def _tool_result(record: Record, key: str, item: dict, content: Any) -> Message:
+    """A tool result message; JSON-object text becomes an object (Gemma 4 writes results
+    as `response:NAME{key:value}`), other text stays text."""
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    value: Any = _text(record, f"{key}.content", content)
+    try:
+        parsed = json.loads(value)
+        if isinstance(parsed, dict):
+            value = parsed
+    except json.JSONDecodeError:
+        pass
+    return {
+        "role": "tool",
+        "content": "",
+        "response": value,
+        "name": item.get("name"),
+        "tool_call_id": item.get("tool_call_id"),
+        "key": key,
+    }
+
+
+def _fold_tool_turns(record: Record, messages: list[Message], fmt: str) -> list[Message]:
+    """Tool calls, their results and the reply that follows them become one model turn with
+    `tool_steps` [{"calls", "responses", "thinking"}], the way Gemma 4 writes them (the model
+    calls, stops at `<|tool_response>`, reads the result and goes on in the same turn)."""
+    out: list[Message] = []
+    for message in messages:
+        role = message["role"]
+        last = out[-1] if out else None
+        steps = last.get("tool_steps") if last else None
+        if role == "tool":
+            if not steps:
+                raise UserError(
+                    problem(
+                        record.where,
+                        f"{message['key']} is a tool result with no tool call before it "
+                        f"({fmt} format)",
+                        "put the assistant message with the tool_calls before it",
+                    )
+                )
+            step = steps[-1]
+            name = message["name"] or _call_name(step["calls"], message["tool_call_id"])
+            step["responses"].append({"name": name, "response": message["response"]})
+            continue
+        calls = message.get("tool_calls")
+        if (
+            ROLE_ALIASES.get(role, role) in ("assistant", "model")
+            and steps
+            and (steps[-1]["responses"])
+        ):
+            if _text_of(last["content"]).strip():
+                raise UserError(
+                    problem(
+                        record.where,
+                        "an assistant message has text besides tool calls that got results; "
+                        "Gemma 4 writes a turn's text after its tool calls",
+                        "move the text into the reply after the tool results",
+                    )
+                )
+            # The reply (or the next call) after a tool result continues the same turn.
+            merged = {**last, "content": message["content"]}
+            if calls:
+                merged["tool_steps"] = [
+                    *steps,
+                    {"calls": calls, "responses": [], "thinking": message.get("thinking")},
+                ]
+            else:
+                merged["final_thinking"] = message.get("thinking")
+            out[-1] = merged
+            continue
+        if calls:
+            thinking = message.get("thinking")
+            message = {k: v for k, v in message.items() if k not in ("tool_calls", "thinking")}
+            message["tool_steps"] = [{"calls": calls, "responses": [], "thinking": thinking}]
+        out.append(message)
+    return out
+
+
+def _call_name(calls: list[dict[str, Any]], call_id: Any) -> str:
+    """The function a tool result answers: by its tool_call_id, else the only call."""
+    named = [c["name"] for c in calls if call_id is not None and c.get("id") == call_id]
+    if named:
+        return named[0]
+    return calls[0]["name"] if len(calls) == 1 else "unknown"
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if p.get("type") == "text")
 
 
 def _text(record: Record, key: str, value: Any) -> str:
@@ -254,22 +400,24 @@ def _message(record: Record, key: str, item: Any, fmt: str) -> Message:
             )
         )
     role = _text(record, f"{key}.role", item["role"])
+    if role in ("tool", "function", "ipython"):
+        return _tool_result(record, key, item, item["content"])
     _refuse_tool_turn(record, key, role, item, fmt)
-    content = _content(record, key, item["content"])
-    message = {"role": ROLE_ALIASES.get(role, role), "content": content}
+    calls = item.get("tool_calls") or item.get("function_call")
+    raw = item["content"] if item["content"] is not None or not calls else ""
+    message = {"role": ROLE_ALIASES.get(role, role), "content": _content(record, key, raw)}
+    if calls:
+        message["tool_calls"] = _tool_calls(record, f"{key}.tool_calls", calls)
     return _with_fields(record, key, item, message)
 
 
 def _refuse_tool_turn(record: Record, key: str, role: str, item: dict, fmt: str) -> None:
-    field = next((f for f in ("tool_calls", "function_call") if item.get(f)), None)
-    if role in TOOL_ROLES or field:
-        what = f"{key}.{field}" if field else f"{key} has role {role!r}"
+    if role in TOOL_ROLES and role not in ("function_call", "observation"):
         raise UserError(
             problem(
                 record.where,
-                f"{what}: tool calls and tool results ({fmt} format) are not trained by "
-                "gemmaforge yet; dropped or trained as text they would teach a wrong format",
-                "remove the tool-calling rows from this file",
+                f"{key} has role {role!r} ({fmt} format), which gemmaforge does not read",
+                "write tool results as role 'tool' (OpenAI) or ShareGPT 'observation' turns",
             )
         )
 
@@ -639,6 +787,19 @@ def _sharegpt(record: Record, cfg: DataConfig) -> Conversation:
         speaker = _text(record, f"{key}.from", item["from"])
         _refuse_tool_turn(record, key, speaker, item, "sharegpt")
         content = _text(record, f"{key}.value", item["value"])
+        if speaker == "observation":
+            turns.append(_tool_result(record, key, {}, content))
+            continue
+        if speaker == "function_call":
+            # LLaMA-Factory: the model's call(s) as JSON {"name", "arguments"} (or a list).
+            try:
+                calls = json.loads(content)
+            except json.JSONDecodeError:
+                calls = None
+            message = {"role": "assistant", "content": ""}
+            message["tool_calls"] = _tool_calls(record, f"{key}.value", calls)
+            turns.append(_with_fields(record, key, item, message))
+            continue
         message = {"role": ROLE_ALIASES.get(speaker, speaker), "content": content}
         turns.append(_with_fields(record, key, item, message))
     return Conversation(where=record.where, messages=turns)

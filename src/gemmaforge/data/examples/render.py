@@ -92,6 +92,32 @@ class _Vocab:
     def header(self, role: str) -> list[int]:
         return [self.turn_start, *self.encode(f"{role}\n")]
 
+    def thinking(self, text: str | None, out: _Sequence, train: bool) -> None:
+        """`<|channel>thought\n{text}<channel|>`, when there is reasoning."""
+        if not text:
+            return
+        out.add([self.channel_start], train=train)
+        out.add(self.encode(f"thought\n{text}"), train=train)
+        out.add([self.channel_end], train=train)
+
+    def tool_step(self, step: dict[str, Any], out: _Sequence, train: bool) -> None:
+        """The model's calls (trained), then the results (not trained, except the first
+        `<|tool_response>`: generating it is how the model stops to wait for the result)."""
+        from gemmaforge.data.examples.tools import format_call, format_response
+
+        calls = "".join(
+            f"<|tool_call>{format_call(c['name'], c['arguments'])}<tool_call|>"
+            for c in step["calls"]
+        )
+        out.add(self.encode(calls), train=train)
+        for i, response in enumerate(step["responses"]):
+            text = f"{format_response(response['name'], response['response'])}<tool_response|>"
+            if i == 0:
+                out.add([self.tokenizer.convert_tokens_to_ids("<|tool_response>")], train=train)
+            else:
+                text = f"<|tool_response>{text}"
+            out.add(self.encode(text))
+
     def content(
         self, content: Content, where: str | None, out: _Sequence, train: bool = False
     ) -> bool:
@@ -132,6 +158,7 @@ def render(
     where: str | None = None,
     media: MediaEncoder | None = None,
     train_thinking: bool = True,
+    tools: list[dict] | None = None,
 ) -> RenderedExample:
     """Render a conversation that ends with an assistant reply, for training.
 
@@ -139,32 +166,38 @@ def render(
     message's own `train` flag (and a text part's) overrides that. Reasoning (`thinking`) of
     the replies after the last user turn goes into the family's thinking channel, trained
     when `train_thinking`; earlier replies' reasoning is left out, as the official template
-    leaves it out of the history at inference. Image and audio parts are expanded by `media`
-    (the model's processor) into their token runs.
+    leaves it out of the history at inference. `tools` are declared in the system turn; a
+    reply's `tool_steps` (calls and their results, formats.py) are written in the family's
+    tool tokens, the calls trained and the results not. Image and audio parts are expanded
+    by `media` (the model's processor) into their token runs.
     """
     _raise(where, check_turns(messages, family, for_prompt=False))
     turns = _turns(messages, family, thinking=True)
-    thinks = any(t.thinking for t in turns)
+    thinks = any(_has_thinking(t) for t in turns)
+    _raise(where, _tool_problems(turns, tools, family))
     vocab = _vocab(tokenizer, family, media, thinking=thinks)
     last_reply = max(i for i, t in enumerate(turns) if t.role == family.assistant_role)
     out = _Sequence([vocab.bos], [IGNORE_INDEX])
-    if thinks and turns[0].role != "system":
-        # The official template opens a system turn just for the thinking switch.
-        out.add([vocab.turn_start, *vocab.encode("system\n"), vocab.think])
-        out.add([*vocab.encode("\n"), vocab.turn_end, *vocab.encode("\n")])
+    if (thinks or tools) and turns[0].role != "system":
+        # The official template opens a system turn just for the thinking switch and tools.
+        turns = [_Turn("system", ""), *turns]
+        last_reply += 1
     for i, turn in enumerate(turns):
         default = turn.role == family.assistant_role and (train_on == "all" or i == last_reply)
         trained = default if turn.train is None else turn.train
         out.add(vocab.header(turn.role))
-        if thinks and i == 0 and turn.role == "system":
-            # Gemma 4's current template writes the switch as `<|think|>\n` (the first
-            # release wrote no newline).
-            out.add([vocab.think, *vocab.encode("\n")])
-        if turn.thinking:
-            out.add([vocab.channel_start], train=trained and train_thinking)
-            out.add(vocab.encode(f"thought\n{turn.thinking}"), train=trained and train_thinking)
-            out.add([vocab.channel_end], train=trained and train_thinking)
+        if i == 0 and turn.role == "system" and (thinks or tools):
+            _system_body(vocab, turn, out, thinks, tools or [], where)
+            continue
+        think = trained and train_thinking
+        vocab.thinking(turn.thinking, out, think)
+        for step in turn.steps:
+            vocab.thinking(step.get("thinking"), out, think)
+            vocab.tool_step(step, out, trained)
+        vocab.thinking(turn.final_thinking, out, think)
         last = vocab.content(turn.content, where, out, train=trained)
+        if turn.steps and turn.steps[-1]["responses"] and not turn.content:
+            continue  # the template leaves such a turn open
         out.add([vocab.turn_end], train=last)
         out.add(vocab.encode("\n"))
     example = out.example(where)
@@ -181,6 +214,47 @@ def render(
             ],
         )
     return example
+
+
+def _system_body(
+    vocab: _Vocab, turn: _Turn, out: _Sequence, thinks: bool, tools: list[dict], where
+) -> None:
+    """The system turn's body when it carries the thinking switch or tool declarations:
+    `<|think|>\n`, the system prompt, `<|tool>declaration:...<tool|>` per tool."""
+    from gemmaforge.data.examples.tools import format_declaration
+
+    content = turn.content
+    if thinks:
+        out.add([vocab.think])
+        # Gemma 4's current template writes the switch as `<|think|>\n` (the first release
+        # wrote no newline); the newline and the prompt are one piece of template text.
+        content = (
+            f"\n{content}"
+            if isinstance(content, str)
+            else [{"type": "text", "text": "\n"}, *content]
+        )
+    vocab.content(content, where, out)
+    for tool in tools:
+        out.add(vocab.encode(f"<|tool>{format_declaration(tool)}<tool|>"))
+    out.add([vocab.turn_end, *vocab.encode("\n")])
+
+
+def _has_thinking(turn: _Turn) -> bool:
+    return bool(turn.thinking or turn.final_thinking or any(s.get("thinking") for s in turn.steps))
+
+
+def _tool_problems(turns: list[_Turn], tools: list[dict] | None, family: Family) -> list[str]:
+    if (tools or any(t.steps for t in turns)) and not family.tool_calling:
+        return [
+            problem(
+                None,
+                f"the conversation has tool declarations or tool calls, but {family.name} has "
+                "no tool-calling tokens to render them in",
+                "train a Gemma 4 checkpoint, or write the calls as plain text in the replies "
+                "(docs/data.md, 'Tool calling')",
+            )
+        ]
+    return []
 
 
 def render_segments(
@@ -325,9 +399,9 @@ def _message_problems(index: int, message: dict, family: Family) -> list[str]:
                 )
             ]
         text = "".join(p["text"] for p in content if p["type"] == "text")
-        if not media and not text.strip():
+        if not media and not text.strip() and not message.get("tool_steps"):
             return [problem(None, f"{name} ({role}) is empty", "write its text, or remove it")]
-    elif isinstance(content, str) and content.strip():
+    elif isinstance(content, str) and (content.strip() or message.get("tool_steps")):
         text = content
     else:
         return [problem(None, f"{name} ({role}) is empty", "write its text, or remove the message")]
@@ -420,6 +494,10 @@ class _Turn:
     train: bool | None = None
     """The message's own loss flag (None: train_on decides)."""
     thinking: str | None = None
+    steps: tuple[dict[str, Any], ...] = ()
+    """Tool calls and their results, in order, before the content (formats.py)."""
+    final_thinking: str | None = None
+    """Reasoning between the last tool result and the content."""
 
 
 def _turns(messages: list[dict], family: Family, thinking: bool) -> list[_Turn]:
@@ -427,12 +505,21 @@ def _turns(messages: list[dict], family: Family, thinking: bool) -> list[_Turn]:
     `thinking`) the reasoning of the replies after the last user turn."""
     roles = [ROLES[m["role"]] for m in messages]
     last_user = max((i for i, r in enumerate(roles) if r == "user"), default=-1)
+
+    def kept(text: str | None, i: int) -> str | None:
+        return text if thinking and i > last_user and text else None
+
     turns = [
         _Turn(
             role,
             _strip(m["content"]),
             m.get("train"),
-            m.get("thinking") if thinking and i > last_user and m.get("thinking") else None,
+            kept(m.get("thinking"), i),
+            tuple(
+                {**step, "thinking": kept(step.get("thinking"), i)}
+                for step in m.get("tool_steps", ())
+            ),
+            kept(m.get("final_thinking"), i),
         )
         for i, (role, m) in enumerate(zip(roles, messages, strict=True))
     ]
