@@ -527,11 +527,11 @@ def _conversation_hash(conv: Conversation) -> int:
             "content": m["content"].strip()
             if isinstance(m["content"], str)
             else [{**p, "text": p["text"].strip()} if "text" in p else p for p in m["content"]],
-            **{k: m[k] for k in ("thinking", "train") if k in m},
+            **{k: m[k] for k in ("thinking", "train", "tool_steps", "final_thinking") if k in m},
         }
         for m in conv.messages
     ]
-    key = [messages, conv.text, conv.segments]
+    key = [messages, conv.text, conv.segments, conv.tools]
     return _text_hash(json.dumps(key, sort_keys=True, ensure_ascii=False))
 
 

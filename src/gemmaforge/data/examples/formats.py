@@ -927,3 +927,20 @@ CONVERTERS: dict[str, Callable[[Record, DataConfig], Conversation]] = {
     "input_output": _input_output,
     **{fmt: _media_shortcut(fmt) for fmt in MEDIA_SHORTCUTS},
 }
+
+
+def fold_tool_messages(messages: list[dict[str, Any]], where: str) -> list[Message]:
+    """OpenAI-style chat turns (assistant `tool_calls`, `tool` results) as gemmaforge turns,
+    for prompts built outside a data file (the server); `where` names them in errors."""
+    record = Record(row={}, path=where, line=0)
+    out = []
+    for i, message in enumerate(messages):
+        key = f"messages[{i}]"
+        if message["role"] == "tool":
+            out.append(_tool_result(record, key, message, message.get("content") or ""))
+        elif message.get("tool_calls"):
+            calls = _tool_calls(record, f"{key}.tool_calls", message["tool_calls"])
+            out.append({**message, "content": message.get("content") or "", "tool_calls": calls})
+        else:
+            out.append(message)
+    return _fold_tool_turns(record, out, "messages")

@@ -196,7 +196,7 @@ def render(
             vocab.tool_step(step, out, trained)
         vocab.thinking(turn.final_thinking, out, think)
         last = vocab.content(turn.content, where, out, train=trained)
-        if turn.steps and turn.steps[-1]["responses"] and not turn.content:
+        if _open(turn):
             continue  # the template leaves such a turn open
         out.add([vocab.turn_end], train=last)
         out.add(vocab.encode("\n"))
@@ -299,17 +299,42 @@ def render_prompt_example(
     tokenizer: PreTrainedTokenizerBase,
     where: str | None = None,
     media: MediaEncoder | None = None,
+    tools: list[dict] | None = None,
 ) -> RenderedExample:
-    """`render_prompt` with image/audio parts expanded by `media`, and their references."""
+    """`render_prompt` with image/audio parts expanded by `media`, and their references.
+
+    With `tools`, they are declared in the system turn; earlier tool calls and results are
+    written as training writes them. A conversation that ends in tool results (a model turn
+    whose last tool step has its results and no text yet) is left open for the model to go
+    on in the same turn, as Gemma 4 does; otherwise the model's turn header ends the prompt.
+    """
     _raise(where, check_turns(messages, family, for_prompt=True))
+    turns = _turns(messages, family, thinking=False)
+    _raise(where, _tool_problems(turns, tools, family))
     vocab = _vocab(tokenizer, family, media)
     out = _Sequence([vocab.bos], [IGNORE_INDEX])
-    for turn in _turns(messages, family, thinking=False):
+    if tools and turns[0].role != "system":
+        turns = [_Turn("system", ""), *turns]
+    for i, turn in enumerate(turns):
         out.add(vocab.header(turn.role))
+        if i == 0 and turn.role == "system" and tools:
+            _system_body(vocab, turn, out, False, tools, where)
+            continue
+        for step in turn.steps:
+            vocab.tool_step(step, out, False)
         vocab.content(turn.content, where, out)
+        if _open(turn):
+            return out.example(where)
         out.add([vocab.turn_end, *vocab.encode("\n")])
     out.add(vocab.header(family.assistant_role))
     return out.example(where)
+
+
+def _open(turn: _Turn | dict) -> bool:
+    """A model turn that ends with tool results and no text: the model goes on in it."""
+    steps = turn.steps if isinstance(turn, _Turn) else turn.get("tool_steps", ())
+    content = turn.content if isinstance(turn, _Turn) else turn.get("content")
+    return bool(steps and steps[-1]["responses"] and not content)
 
 
 @dataclass
@@ -373,6 +398,8 @@ def check_turns(messages: list[dict], family: Family, for_prompt: bool) -> list[
     if problems:
         return problems
     roles = [ROLES[m["role"]] for m in messages]
+    if for_prompt and roles[-1] == "assistant" and _open(messages[-1]):
+        return _order_problems(roles, for_prompt=False)
     return _order_problems(roles, for_prompt)
 
 

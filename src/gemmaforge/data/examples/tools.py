@@ -162,6 +162,20 @@ def parse_calls(text: str) -> list[dict[str, Any]]:
     return calls
 
 
+THOUGHT = re.compile(r"<\|channel>thought\n?(.*?)(?:<channel\|>|$)", re.S)
+SPECIAL = re.compile(r"<\|tool_response>|<tool_response\|>|<turn\|>|<eos>|<pad>")
+
+
+def split_reply(text: str) -> tuple[str, str, list[dict[str, Any]]]:
+    """(content, reasoning, tool calls) of a Gemma 4 reply decoded with its special tokens:
+    the thinking channel's text is the reasoning, each well-formed call is parsed, and what
+    is left (calls and control tokens removed) is the content."""
+    reasoning = "".join(m.group(1) for m in THOUGHT.finditer(text)).strip()
+    calls = parse_calls(text)
+    content = CALL.sub("", THOUGHT.sub("", text))
+    return SPECIAL.sub("", content).strip(), reasoning, calls
+
+
 class _Parser:
     """A recursive-descent reader for Gemma 4's value notation (the inverse of
     `format_value` with bare keys)."""
