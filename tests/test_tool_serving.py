@@ -104,3 +104,44 @@ def test_prompt_after_a_tool_result_is_the_training_prefix(tiny_dir):
     assert reply.usage.prompt_tokens == len(prompt.ids)
     for call in choice.message.tool_calls or []:
         json.loads(call.function.arguments)
+
+
+def test_tool_calls_task_scores_names_and_arguments():
+    from gemmaforge.eval.tasks import TASKS, pick_task
+
+    task = TASKS["tool_calls"]
+    reference = json.dumps([{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}])
+    same = json.dumps([{"arguments": {"days": 2, "city": "Paris"}, "name": "get_weather"}])
+    wrong_args = json.dumps([{"name": "get_weather", "arguments": {"city": "Rome", "days": 2}}])
+    scores = task.corpus([same, wrong_args, "[]", "not json"], [reference] * 4)
+    assert scores == {"exact_match": 0.25, "name_accuracy": 0.5}
+    assert task.example(same, reference) == 1.0 and task.example(wrong_args, reference) == 0.0
+    assert pick_task("tool_calls", None) is task
+
+
+def test_generate_prompts_with_tools_and_keeps_the_special_tokens(tiny_dir):
+    from gemmaforge.config import ModelConfig
+    from gemmaforge.data.examples.formats import Conversation
+    from gemmaforge.data.examples.render import render_prompt_example
+    from gemmaforge.eval.evaluate import _calls_reference
+    from gemmaforge.infer.generate import generate
+    from gemmaforge.models.load import load_model
+
+    loaded = load_model(ModelConfig(name_or_path=str(tiny_dir("gemma4"))))
+    prompt = [{"role": "user", "content": "Weather in Paris?"}]
+    (reply,) = generate(
+        loaded.model, loaded.tokenizer, GEMMA4, [prompt], max_new_tokens=4, tools=[TOOLS]
+    )
+    decoded = loaded.tokenizer.decode(
+        loaded.tokenizer(reply.raw, add_special_tokens=False)["input_ids"],
+        skip_special_tokens=True,
+    )
+    assert decoded == reply.text and 0 < reply.num_tokens <= 4
+    ids = render_prompt_example(prompt, GEMMA4, loaded.tokenizer, tools=TOOLS).input_ids
+    assert "<|tool>declaration:get_weather{" in loaded.tokenizer.decode(ids)
+
+    turns = fold_tool_messages([*HISTORY, {"role": "assistant", "content": "ok"}], "d")
+    conv = Conversation("d:1", turns[:2], tools=TOOLS)
+    assert json.loads(_calls_reference(conv)) == [
+        {"name": "get_weather", "arguments": {"city": "Paris"}}
+    ]

@@ -20,6 +20,7 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 TaskName = Literal[
     "auto",
     "exact",
+    "tool_calls",
     "classification",
     "json",
     "transcription",
@@ -77,7 +78,11 @@ def evaluate(
         typer.Option(help="Rows to score (default: what training held out).", show_default=False),
     ] = None,
     task: Annotated[
-        TaskName, typer.Option(help="Metrics; auto: json if the references are JSON, else exact.")
+        TaskName,
+        typer.Option(
+            help="Metrics; auto: tool_calls if the replies call tools, json if the references "
+            "are JSON, else exact."
+        ),
     ] = "auto",
     max_new_tokens: Annotated[
         int | None,
