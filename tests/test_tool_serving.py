@@ -145,3 +145,18 @@ def test_generate_prompts_with_tools_and_keeps_the_special_tokens(tiny_dir):
     assert json.loads(_calls_reference(conv)) == [
         {"name": "get_weather", "arguments": {"city": "Paris"}}
     ]
+
+
+def test_generate_command_takes_a_tools_file(tiny_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from gemmaforge.cli import app
+
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(TOOLS))
+    args = ["generate", "Weather?", "--model", str(tiny_dir("gemma4")), "--max-new-tokens", "3"]
+    result = CliRunner().invoke(app, [*args, "--tools", str(tools)])
+    assert result.exit_code == 0, result.output
+    tools.write_text('{"name": "f"}')
+    result = CliRunner().invoke(app, [*args, "--tools", str(tools)])
+    assert result.exit_code == 2 and "is not a JSON list of tools" in result.output
