@@ -43,8 +43,12 @@ class EvalData:
 
 def eval_data(run: Run, data: str | None = None, limit: int | None = None) -> EvalData:
     """The rows to score: `data`, else the run's validation file, else its held-out split."""
+    from gemmaforge.data.read.sources import companion_validation
+
     cfg = run.config.data
-    path = data or cfg.validation or cfg.train
+    # As training did: an mlx-lm style folder brings its own validation file.
+    validation = cfg.validation or companion_validation(cfg.train, cfg.storage_options)
+    path = data or validation or cfg.train
     # Rows the run skipped as unreadable (data.on_error=skip) are skipped here too, so the
     # held-out split indexes the same rows training split.
     files, problems = [], []
@@ -52,7 +56,7 @@ def eval_data(run: Run, data: str | None = None, limit: int | None = None) -> Ev
     raise_if_problems(problems)
     if data:
         source = f"{data} (--data)"
-    elif cfg.validation:
+    elif validation:
         source = f"{path} (the run's validation file)"
     else:
         _check_unchanged(run, files)
