@@ -118,11 +118,17 @@ def open_stream(
 ) -> tuple[StreamedExamples, list, DataReport]:
     """The streamed training source, the (in-memory) validation examples, and a report of
     what is known before reading: the files and the validation split."""
-    from gemmaforge.data.read.sources import iter_source_records, resolve_sources
+    from gemmaforge.data.read.sources import (
+        companion_validation,
+        iter_source_records,
+        resolve_sources,
+    )
 
     # Listed once: every epoch re-reads the same objects.
     train_sources = resolve_sources(cfg.train, cfg.storage_options)
-    val_sources = resolve_sources(cfg.validation, cfg.storage_options) if cfg.validation else []
+    # As in memory: an mlx-lm style folder brings its validation file.
+    val_spec = cfg.validation or companion_validation(cfg.train, cfg.storage_options)
+    val_sources = resolve_sources(val_spec, cfg.storage_options) if val_spec else []
 
     def rows() -> Iterable[Record | BadRow]:
         return iter_source_records(train_sources)
@@ -141,7 +147,7 @@ def open_stream(
         rows_read=0,
         train_examples=0,
         val_examples=len(val),
-        validation="file" if cfg.validation else ("split" if val else "none"),
+        validation="file" if val_spec else ("split" if val else "none"),
         dropped_overlong=dropped,
         truncated=truncated,
         train_tokens=0,
