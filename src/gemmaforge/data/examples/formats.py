@@ -206,7 +206,8 @@ def to_conversation(record: Record, fmt: str, cfg: DataConfig) -> Conversation:
 def _tools(record: Record) -> list[dict[str, Any]] | None:
     """The row's tool declarations (`tools`: a list, or LLaMA-Factory's JSON string), each as
     `{"type": "function", "function": {"name", "description", "parameters"}}`."""
-    tools = record.row.get("tools")
+    # OpenAI's legacy fine-tuning rows call them `functions`.
+    tools = record.row.get("tools") or record.row.get("functions")
     if isinstance(tools, str):
         try:
             tools = json.loads(tools) if tools.strip() else None
