@@ -250,8 +250,8 @@ def _tool_problems(turns: list[_Turn], tools: list[dict] | None, family: Family)
                 None,
                 f"the conversation has tool declarations or tool calls, but {family.name} has "
                 "no tool-calling tokens to render them in",
-                "train a Gemma 4 checkpoint, or write the calls as plain text in the replies "
-                "(docs/data.md, 'Tool calling')",
+                "use a Gemma 4 model (model.name_or_path; `data check --model`), or write the "
+                "calls as plain text in the replies (docs/data.md, 'Tool calling')",
             )
         ]
     return []
@@ -447,8 +447,8 @@ def _message_problems(index: int, message: dict, family: Family) -> list[str]:
                 None,
                 f"{name} has reasoning (reasoning_content / thinking / reasoning), but "
                 f"{family.name} has no thinking channel to train it in",
-                "train a Gemma 4 checkpoint, or remove the reasoning fields (or fold the "
-                "reasoning into the reply text yourself)",
+                "use a Gemma 4 model (model.name_or_path; `data check --model`), or remove the "
+                "reasoning fields (or fold the reasoning into the reply text yourself)",
             )
         ]
     controls = [
