@@ -103,10 +103,10 @@ def test_messages_media_parts_resolve_against_the_data_file():
 
 
 def test_unknown_content_parts_are_refused_clearly():
-    row = {"messages": [{"role": "user", "content": [{"type": "video", "path": "x.mp4"}]}]}
+    row = {"messages": [{"role": "user", "content": [{"type": "document", "path": "x.pdf"}]}]}
     message = error(row, "messages")
     assert "data.jsonl:7: messages[0].content[0] is not a content part gemmaforge reads" in message
-    assert "{'type': 'image', 'path' | 'url': ...}" in message
+    assert "{'type': 'image', 'path' | 'url' | 'base64': ...}" in message
 
 
 @pytest.mark.parametrize(

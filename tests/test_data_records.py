@@ -72,9 +72,20 @@ def test_malformed_json_lines_all_reported_once(tmp_path):
     assert problems[1].startswith(f"{path}:4: expected a JSON object, got list")
 
 
-def test_json_array_file_gets_a_jsonl_hint(tmp_path):
-    message = error_of(write(tmp_path, "d.json", '[{"a": 1},\n{"a": 2}]\n'))
+def test_json_array_in_a_jsonl_file_gets_a_hint(tmp_path):
+    message = error_of(write(tmp_path, "d.jsonl", '[{"a": 1},\n{"a": 2}]\n'))
     assert "not one JSON array" in message
+
+
+def test_json_files_hold_an_array_an_object_or_json_lines(tmp_path):
+    rows = read_records(write(tmp_path, "a.json", '[{"a": 1},\n {"a": 2}\n]\n')).records
+    assert [(r.row, r.line) for r in rows] == [({"a": 1}, 1), ({"a": 2}, 2)]
+    one = read_records(write(tmp_path, "o.json", '{\n  "a": 1,\n  "b": [2]\n}\n')).records
+    assert [r.row for r in one] == [{"a": 1, "b": [2]}]
+    lines = read_records(write(tmp_path, "l.json", '{"a": 1}\n{"a": 2}\n')).records
+    assert [(r.row, r.line) for r in lines] == [({"a": 1}, 1), ({"a": 2}, 2)]
+    message = error_of(write(tmp_path, "b.json", '[{"a": 1}, 3]'))
+    assert "b.json:2: item 2 of the JSON array is a int, not an object" in message
 
 
 def test_non_utf8_names_each_line(tmp_path):

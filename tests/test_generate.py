@@ -76,7 +76,7 @@ def test_reply_is_only_new_tokens_and_ends_at_end_of_turn(gemma3_270m):
         assert 0 < len(tokenizer(reply.text, add_special_tokens=False)["input_ids"]) <= 3
     # Generation ended at <end_of_turn> well before max_new_tokens, and the text is the same
     # three tokens without the stop token.
-    assert stopped == [Generation(r.text, num_tokens=4, stopped=True) for r in free]
+    assert stopped == [Generation(r.text, num_tokens=4, stopped=True, raw=r.raw) for r in free]
 
 
 def test_batched_equals_one_by_one(gemma3_270m):

@@ -54,6 +54,8 @@ class DataConfig(Section):
         "transcription",
         "audio_qa",
         "audiovisual",
+        "prompt_completion",
+        "input_output",
     ] = "auto"
     """Row format; auto detects it from the first row's keys (the most specific match)."""
     messages_column: str = "messages"
@@ -83,6 +85,12 @@ class DataConfig(Section):
     text column)."""
     train_on: Literal["all", "last"] = "all"
     """Which assistant turns carry labels: all of them, or only the last."""
+    train_thinking: bool = True
+    """Train the reasoning (reasoning_content / thinking / reasoning fields, Gemma 4's thinking
+    channel); false masks it and trains only the answer."""
+    media_placeholders: bool = True
+    """Read <image>, <audio>, <video> in message text as the places of the row's images /
+    audios / videos lists (LLaMA-Factory); false keeps them as plain text."""
     max_seq_length: int = Field(1024, ge=8)
     """Longest example in tokens; longer ones are truncated or dropped (see overlong)."""
     overlong: Literal["truncate", "drop"] = "drop"

@@ -20,6 +20,7 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 TaskName = Literal[
     "auto",
     "exact",
+    "tool_calls",
     "classification",
     "json",
     "transcription",
@@ -85,7 +86,11 @@ def evaluate(
         typer.Option(help="Rows to score (default: what training held out).", show_default=False),
     ] = None,
     task: Annotated[
-        TaskName, typer.Option(help="Metrics; auto: json if the references are JSON, else exact.")
+        TaskName,
+        typer.Option(
+            help="Metrics; auto: tool_calls if the replies call tools, json if the references "
+            "are JSON, else exact."
+        ),
     ] = "auto",
     max_new_tokens: Annotated[
         int | None,
@@ -123,6 +128,14 @@ def generate(
     image: ImageOpt = None,
     audio: AudioOpt = None,
     device: DeviceOpt = "auto",
+    tools: Annotated[
+        Path | None,
+        typer.Option(
+            help="A JSON file of tool declarations (OpenAI style; Gemma 4): the reply's calls "
+            'follow it as a {"tool_calls": [...]} line.',
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Generate one reply, streamed to stdout as it is produced."""
     if prompt is None or prompt == "-":
@@ -138,7 +151,25 @@ def generate(
     media = [("image", str(path)) for path in image or []]
     media += [("audio", str(path)) for path in audio or []]
     sampling = Sampling(max_new_tokens, temperature, seed=seed)
-    generate_once(session, name, prompt, system, sampling, media=media)
+    declared = _tools_file(tools) if tools else None
+    generate_once(session, name, prompt, system, sampling, media=media, tools=declared)
+
+
+def _tools_file(path: Path) -> list[dict]:
+    """The tool declarations in a JSON file (a list, or {"tools": [...]})."""
+    import json
+
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        what = f"cannot read the tools ({err})"
+        raise UserError(problem(str(path), what, "give a JSON file")) from None
+    value = value.get("tools") if isinstance(value, dict) else value
+    if not isinstance(value, list):
+        raise UserError(
+            problem(str(path), "is not a JSON list of tools", 'write [{"type": "function", ...}]')
+        )
+    return value
 
 
 def chat(

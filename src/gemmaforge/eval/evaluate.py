@@ -16,6 +16,7 @@ budget and audio policy); their replies are generated one row at a time.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import nullcontext
@@ -44,11 +45,13 @@ class EvalData:
 def eval_data(run: Run, data: str | None = None, limit: int | None = None) -> EvalData:
     """The rows to score: `data`, else the run's validation file, else its held-out split."""
     cfg = run.config.data
+    validation = None
     if data:
         path, sources = data, resolve_sources(data, cfg.storage_options)
     else:
         opened = open_sources(cfg)
-        path, sources = cfg.validation or cfg.train, opened.validation or opened.train
+        validation = opened.validation_spec
+        path, sources = validation or cfg.train, opened.validation or opened.train
     # Rows the run skipped as unreadable (data.on_error=skip) are skipped here too, so the
     # held-out split indexes the same rows training split.
     files, problems = [], []
@@ -56,7 +59,7 @@ def eval_data(run: Run, data: str | None = None, limit: int | None = None) -> Ev
     raise_if_problems(problems)
     if data:
         source = f"{data} (--data)"
-    elif cfg.validation:
+    elif validation:
         source = f"{path} (the run's validation file)"
     else:
         _check_unchanged(run, files)
@@ -129,8 +132,13 @@ def evaluate(
     run = open_run(run_dir)
     rows = eval_data(run, data, limit)
     chats = [c for c in rows.conversations if c.text is None]
-    references = [c.messages[-1]["content"] for c in chats] if chats else None
-    chosen = pick_task(task, references)
+    calling = task == "tool_calls" or (task == "auto" and _calls_tools(chats))
+    if calling:
+        chats = _tool_chats(chats, rows.source)
+        references = [_calls_reference(c) for c in chats]
+    else:
+        references = [c.messages[-1]["content"] for c in chats] if chats else None
+    chosen = TASKS["tool_calls"] if calling else pick_task(task, references)
     if chosen.corpus is not None and references is None:
         raise UserError(
             problem(
@@ -143,6 +151,7 @@ def evaluate(
     loaded, model = load_run(run, device=device)
     media = media_encoder(loaded, run.config.data)
     examples = _render(rows.conversations, loaded, media)
+    # A tool_calls eval asks for the last reply's calls: the turns before it are the prompt.
     prompts = [c.messages[:-1] for c in chats]
     if max_new_tokens is None and references:
         max_new_tokens = _reply_budget(loaded.tokenizer, references)
@@ -157,7 +166,9 @@ def evaluate(
             metrics[side] = {"perplexity": perplexity}
             if chosen.corpus is not None:
                 console.print(f"Generating {len(prompts)} {side} replies ...")
-                replies[side] = _generate(model, loaded, prompts, max_new_tokens, batch_size, media)
+                replies[side] = _generate(
+                    model, loaded, prompts, max_new_tokens, batch_size, media, chats, calling
+                )
                 metrics[side] = {**chosen.corpus(replies[side], references), **metrics[side]}
         seconds[side] = round(time.perf_counter() - start, 1)
 
@@ -173,7 +184,7 @@ def evaluate(
         "max_new_tokens": max_new_tokens if chosen.corpus else None,
         "metrics": metrics,
         "seconds": seconds,
-        "examples": _per_example(chats, replies, chosen) if chosen.corpus else [],
+        "examples": _per_example(chats, replies, chosen, references) if chosen.corpus else [],
     }
     folder = write_report(run.dir, report)
     console.print(f"Report: {folder / 'report.md'}")
@@ -201,7 +212,15 @@ def _render(conversations: list[Conversation], loaded, media) -> list:
                 examples.append(render_text(c.text, loaded.family, loaded.tokenizer, c.where))
             else:
                 examples.append(
-                    render(c.messages, loaded.family, loaded.tokenizer, "last", c.where, media)
+                    render(
+                        c.messages,
+                        loaded.family,
+                        loaded.tokenizer,
+                        "last",
+                        c.where,
+                        media,
+                        tools=c.tools,
+                    )
                 )
         except UserError as err:
             problems.extend(err.problems)
@@ -215,7 +234,10 @@ def _reply_budget(tokenizer, references: list[str]) -> int:
     return math.ceil(1.25 * longest) + 16
 
 
-def _generate(model, loaded, prompts, max_new_tokens: int, batch_size: int, media) -> list[str]:
+def _generate(
+    model, loaded, prompts, max_new_tokens: int, batch_size: int, media, chats, calling: bool
+) -> list[str]:
+    from gemmaforge.data.examples.tools import parse_calls
     from gemmaforge.infer.generate import generate
 
     replies = generate(
@@ -226,8 +248,37 @@ def _generate(model, loaded, prompts, max_new_tokens: int, batch_size: int, medi
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         media=media,
+        tools=[c.tools for c in chats],
     )
+    if calling:
+        return [json.dumps(parse_calls(reply.raw), sort_keys=True) for reply in replies]
     return [reply.text for reply in replies]
+
+
+def _calls_tools(chats: list[Conversation]) -> bool:
+    return bool(chats) and any(c.messages[-1].get("tool_steps") for c in chats)
+
+
+def _tool_chats(chats: list[Conversation], source: str) -> list[Conversation]:
+    """The conversations whose last reply calls tools (the ones a tool_calls eval scores)."""
+    kept = [c for c in chats if c.messages[-1].get("tool_steps")]
+    if not kept:
+        raise UserError(
+            problem(
+                source,
+                "no conversation ends with a reply that calls a tool",
+                "evaluate data whose last assistant turns have tool_calls, or pick another task",
+            )
+        )
+    return kept
+
+
+def _calls_reference(conv: Conversation) -> str:
+    """The first tool step of the last reply, as the JSON list a prediction is compared to."""
+    calls = conv.messages[-1]["tool_steps"][0]["calls"]
+    return json.dumps(
+        [{"name": c["name"], "arguments": c["arguments"]} for c in calls], sort_keys=True
+    )
 
 
 def _perplexity(model, loaded, run: Run, examples: list, batch_size: int, media) -> float:
@@ -240,10 +291,12 @@ def _perplexity(model, loaded, run: Run, examples: list, batch_size: int, media)
     return math.exp(mean_loss(model, examples, collate, batch_size, loaded.device, chunk))
 
 
-def _per_example(chats: list[Conversation], replies: dict[str, list[str]], task) -> list[dict]:
+def _per_example(
+    chats: list[Conversation], replies: dict[str, list[str]], task, references: list[str]
+) -> list[dict]:
     rows = []
     for i, c in enumerate(chats):
-        reference = c.messages[-1]["content"]
+        reference = references[i]
         prompt = _prompt_text(c.messages[-2]["content"])
         row = {"where": c.where, "prompt": prompt, "reference": reference}
         for side in SIDES:

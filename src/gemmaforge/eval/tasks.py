@@ -14,6 +14,7 @@ more than its name says.
 | transcription | wer, cer (jiwer; lower is better) | wer |
 | translation | bleu, chrf (sacrebleu, 0-100) | chrf |
 | summary | rouge_l (F1 of the longest common subsequence of words) | rouge_l |
+| tool_calls | exact_match (every call's name and arguments), name_accuracy | 1 / 0 |
 | perplexity | perplexity only, no generation | - |
 
 Every task also reports perplexity (computed in `eval/evaluate.py`, from the loss on the
@@ -159,6 +160,29 @@ def summary(predictions: Sequence[str], references: Sequence[str]) -> Scores:
     return {"rouge_l": sum(scores) / len(scores)}
 
 
+def _calls(text: str) -> list | None:
+    value = _parse(text)
+    return value if isinstance(value, list) else None
+
+
+def _tool_match(prediction: str, reference: str) -> float:
+    """1 when the predicted calls (a JSON list of {"name", "arguments"}) are the reference's:
+    the same functions, in order, with equal arguments (JSON values compared, not text)."""
+    predicted, expected = _calls(prediction), _calls(reference)
+    return float(predicted is not None and predicted == expected)
+
+
+def tool_calls(predictions: Sequence[str], references: Sequence[str]) -> Scores:
+    names = [
+        [c.get("name") for c in _calls(p) or [] if isinstance(c, dict)]
+        == [c["name"] for c in _calls(r) or []]
+        for p, r in zip(predictions, references, strict=True)
+    ]
+    exact = [_tool_match(p, r) for p, r in zip(predictions, references, strict=True)]
+    n = max(len(references), 1)
+    return {"exact_match": sum(exact) / n, "name_accuracy": sum(names) / n}
+
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -168,6 +192,7 @@ TASKS: dict[str, Task] = {
         Task("transcription", "wer", True, transcription, _wer),
         Task("translation", "chrf", False, translation, _chrf),
         Task("summary", "rouge_l", False, summary, rouge_l),
+        Task("tool_calls", "exact_match", False, tool_calls, _tool_match),
         Task("perplexity", "perplexity", True, None, None),
     )
 }

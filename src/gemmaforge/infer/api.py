@@ -33,7 +33,7 @@ _BRACKETS = re.compile(rb"[\[\]{}]+")
 MAX_STOP_STRINGS = 4
 """As in the OpenAI API."""
 
-UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "top_logprobs")
+UNSUPPORTED = ("functions", "function_call", "logprobs", "top_logprobs")
 """Request fields refused when set: answering without them would silently mislead."""
 
 
@@ -90,8 +90,11 @@ class ContentPart(_Lenient):
 
 
 class Message(_Lenient):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 class StreamOptions(_Lenient):
@@ -114,6 +117,9 @@ class ChatRequest(BaseModel):
     n: int | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     """torch seeds are int64: anything else would fail inside the generation worker."""
+    tools: list[dict[str, Any]] | None = None
+    """Function declarations (OpenAI style), rendered in the family's tool tokens."""
+    tool_choice: str | dict[str, Any] | None = None
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -145,6 +151,13 @@ def parse_request(body: bytes) -> ChatRequest:
     response_format = (request.model_extra or {}).get("response_format")
     if response_format and response_format != {"type": "text"}:
         raise ApiError(400, "only response_format text is supported", param="response_format")
+    if request.tool_choice not in (None, "auto"):
+        # "none", "required" and a named function would need constrained decoding.
+        raise ApiError(400, "only tool_choice auto is supported", param="tool_choice")
+    if request.tools and request.stream:
+        raise ApiError(
+            400, "tools with stream: true are not supported: ask without streaming", param="stream"
+        )
     if request.n not in (None, 1):
         raise ApiError(400, "n must be 1: this server returns one choice", param="n")
     if len(request.stop_strings) > MAX_STOP_STRINGS:
@@ -171,12 +184,23 @@ def to_messages(
 ) -> list[dict[str, Any]]:
     """The request's messages as gemmaforge conversation turns; media parts become
     `{"type": "image" | "audio", "ref": path}`, data written into `media_dir`."""
+    from gemmaforge.data.examples.formats import fold_tool_messages
+    from gemmaforge.errors import UserError
+
     messages = []
     for i, message in enumerate(request.messages):
         role = "system" if message.role == "developer" else message.role
         content = _content(message, i, allow_media_paths, media_dir)
-        messages.append({"role": role, "content": content})
-    return messages
+        turn: dict[str, Any] = {"role": role, "content": content}
+        if message.tool_calls:
+            turn["tool_calls"] = message.tool_calls
+        if role == "tool":
+            turn.update(tool_call_id=message.tool_call_id, name=message.name)
+        messages.append(turn)
+    try:
+        return fold_tool_messages(messages, "request")
+    except UserError as err:
+        raise ApiError(400, "; ".join(err.problems), param="messages") from None
 
 
 def _content(

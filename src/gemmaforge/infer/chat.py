@@ -10,6 +10,7 @@ Ctrl-C stops the reply being written without leaving the chat.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -25,10 +26,15 @@ HELP = "/reset clears the history, /exit or Ctrl-D ends the chat."
 
 
 def stream_reply(
-    session: Session, name: str, messages: Messages, sampling: Sampling, out: TextIO
+    session: Session,
+    name: str,
+    messages: Messages,
+    sampling: Sampling,
+    out: TextIO,
+    tools: list[dict] | None = None,
 ) -> Reply:
     """Write the reply of model `name` to `messages` to `out` as it is generated."""
-    prompt = session.prompt(messages)
+    prompt = session.prompt(messages, tools)
     stops = stop_token_ids(session.loaded.tokenizer, session.loaded.family)
     tokenizer = session.loaded.tokenizer
     with (
@@ -49,11 +55,13 @@ def generate_once(
     sampling: Sampling,
     out: TextIO = sys.stdout,
     media: Sequence[tuple[str, str]] = (),
+    tools: list[dict] | None = None,
 ) -> Reply:
     """One reply to `prompt` (with an optional system prompt), streamed to `out`.
 
     `media` is (kind, path) pairs, "image" or "audio": they open the user turn, before the
-    text, as the training formats place them.
+    text, as the training formats place them. With `tools` (Gemma 4), the reply's tool calls
+    follow it as one JSON line `{"tool_calls": [{"name", "arguments"}]}`.
     """
     if not prompt.strip():
         raise UserError(
@@ -65,9 +73,15 @@ def generate_once(
         parts = [{"type": kind, "ref": ref} for kind, ref in media]
         content = [*parts, {"type": "text", "text": prompt}]
     reply = stream_reply(
-        session, name, [*messages, {"role": "user", "content": content}], sampling, out
+        session, name, [*messages, {"role": "user", "content": content}], sampling, out, tools
     )
     out.write("\n")
+    if tools and reply.ids:
+        from gemmaforge.data.examples.tools import split_reply
+
+        _, _, calls = split_reply(session.loaded.tokenizer.decode(reply.ids))
+        if calls:
+            out.write(json.dumps({"tool_calls": calls}) + "\n")
     return reply
 
 

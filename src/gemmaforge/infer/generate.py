@@ -39,6 +39,9 @@ class Generation:
     """New tokens generated, the stop token included."""
     stopped: bool
     """True if a stop token ended the reply; False if it ran into max_new_tokens."""
+    raw: str = ""
+    """The same new tokens decoded with their special tokens (Gemma 4's tool calls and
+    thinking channel are written in them; see data/examples/tools.py)."""
 
 
 def stop_token_ids(tokenizer: Any, family: Family) -> list[int]:
@@ -67,6 +70,7 @@ def generate(
     max_new_tokens: int = 256,
     batch_size: int = 16,
     media: Any = None,
+    tools: Sequence[list[dict] | None] | None = None,
 ) -> list[Generation]:
     """Greedy replies to `conversations` (each ending with a user turn), in their order.
 
@@ -74,9 +78,10 @@ def generate(
     generated alone. The model is put in eval mode for the call and restored afterwards, so
     this can run in the middle of training.
     """
+    tools = tools or [None] * len(conversations)
     examples = [
-        render_prompt_example(list(messages), family, tokenizer, media=media)
-        for messages in conversations
+        render_prompt_example(list(messages), family, tokenizer, media=media, tools=declared)
+        for messages, declared in zip(conversations, tools, strict=True)
     ]
     return generate_rendered(
         model,
@@ -161,6 +166,9 @@ def _decode(tokenizer: Any, new_ids: list[int], stops: list[int]) -> Generation:
     end = next((i for i, token in enumerate(new_ids) if token in stops), None)
     if end is None:
         # A row that never stopped ran the full max_new_tokens, so it holds no padding.
-        return Generation(tokenizer.decode(new_ids, skip_special_tokens=True), len(new_ids), False)
+        text = tokenizer.decode(new_ids, skip_special_tokens=True)
+        raw = tokenizer.decode(new_ids, skip_special_tokens=False)
+        return Generation(text, len(new_ids), False, raw)
     text = tokenizer.decode(new_ids[:end], skip_special_tokens=True)
-    return Generation(text, end + 1, True)
+    raw = tokenizer.decode(new_ids[:end], skip_special_tokens=False)
+    return Generation(text, end + 1, True, raw)

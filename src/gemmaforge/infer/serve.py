@@ -260,7 +260,8 @@ def _prompt(session: Session, chat: ChatRequest, allow_media_paths: bool) -> Pro
     try:
         # The prompt holds the media features once built, so the request's files can go.
         with tempfile.TemporaryDirectory(prefix="gemmaforge-media-") as media_dir:
-            prompt = session.prompt(to_messages(chat, allow_media_paths, Path(media_dir)))
+            messages = to_messages(chat, allow_media_paths, Path(media_dir))
+            prompt = session.prompt(messages, chat.tools)
     except UserError as err:
         # The request's media sit in a temp folder of the server: name the part, not the path.
         message = "; ".join(err.problems).replace(media_dir + "/", "")
@@ -405,12 +406,11 @@ class _Completion:
             for _ in stream:
                 pass
         reply = stream.reply
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": reply.text},
-            "finish_reason": reply.finish_reason,
-            "logprobs": None,
-        }
+        message, finish = {"role": "assistant", "content": reply.text}, reply.finish_reason
+        if self.session.loaded.family.tool_calling and reply.ids:
+            # Gemma 4 writes reasoning and calls in special tokens, which reply.text drops.
+            message, finish = reply_message(self.session.loaded.tokenizer, reply)
+        choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
         return {**self._head("chat.completion"), "choices": [choice], "usage": _usage(reply)}
 
     def events(self) -> Iterator[str]:
@@ -443,6 +443,31 @@ class _Completion:
     def _chunk(self, delta: dict, finish_reason: str | None) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
         return _event({**self._head("chat.completion.chunk"), "choices": [choice]})
+
+
+def reply_message(tokenizer, reply) -> tuple[dict, str | None]:
+    """The OpenAI message of a Gemma 4 reply: `content`, `reasoning_content` from the thinking
+    channel, `tool_calls` parsed from the call tokens; finish_reason `tool_calls` when the
+    model called a tool."""
+    from gemmaforge.data.examples.tools import split_reply
+
+    text = tokenizer.decode(reply.ids, skip_special_tokens=False)
+    content, reasoning, calls = split_reply(text)
+    message: dict = {"role": "assistant", "content": content or (None if calls else "")}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    finish = reply.finish_reason
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+            }
+            for c in calls
+        ]
+        finish = "tool_calls"
+    return message, finish
 
 
 def _event(data: dict) -> str:

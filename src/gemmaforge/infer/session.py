@@ -126,14 +126,18 @@ class Session:
         """Every model name a request may ask for: the base first."""
         return [self.base_name, *self.adapters]
 
-    def prompt(self, messages: list[dict[str, Any]]) -> Prompt:
+    def prompt(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> Prompt:
         """The prompt for a conversation ending with a user turn (a UserError if it cannot be
         rendered), exactly as training rendered it. Media parts are
         `{"type": "image" | "audio", "ref": path}`; they are read now, so their files may go
         once this returns."""
         self._check_towers(messages)
         loaded = self.loaded
-        example = render_prompt_example(messages, loaded.family, loaded.tokenizer, media=self.media)
+        example = render_prompt_example(
+            messages, loaded.family, loaded.tokenizer, media=self.media, tools=tools
+        )
         if self.media is None:
             return Prompt(example.input_ids)
         from gemmaforge.infer.generate import media_inputs

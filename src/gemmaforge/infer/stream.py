@@ -55,6 +55,10 @@ class Reply:
     """New tokens generated, a stop token included."""
     finish_reason: str | None = None
     """"stop" (stop token or string) or "length" (ran into max_new_tokens)."""
+    ids: list[int] | None = None
+    """The generated ids, special tokens included (the stop token excluded)."""
+    stop_id: int | None = None
+    """The stop token that ended the reply, if one did."""
 
 
 class _QueueStreamer:
@@ -148,6 +152,7 @@ class ReplyStream:
             self.reply.completion_tokens += 1
             if token in self.stop_ids:
                 self.reply.finish_reason = "stop"
+                self.reply.stop_id = token
                 break
             ids.append(token)
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -169,6 +174,7 @@ class ReplyStream:
         if len(text) > sent:
             yield text[sent:]
         self.reply.text = text
+        self.reply.ids = ids
 
     def _work(self) -> None:
         # Whatever fails, wherever (a bad seed, a device error), the reader hears of it and

@@ -54,6 +54,16 @@ class Family:
 
     bos: str = "<bos>"
     eos: str = "<eos>"
+    channel_start: str | None = None
+    """Token opening the thinking channel (`<|channel>thought\n...`); None: the family has no
+    thinking channel, and reasoning in the data is refused."""
+    channel_end: str | None = None
+    """Token closing the thinking channel; the reply follows it."""
+    think_token: str | None = None
+    """Token that opens the system turn to switch thinking on."""
+    tool_calling: bool = False
+    """Native tool tokens (<|tool>, <|tool_call>, <|tool_response>): tool declarations, calls
+    and results are rendered in them. Without: tool-calling data is refused."""
 
     def is_multimodal(self, config: Any) -> bool:
         return getattr(config, "model_type", None) == self.model_types[0] and bool(
@@ -115,9 +125,15 @@ GEMMA4 = Family(
     # 750 audio soft tokens at 40 ms each: the processor's cap.
     audio_max_seconds=30.0,
     audio_tokens_per_second=25.0,
+    channel_start="<|channel>",
+    channel_end="<channel|>",
+    think_token="<|think|>",
+    tool_calling=True,
     notes=(
-        "Replies are trained without a thinking channel, and inference renders prompts the same "
-        "way (no <|channel>thought block).",
+        "Replies without reasoning are trained without a thinking channel, and inference "
+        "renders prompts the same way (no empty <|channel>thought block). Replies with "
+        "reasoning are trained as <|channel>thought\n...<channel|> before the answer, with "
+        "<|think|> opening the system turn.",
         "mm_token_type_ids are passed even for text-only batches.",
         "Vision/audio linears are Gemma4ClippableLinear, which PEFT refuses: targets are scoped "
         "to the language model.",

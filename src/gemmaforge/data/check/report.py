@@ -197,13 +197,17 @@ def _tokens(report: DoctorReport, console: Console) -> None:
         f"Token lengths (max_seq_length {settings['max_seq_length']}, "
         f"overlong={settings['overlong']})"
     )
-    table = Table("modality", "examples", "min", "median", "p95", "max", "over max", title=title)
+    table = Table(
+        "modality", "examples", "min", "median", "p95", "max", "over max", "trained", title=title
+    )
     for modality, stats in report.tokens.items():
         cells = [_num(stats[key]) for key in ("count", "min", "median", "p95", "max")]
         over = f"{stats['over_max']} ({stats['dropped']} dropped, {stats['truncated']} cut)"
         if stats["untokenized"]:
             over += f"; {stats['untokenized']} not tokenized"
-        table.add_row(modality, *cells, over)
+        # Tokens that carry a label (replies, minus what loss flags or train_on mask).
+        trained = f"{stats.get('trained', 0)} of {stats.get('tokens', 0)} tokens"
+        table.add_row(modality, *cells, over, trained)
     console.print()
     console.print(table)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from array import array
 from collections import Counter
 from collections.abc import Callable
@@ -88,6 +89,7 @@ def check_dataset(
     scan = _Scan(cfg, tok, media_encoder(tok, cfg.data), default_tokenizer, progress)
     scan.read("train", sources.train)
     if sources.validation:
+        scan.validation = sources.validation_spec
         scan.read("validation", sources.validation)
     return scan.report()
 
@@ -103,6 +105,8 @@ class _Scan:
         if default_tokenizer and self.audio_limit is None:
             # No model chosen: judge clips by the shortest limit of Gemma's audio towers.
             self.audio_limit = min(f.audio_max_seconds for f in FAMILIES if f.audio_max_seconds)
+        self.validation: str | None = None
+        """The validation source read (data.validation, or a split folder's own)."""
         self.findings: list[Finding] = []
         self.sources: dict[str, dict[str, Any]] = {}
         self.files: list[str] = []
@@ -111,6 +115,8 @@ class _Scan:
         self.lengths: dict[str, array] = {}
         self.length_actions: dict[str, Counter] = {}
         self.untokenized: Counter[str] = Counter()
+        self.token_counts: dict[str, Counter[str]] = {}
+        """Per modality: tokens and trained (labelled) tokens of the rendered examples."""
         self.image_sizes: tuple[array, array] = (array("i"), array("i"))
         self.audio_seconds = array("d")
         self.media_formats: dict[str, Counter[str]] = {"image": Counter(), "audio": Counter()}
@@ -211,7 +217,7 @@ class _Scan:
         usable = True
         for part in parts:
             kind, ref = part["type"], part["ref"]
-            suffix = Path(ref.split("?")[0]).suffix.lower() or "(none)"
+            suffix = _suffix(ref)
             try:
                 if kind == "image":
                     width, height = load_image(ref, record.where).size
@@ -223,7 +229,8 @@ class _Scan:
                     usable &= self._audio_length(ref, clip.original_seconds, record)
                 self.media_formats[kind][suffix] += 1
             except MediaError as err:
-                missing = "://" not in ref and not Path(ref).exists()
+                # os.path.exists, not Path.exists: a long ref must not raise ENAMETOOLONG.
+                missing = "://" not in ref and not os.path.exists(ref)
                 found = "missing_media" if missing else "unreadable_media"
                 self._add(found, record.path, record.line, err.problems)
                 usable = False
@@ -255,6 +262,9 @@ class _Scan:
         """Record the length and apply training's own over-long rule; True if kept."""
         n, limit = len(example.input_ids), self.data.max_seq_length
         self.lengths.setdefault(modality, array("i")).append(n)
+        counts = self.token_counts.setdefault(modality, Counter())
+        counts["tokens"] += n
+        counts["trained"] += example.num_trained
         actions = self.length_actions.setdefault(modality, Counter())
         if n <= limit:
             return True
@@ -387,7 +397,7 @@ class _Scan:
     def _split_overlap(self) -> dict[str, Any]:
         """With no validation file, the rows the trainer's seeded split holds out, and any of
         them whose conversation is also a training row."""
-        if self.data.validation:
+        if self.validation:
             return {"validation": "file", "held_out": 0}
         keys, locations = self.order
         data = self.data
@@ -431,6 +441,8 @@ class _Scan:
                 "truncated": actions["truncated"],
                 "dropped": actions["dropped"],
                 "untokenized": self.untokenized[modality],
+                "tokens": self.token_counts.get(modality, Counter())["tokens"],
+                "trained": self.token_counts.get(modality, Counter())["trained"],
             }
         return out
 
@@ -468,6 +480,12 @@ class _Scan:
             return
         fix = "add examples of the rare replies, or down-sample the common one"
         self._add("label_imbalance", self.data.train, None, [problem(self.data.train, what, fix)])
+
+
+def _suffix(ref: str) -> str:
+    if ref.startswith("data:"):
+        return ref[5:].split(";", 1)[0].split(",", 1)[0] or "(data URL)"
+    return Path(ref.split("?")[0]).suffix.lower() or "(none)"
 
 
 def _media_parts(conv: Conversation) -> list[dict[str, str]]:
@@ -512,10 +530,12 @@ def _conversation_hash(conv: Conversation) -> int:
             "content": m["content"].strip()
             if isinstance(m["content"], str)
             else [{**p, "text": p["text"].strip()} if "text" in p else p for p in m["content"]],
+            **{k: m[k] for k in ("thinking", "train", "tool_steps", "final_thinking") if k in m},
         }
         for m in conv.messages
     ]
-    return _text_hash(json.dumps([messages, conv.text], sort_keys=True, ensure_ascii=False))
+    key = [messages, conv.text, conv.segments, conv.tools]
+    return _text_hash(json.dumps(key, sort_keys=True, ensure_ascii=False))
 
 
 def _text_hash(text: str) -> int:

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING
 from gemmaforge.config import DataConfig
 from gemmaforge.data.examples.formats import Conversation, detect_format, to_conversation
 from gemmaforge.data.examples.media import MediaDropped, MediaError
-from gemmaforge.data.examples.render import RenderedExample, render, render_text
+from gemmaforge.data.examples.render import (
+    RenderedExample,
+    render,
+    render_segments,
+    render_text,
+)
 from gemmaforge.data.examples.skiplog import SkipLog
 from gemmaforge.data.read.records import BadRow, Record, raise_if_problems
 from gemmaforge.data.read.sources import (
@@ -225,8 +230,18 @@ class RowRenderer:
         """One converted row rendered (raises UserError for a conversation it refuses)."""
         if conv.text is not None:
             return render_text(conv.text, self.family, self.tokenizer, conv.where)
+        if conv.segments is not None:
+            return render_segments(conv.segments, self.family, self.tokenizer, conv.where)
+        cfg = self.cfg
         return render(
-            conv.messages, self.family, self.tokenizer, self.cfg.train_on, conv.where, self.media
+            conv.messages,
+            self.family,
+            self.tokenizer,
+            cfg.train_on,
+            conv.where,
+            self.media,
+            train_thinking=cfg.train_thinking,
+            tools=conv.tools,
         )
 
     def admit(self, item: Record | BadRow, skips: SkipLog, on_error: str) -> RenderedExample | None:

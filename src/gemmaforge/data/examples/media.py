@@ -90,7 +90,9 @@ class MediaError(UserError):
 
     def __init__(self, where: str | None, ref: str, what: str, fix: str):
         self.where, self.ref, self.what, self.fix = where, ref, what, fix
-        super().__init__(problem(where, f"{ref!r} {what}", fix))
+        # A data URL can be megabytes of base64: never print it whole.
+        shown = ref if len(ref) <= 300 else f"{ref[:60]}... ({len(ref)} characters)"
+        super().__init__(problem(where, f"{shown!r} {what}", fix))
 
     def __reduce__(self):
         # Exceptions are pickled with their args; ours differ from the message, and data
@@ -103,9 +105,15 @@ class MediaDropped(MediaError):
 
 
 def open_media_bytes(ref: str, where: str | None = None) -> bytes:
-    """All bytes of a local file or an fsspec URL (http(s)://, s3://, file://, ...), at most
-    `data.max_media_bytes` of them; a device, pipe or folder is refused before any read."""
+    """All bytes of a local file, an fsspec URL (http(s)://, s3://, file://, ...) or a base64
+    data URL, at most `data.max_media_bytes` of them; a device, pipe or folder is refused
+    before any read."""
     cap = limits.current().max_media_bytes
+    if ref.startswith("data:"):
+        data = _read_data_url(ref, where)
+        if len(data) > cap:
+            raise _too_big(where, ref, len(data), cap)
+        return data
     if is_url(ref):
         data = _read_url(ref, where)
         if len(data) > cap:
@@ -146,6 +154,25 @@ def _too_big(where: str | None, ref: str, size: int | None, cap: int) -> MediaEr
         f"is {size_text}: the limit is {cap:,} bytes (data.max_media_bytes)",
         "shrink or re-encode the file, or raise data.max_media_bytes",
     )
+
+
+def _read_data_url(ref: str, where: str | None) -> bytes:
+    import base64
+    import binascii
+
+    header, _, payload = ref.partition(",")
+    if not header.endswith(";base64"):
+        raise MediaError(where, ref, "is a data URL but not base64", "encode it as base64")
+    if len(payload) * 3 // 4 > MAX_DATA_URL_BYTES:
+        raise MediaError(where, ref, "is too large for a data URL", "save it as a file")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise MediaError(where, ref, "is not valid base64", "re-encode it") from None
+
+
+MAX_DATA_URL_BYTES = 64 << 20
+"""Largest decoded data URL read (a data file's rows are read whole into memory)."""
 
 
 def _read_url(ref: str, where: str | None) -> bytes:

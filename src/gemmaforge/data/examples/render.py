@@ -24,7 +24,7 @@ same conversation, and silent merging would invent a separator the user never ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from gemmaforge.errors import UserError, problem
@@ -41,8 +41,15 @@ IGNORE_INDEX = -100
 Content = str | list[dict[str, Any]]
 """A message's content: text, or text / image / audio parts (see data/examples/formats.py)."""
 
-ROLES = {"system": "system", "user": "user", "assistant": "assistant", "model": "assistant"}
-"""Accepted message roles and what they mean; "model" is Gemma's name for the assistant."""
+ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "model": "assistant",
+}
+"""Accepted message roles and what they mean; "model" is Gemma's name for the assistant,
+"developer" OpenAI's for the system prompt."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,9 @@ class _Vocab:
     turn_start: int
     turn_end: int
     media: MediaEncoder | None = None
+    channel_start: int | None = None
+    channel_end: int | None = None
+    think: int | None = None
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -88,13 +98,47 @@ class _Vocab:
     def header(self, role: str) -> list[int]:
         return [self.turn_start, *self.encode(f"{role}\n")]
 
-    def content(self, content: Content, where: str | None, out: _Sequence) -> None:
-        if isinstance(content, str):
-            out.add(self.encode_typed(content, where))
+    def thinking(
+        self, text: str | None, out: _Sequence, train: bool, where: str | None = None
+    ) -> None:
+        """`<|channel>thought\n{text}<channel|>`, when there is reasoning."""
+        if not text:
             return
+        out.add([self.channel_start], train=train)
+        out.add(self.encode_typed(f"thought\n{text}", where), train=train)
+        out.add([self.channel_end], train=train)
+
+    def tool_step(self, step: dict[str, Any], out: _Sequence, train: bool) -> None:
+        """The model's calls (trained), then the results (not trained, except the first
+        `<|tool_response>`: generating it is how the model stops to wait for the result)."""
+        from gemmaforge.data.examples.tools import format_call, format_response
+
+        calls = "".join(
+            f"<|tool_call>{format_call(c['name'], c['arguments'])}<tool_call|>"
+            for c in step["calls"]
+        )
+        out.add(self.encode(calls), train=train)
+        for i, response in enumerate(step["responses"]):
+            text = f"{format_response(response['name'], response['response'])}<tool_response|>"
+            if i == 0:
+                out.add([self.tokenizer.convert_tokens_to_ids("<|tool_response>")], train=train)
+            else:
+                text = f"<|tool_response>{text}"
+            out.add(self.encode(text))
+
+    def content(
+        self, content: Content, where: str | None, out: _Sequence, train: bool = False
+    ) -> bool:
+        """Add the content's ids, labelled when `train` (or a text part's own `train` flag);
+        whether its last piece was trained (the turn end that follows is labelled alike)."""
+        if isinstance(content, str):
+            out.add(self.encode_typed(content, where), train=train)
+            return train
+        last = train
         for part in content:
             if part["type"] == "text":
-                out.add(self.encode_typed(part["text"], where))
+                last = part.get("train", train)
+                out.add(self.encode_typed(part["text"], where), train=last)
                 continue
             from gemmaforge.data.examples.multimodal import MediaRef
 
@@ -110,6 +154,8 @@ class _Vocab:
                 )
             ids, types = self.media.segment(ref)
             out.add(ids, types=types, media=ref)
+            last = train
+        return last
 
 
 def render(
@@ -119,26 +165,125 @@ def render(
     train_on: Literal["all", "last"] = "all",
     where: str | None = None,
     media: MediaEncoder | None = None,
+    train_thinking: bool = True,
+    tools: list[dict] | None = None,
 ) -> RenderedExample:
     """Render a conversation that ends with an assistant reply, for training.
 
-    `train_on="last"` trains only the final reply (earlier replies become context). Image and
-    audio parts are expanded by `media` (the model's processor) into their token runs.
+    `train_on="last"` trains only the final reply (earlier replies become context); a
+    message's own `train` flag (and a text part's) overrides that. Reasoning (`thinking`) of
+    the replies after the last user turn goes into the family's thinking channel, trained
+    when `train_thinking`; earlier replies' reasoning is left out, as the official template
+    leaves it out of the history at inference. `tools` are declared in the system turn; a
+    reply's `tool_steps` (calls and their results, formats.py) are written in the family's
+    tool tokens, the calls trained and the results not. Image and audio parts are expanded
+    by `media` (the model's processor) into their token runs.
     """
     _raise(where, check_turns(messages, family, for_prompt=False))
-    vocab = _vocab(tokenizer, family, media)
-    turns = _turns(messages, family)
-    last_reply = max(i for i, (role, _) in enumerate(turns) if role == family.assistant_role)
+    turns = _turns(messages, family, thinking=True)
+    thinks = any(_has_thinking(t) for t in turns)
+    _raise(where, _tool_problems(turns, tools, family))
+    vocab = _vocab(tokenizer, family, media, thinking=thinks)
+    last_reply = max(i for i, t in enumerate(turns) if t.role == family.assistant_role)
     out = _Sequence([vocab.bos], [IGNORE_INDEX])
-    for i, (role, content) in enumerate(turns):
-        trained = role == family.assistant_role and (train_on == "all" or i == last_reply)
-        out.add(vocab.header(role))
-        out.mark_body()
-        vocab.content(content, where, out)
-        out.add([vocab.turn_end])
-        if trained:
-            out.train_since(out.turn_body_start)
+    if (thinks or tools) and turns[0].role != "system":
+        # The official template opens a system turn just for the thinking switch and tools.
+        turns = [_Turn("system", ""), *turns]
+        last_reply += 1
+    for i, turn in enumerate(turns):
+        default = turn.role == family.assistant_role and (train_on == "all" or i == last_reply)
+        trained = default if turn.train is None else turn.train
+        out.add(vocab.header(turn.role))
+        if i == 0 and turn.role == "system" and (thinks or tools):
+            _system_body(vocab, turn, out, thinks, tools or [], where)
+            continue
+        think = trained and train_thinking
+        vocab.thinking(turn.thinking, out, think, where)
+        for step in turn.steps:
+            vocab.thinking(step.get("thinking"), out, think, where)
+            vocab.tool_step(step, out, trained)
+        vocab.thinking(turn.final_thinking, out, think, where)
+        last = vocab.content(turn.content, where, out, train=trained)
+        if _open(turn):
+            continue  # the template leaves such a turn open
+        out.add([vocab.turn_end], train=last)
         out.add(vocab.encode("\n"))
+    example = out.example(where)
+    if not example.num_trained:
+        _raise(
+            where,
+            [
+                problem(
+                    None,
+                    "no token of the conversation is trained: every reply has a loss flag of 0 "
+                    "/ false",
+                    "set weight / train to 1 on the replies to learn, or remove the row",
+                )
+            ],
+        )
+    return example
+
+
+def _system_body(
+    vocab: _Vocab, turn: _Turn, out: _Sequence, thinks: bool, tools: list[dict], where
+) -> None:
+    """The system turn's body when it carries the thinking switch or tool declarations:
+    `<|think|>\n`, the system prompt, `<|tool>declaration:...<tool|>` per tool."""
+    from gemmaforge.data.examples.tools import format_declaration
+
+    content = turn.content
+    if thinks:
+        out.add([vocab.think])
+        # Gemma 4's current template writes the switch as `<|think|>\n` (the first release
+        # wrote no newline); the newline and the prompt are one piece of template text.
+        content = (
+            f"\n{content}"
+            if isinstance(content, str)
+            else [{"type": "text", "text": "\n"}, *content]
+        )
+    vocab.content(content, where, out)
+    for tool in tools:
+        out.add(vocab.encode(f"<|tool>{format_declaration(tool)}<tool|>"))
+    out.add([vocab.turn_end, *vocab.encode("\n")])
+
+
+def _has_thinking(turn: _Turn) -> bool:
+    return bool(turn.thinking or turn.final_thinking or any(s.get("thinking") for s in turn.steps))
+
+
+def _tool_problems(turns: list[_Turn], tools: list[dict] | None, family: Family) -> list[str]:
+    if (tools or any(t.steps for t in turns)) and not family.tool_calling:
+        return [
+            problem(
+                None,
+                f"the conversation has tool declarations or tool calls, but {family.name} has "
+                "no tool-calling tokens to render them in",
+                "use a Gemma 4 model (model.name_or_path; `data check --model`), or write the "
+                "calls as plain text in the replies (docs/data.md, 'Tool calling')",
+            )
+        ]
+    return []
+
+
+def render_segments(
+    segments: tuple[tuple[str, bool], ...],
+    family: Family,
+    tokenizer: PreTrainedTokenizerBase,
+    where: str | None = None,
+) -> RenderedExample:
+    """Render axolotl input_output segments: `<bos>`, then each segment's text as written (no
+    template, no turn or end tokens added), labelled where the segment says so.
+
+    A leading `<bos>` written in the first segment is not doubled.
+    """
+    vocab = _vocab(tokenizer, family)
+    out = _Sequence([vocab.bos], [IGNORE_INDEX])
+    for i, (text, trained) in enumerate(segments):
+        if i == 0:
+            text = text.removeprefix(family.bos)
+        out.add(vocab.encode(text), train=trained)
+    if not out.example(where).num_trained:
+        _raise(where, [problem(None, "no labelled segment has text", "label a segment true")])
     return out.example(where)
 
 
@@ -162,17 +307,42 @@ def render_prompt_example(
     tokenizer: PreTrainedTokenizerBase,
     where: str | None = None,
     media: MediaEncoder | None = None,
+    tools: list[dict] | None = None,
 ) -> RenderedExample:
-    """`render_prompt` with image/audio parts expanded by `media`, and their references."""
+    """`render_prompt` with image/audio parts expanded by `media`, and their references.
+
+    With `tools`, they are declared in the system turn; earlier tool calls and results are
+    written as training writes them. A conversation that ends in tool results (a model turn
+    whose last tool step has its results and no text yet) is left open for the model to go
+    on in the same turn, as Gemma 4 does; otherwise the model's turn header ends the prompt.
+    """
     _raise(where, check_turns(messages, family, for_prompt=True))
+    turns = _turns(messages, family, thinking=False)
+    _raise(where, _tool_problems(turns, tools, family))
     vocab = _vocab(tokenizer, family, media)
     out = _Sequence([vocab.bos], [IGNORE_INDEX])
-    for role, content in _turns(messages, family):
-        out.add(vocab.header(role))
-        vocab.content(content, where, out)
+    if tools and turns[0].role != "system":
+        turns = [_Turn("system", ""), *turns]
+    for i, turn in enumerate(turns):
+        out.add(vocab.header(turn.role))
+        if i == 0 and turn.role == "system" and tools:
+            _system_body(vocab, turn, out, False, tools, where)
+            continue
+        for step in turn.steps:
+            vocab.tool_step(step, out, False)
+        vocab.content(turn.content, where, out)
+        if _open(turn):
+            return out.example(where)
         out.add([vocab.turn_end, *vocab.encode("\n")])
     out.add(vocab.header(family.assistant_role))
     return out.example(where)
+
+
+def _open(turn: _Turn | dict) -> bool:
+    """A model turn that ends with tool results and no text: the model goes on in it."""
+    steps = turn.steps if isinstance(turn, _Turn) else turn.get("tool_steps", ())
+    content = turn.content if isinstance(turn, _Turn) else turn.get("content")
+    return bool(steps and steps[-1]["responses"] and not content)
 
 
 @dataclass
@@ -184,9 +354,10 @@ class _Sequence:
     types: list[int] | None = None
     media: list[MediaRef] = field(default_factory=list)
     media_end: int = 0
-    turn_body_start: int = 0
 
-    def add(self, ids: list[int], types: list[int] | None = None, media=None) -> None:
+    def add(
+        self, ids: list[int], types: list[int] | None = None, media=None, train: bool = False
+    ) -> None:
         if types is not None and self.types is None:
             self.types = [0] * len(self.ids)
         if self.types is not None:
@@ -195,13 +366,7 @@ class _Sequence:
             self.media.append(media)
             self.media_end = len(self.ids) + len(ids)
         self.ids += ids
-        self.labels += [IGNORE_INDEX] * len(ids)
-
-    def mark_body(self) -> None:
-        self.turn_body_start = len(self.ids)
-
-    def train_since(self, start: int) -> None:
-        self.labels[start:] = self.ids[start:]
+        self.labels += ids if train else [IGNORE_INDEX] * len(ids)
 
     def example(self, where: str | None) -> RenderedExample:
         return RenderedExample(
@@ -270,6 +435,8 @@ def check_turns(messages: list[dict], family: Family, for_prompt: bool) -> list[
     if problems:
         return problems
     roles = [ROLES[m["role"]] for m in messages]
+    if for_prompt and roles[-1] == "assistant" and _open(messages[-1]):
+        return _order_problems(roles, for_prompt=False)
     return _order_problems(roles, for_prompt)
 
 
@@ -296,14 +463,35 @@ def _message_problems(index: int, message: dict, family: Family) -> list[str]:
                 )
             ]
         text = "".join(p["text"] for p in content if p["type"] == "text")
-        if not media and not text.strip():
+        if not media and not text.strip() and not message.get("tool_steps"):
             return [problem(None, f"{name} ({role}) is empty", "write its text, or remove it")]
-    elif isinstance(content, str) and content.strip():
+    elif isinstance(content, str) and (content.strip() or message.get("tool_steps")):
         text = content
     else:
         return [problem(None, f"{name} ({role}) is empty", "write its text, or remove the message")]
+    thinking = message.get("thinking")
+    if thinking and ROLES[role] != "assistant":
+        return [
+            problem(
+                None,
+                f"{name} ({role}) has reasoning; only assistant replies may",
+                "move the reasoning to the reply it belongs to, or remove it",
+            )
+        ]
+    if thinking and not family.channel_start:
+        return [
+            problem(
+                None,
+                f"{name} has reasoning (reasoning_content / thinking / reasoning), but "
+                f"{family.name} has no thinking channel to train it in",
+                "use a Gemma 4 model (model.name_or_path; `data check --model`), or remove the "
+                "reasoning fields (or fold the reasoning into the reply text yourself)",
+            )
+        ]
     controls = [
-        t for t in (family.bos, family.eos, family.turn_start, family.turn_end) if t in text
+        t
+        for t in (family.bos, family.eos, family.turn_start, family.turn_end)
+        if t in text or (thinking and t in thinking)
     ]
     if controls:
         return [
@@ -362,17 +550,51 @@ def _alternation_problem(number: int, role: str, first: bool) -> str:
     )
 
 
-def _turns(messages: list[dict], family: Family) -> list[tuple[str, Content]]:
-    """(format role name, stripped content) per turn, with the system prompt placed per family."""
-    turns = [(ROLES[m["role"]], _strip(m["content"])) for m in messages]
-    if turns[0][0] == "system" and not family.system_turn:
-        system, (_, first_user) = turns[0][1], turns[1]
-        if isinstance(first_user, str):
-            merged = f"{system}\n\n{first_user}"
+@dataclass(frozen=True)
+class _Turn:
+    role: str
+    """The family's role name (`model` for the assistant)."""
+    content: Content
+    train: bool | None = None
+    """The message's own loss flag (None: train_on decides)."""
+    thinking: str | None = None
+    steps: tuple[dict[str, Any], ...] = ()
+    """Tool calls and their results, in order, before the content (formats.py)."""
+    final_thinking: str | None = None
+    """Reasoning between the last tool result and the content."""
+
+
+def _turns(messages: list[dict], family: Family, thinking: bool) -> list[_Turn]:
+    """The turns with stripped content, the system prompt placed per family, and (when
+    `thinking`) the reasoning of the replies after the last user turn."""
+    roles = [ROLES[m["role"]] for m in messages]
+    last_user = max((i for i, r in enumerate(roles) if r == "user"), default=-1)
+
+    def kept(text: str | None, i: int) -> str | None:
+        return text if thinking and i > last_user and text else None
+
+    turns = [
+        _Turn(
+            role,
+            _strip(m["content"]),
+            m.get("train"),
+            kept(m.get("thinking"), i),
+            tuple(
+                {**step, "thinking": kept(step.get("thinking"), i)}
+                for step in m.get("tool_steps", ())
+            ),
+            kept(m.get("final_thinking"), i),
+        )
+        for i, (role, m) in enumerate(zip(roles, messages, strict=True))
+    ]
+    if turns[0].role == "system" and not family.system_turn:
+        system, first_user = turns[0].content, turns[1]
+        if isinstance(first_user.content, str):
+            merged = f"{system}\n\n{first_user.content}"
         else:
-            merged = [{"type": "text", "text": f"{system}\n\n"}, *first_user]
-        turns = [("user", merged), *turns[2:]]
-    return [(family.assistant_role if r == "assistant" else r, c) for r, c in turns]
+            merged = [{"type": "text", "text": f"{system}\n\n"}, *first_user.content]
+        turns = [replace(first_user, content=merged), *turns[2:]]
+    return [replace(t, role=family.assistant_role) if t.role == "assistant" else t for t in turns]
 
 
 def _strip(content: Content) -> Content:
@@ -384,9 +606,14 @@ def _strip(content: Content) -> Content:
 
 
 def _vocab(
-    tokenizer: PreTrainedTokenizerBase, family: Family, media: MediaEncoder | None = None
+    tokenizer: PreTrainedTokenizerBase,
+    family: Family,
+    media: MediaEncoder | None = None,
+    thinking: bool = False,
 ) -> _Vocab:
-    return _Vocab(
+    """The tokenizer bound to the family's tokens (the thinking tokens only when asked: a
+    tokenizer without them still renders chats without reasoning)."""
+    vocab = _Vocab(
         media=media,
         tokenizer=tokenizer,
         bos=_token_id(tokenizer, family, family.bos),
@@ -394,6 +621,14 @@ def _vocab(
         turn_start=_token_id(tokenizer, family, family.turn_start),
         turn_end=_token_id(tokenizer, family, family.turn_end),
     )
+    if thinking and family.channel_start and family.channel_end and family.think_token:
+        vocab = replace(
+            vocab,
+            channel_start=_token_id(tokenizer, family, family.channel_start),
+            channel_end=_token_id(tokenizer, family, family.channel_end),
+            think=_token_id(tokenizer, family, family.think_token),
+        )
+    return vocab
 
 
 def _token_id(tokenizer: PreTrainedTokenizerBase, family: Family, token: str) -> int:

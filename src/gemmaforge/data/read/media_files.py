@@ -14,7 +14,7 @@ def resolve_media_path(ref: str, base_dir: str | Path) -> str:
 
     Absolute paths and URLs are kept; a relative path under a URL folder becomes a URL.
     """
-    if is_url(ref):
+    if is_url(ref) or ref.startswith("data:"):
         return ref
     path = Path(ref).expanduser()
     if path.is_absolute():

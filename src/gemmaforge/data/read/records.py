@@ -1,4 +1,4 @@
-"""Read a JSONL or CSV file into plain dict rows, each tagged with its file and line.
+"""Read a JSONL, JSON or CSV file into plain dict rows, each tagged with its file and line.
 
 Files are local paths or fsspec URLs (`s3://`, `gs://`, `https://`, `file://`), read line by
 line either way (remote reads retry transient failures, see `remote.py`). This is the only
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,6 +118,9 @@ def iter_records(
     name = str(path)
     suffix = file_suffix(name)
     with _open_binary(name, storage_options) as handle:
+        if suffix == ".json":
+            yield from _parse_json(name, handle, digest)
+            return
         lines = _decode_lines(name, handle, digest)
         if suffix in JSONL_SUFFIXES:
             yield from _parse_jsonl(name, lines)
@@ -242,6 +246,36 @@ def _parse_jsonl(name: str, lines: Iterator[_Line]) -> Iterator[Record | BadRow]
             yield BadRow(name, number, issue, text)
             continue
         yield Record(row=row, path=name, line=number)
+
+
+def _parse_json(name: str, handle: BinaryIO, digest) -> Iterator[Record | BadRow]:
+    """A `.json` file: one JSON array of rows (LLaMA-Factory's and axolotl's format), one
+    (pretty-printed) object, or JSON Lines. A whole-file document is read into memory (the
+    standard library cannot stream an array); rows of an array are numbered by position."""
+    data = handle.read()
+    if digest is not None:
+        digest.update(data)
+    try:
+        document = json.loads(data.decode("utf-8").removeprefix("\ufeff"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        document = None
+    if isinstance(document, dict):
+        yield Record(row=document, path=name, line=1)
+        return
+    if not isinstance(document, list):
+        # JSON Lines named .json (or broken JSON): line by line, so each bad line is named.
+        yield from _parse_jsonl(name, _decode_lines(name, io.BytesIO(data), None))
+        return
+    for number, row in enumerate(document, start=1):
+        if isinstance(row, dict):
+            yield Record(row=row, path=name, line=number)
+        else:
+            issue = problem(
+                f"{name}:{number}",
+                f"item {number} of the JSON array is a {type(row).__name__}, not an object",
+                'make every item an object, like {"messages": [...]}',
+            )
+            yield BadRow(name, number, issue, json.dumps(row)[:1000])
 
 
 def _json_fix(number: int, text: str) -> str:

@@ -24,7 +24,7 @@ import glob
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,8 @@ class SourceFile:
     """Remote sources: the fingerprint from the storage listing."""
     storage_options: dict[str, Any] | None = field(default=None, repr=False)
     """fsspec options for a remote source (not shown: they may hold credentials)."""
+    row_mapping: dict[str, Any] | None = None
+    """LLaMA-Factory dataset_info.json entry (formatting, columns, tags) the rows follow."""
 
     @property
     def name(self) -> str:
@@ -130,6 +132,9 @@ class DataSources:
     train: list[SourceFile]
     validation: list[SourceFile]
     """Empty when no validation data is named (a split is held out of train instead)."""
+    validation_spec: str | list[str] | None
+    """What the validation sources came from: data.validation, or the validation file of an
+    mlx-lm style folder (train.jsonl, valid.jsonl, test.jsonl) given as data.train."""
     streaming: bool
     """Rows are read as training asks for them (data.streaming, or auto for remote sources)."""
 
@@ -163,14 +168,18 @@ def open_sources(cfg: DataConfig, *, need_train: bool = True) -> DataSources:
             return []
 
     train = resolve("train", cfg.train)
-    validation = resolve("validation", cfg.validation)
+    # An mlx-lm style folder brings its own validation file (its test file is never read).
+    validation_spec = cfg.validation or (
+        companion_validation(cfg.train, cfg.storage_options) if not problems else None
+    )
+    validation = resolve("validation", validation_spec)
     raise_if_problems(problems)
     sources = train + validation
     if cfg.streaming == "auto":
         streaming = any(is_remote(s.path) for s in sources)
     else:
         streaming = cfg.streaming == "on"
-    return DataSources(train=train, validation=validation, streaming=streaming)
+    return DataSources(train, validation, validation_spec, streaming)
 
 
 def is_remote(path: str) -> bool:
@@ -210,6 +219,11 @@ def iter_source_records(
 
 def iter_file_records(source: SourceFile, digest=None) -> Iterator[Record | BadRow]:
     """The rows of one resolved source; a JSONL/CSV file's bytes also feed `digest`."""
+    if source.row_mapping is not None:
+        mapping = source.row_mapping
+        for item in iter_file_records(replace(source, row_mapping=None), digest):
+            yield _map_llamafactory(item, mapping) if isinstance(item, Record) else item
+        return
     so = source.storage_options
     if source.kind in LINE_KINDS:
         yield from iter_records(source.path, digest, storage_options=so)
@@ -321,8 +335,13 @@ def _classify_folder(lister: _Lister, folder: str, split: str | None) -> list[So
             raise UserError(problem(name, what, fix))
         infos = lister.call(lambda: fs.find(f"{folder}/{chosen}", detail=True)).values()
         return [lister.source(folder, "hf_disk", list(infos), split=chosen)]
-    if split:
+    if "dataset_info.json" in listing and "state.json" not in listing:
+        return _llamafactory(lister, folder, split)
+    splits = _split_files(lister, listing)
+    if split and split not in splits:
         raise UserError(_split_on_non_dataset(name, split))
+    if splits:
+        return splits[split or "train"]
     if "state.json" in listing and "dataset_info.json" in listing:
         infos = [i for i in listing.values() if i.get("type") != "directory"]
         return [lister.source(folder, "hf_disk", infos)]
@@ -361,9 +380,146 @@ def _classify_folder(lister: _Lister, folder: str, split: str | None) -> list[So
 def _split_on_non_dataset(name: str, split: str) -> str:
     return problem(
         f"{name}#{split}",
-        "a split (#name) is only read from a 🤗 DatasetDict folder (one with dataset_dict.json)",
-        f"drop #{split}, or point at a DatasetDict saved with save_to_disk",
+        "a split (#name) is only read from a 🤗 DatasetDict folder (one with dataset_dict.json), "
+        "a folder of split files (train.jsonl, valid.jsonl, ...) or a LLaMA-Factory folder "
+        "(dataset_info.json)",
+        f"drop #{split}, or point at one of those",
     )
+
+
+SPLIT_NAMES = {
+    "train": "train",
+    "valid": "validation",
+    "validation": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "eval": "validation",
+    "test": "test",
+}
+"""Data file stems that name a split (mlx-lm: train/valid/test.jsonl; 🤗 hub folders:
+train-00000-of-00001.parquet)."""
+
+
+def _split_files(lister: _Lister, listing: dict[str, dict[str, Any]]) -> dict[str, list]:
+    """A folder whose data files are named by split (mlx-lm's train.jsonl / valid.jsonl /
+    test.jsonl): {split: its sources}, under both the file's and the canonical name; empty
+    unless a `train` file is among them. Only the train files are training data: a test file
+    is never read unless named (`folder#test`)."""
+    by_split: dict[str, list] = {}
+    for n, info in sorted(listing.items()):
+        if info.get("type") == "directory" or file_suffix(n) not in FILE_KINDS:
+            continue
+        stem = n[: -len(file_suffix(n))].lower()
+        word = next((w for w in SPLIT_NAMES if stem == w or stem.startswith(f"{w}-")), None)
+        if word is None:
+            return {}
+        source = lister.source(info["name"], FILE_KINDS[file_suffix(n)], [info])
+        for key in dict.fromkeys((word, SPLIT_NAMES[word])):
+            by_split.setdefault(key, []).append(source)
+    return by_split if "train" in by_split else {}
+
+
+def companion_validation(
+    spec: str | list[str] | None, storage_options: dict[str, Any] | None = None
+) -> str | None:
+    """`folder#validation` when `spec` is one local folder of split files that has a
+    validation file (mlx-lm's valid.jsonl), so data.validation defaults to it; else None."""
+    if not isinstance(spec, str) or "#" in spec or remote.is_url(spec) or not Path(spec).is_dir():
+        return None
+    fs, path = remote.filesystem(spec, storage_options)
+    lister = _Lister(fs, spec, None)
+    listing = {Path(i["name"]).name: i for i in fs.ls(path, detail=True)}
+    if "dataset_info.json" in listing or "dataset_dict.json" in listing:
+        return None
+    return f"{spec}#validation" if "validation" in _split_files(lister, listing) else None
+
+
+LLAMAFACTORY_COLUMNS = {
+    "alpaca": {"prompt": "instruction", "query": "input", "response": "output"},
+    "sharegpt": {"messages": "conversations"},
+}
+"""LLaMA-Factory's default column names per `formatting`, and ours (the same names)."""
+LLAMAFACTORY_SHARED = (
+    "system",
+    "tools",
+    "images",
+    "videos",
+    "audios",
+    "history",
+    "chosen",
+    "rejected",
+    "kto_tag",
+)
+LLAMAFACTORY_TAGS = {"role_tag": "from", "content_tag": "value"}
+LLAMAFACTORY_ROLES = {
+    "user_tag": "human",
+    "assistant_tag": "gpt",
+    "observation_tag": "observation",
+    "function_tag": "function_call",
+    "system_tag": "system",
+}
+
+
+def _llamafactory(lister: _Lister, folder: str, name: str | None) -> list[SourceFile]:
+    """One dataset of a LLaMA-Factory data folder (`folder#name`), read through its
+    dataset_info.json entry: its file, and a mapping of its columns and role tags to the
+    standard alpaca / sharegpt names that formats.py reads."""
+    where = lister.name(f"{folder}/dataset_info.json")
+    info = json.loads(lister.call(lambda: lister.fs.cat_file(f"{folder}/dataset_info.json")))
+    names = ", ".join(info) or "none"
+    if name is None and len(info) == 1:
+        name = next(iter(info))
+    if name not in info:
+        what = (
+            f"has no dataset named {name!r} (datasets: {names})"
+            if name
+            else (f"describes several datasets ({names})")
+        )
+        raise UserError(problem(where, what, f"name one, like {lister.name(folder)}#NAME"))
+    entry = info[name]
+    if "file_name" not in entry:
+        raise UserError(
+            problem(
+                where,
+                f"dataset {name!r} is not a local file (hub or script datasets are not fetched)",
+                "download the data and give its file_name in dataset_info.json",
+            )
+        )
+    mapping = {
+        "formatting": entry.get("formatting", "alpaca"),
+        "columns": entry.get("columns", {}),
+        "tags": entry.get("tags", {}),
+    }
+    sources = _classify(
+        lister, lister.call(lambda: lister.fs.info(f"{folder}/{entry['file_name']}")), None
+    )
+    return [replace(source, row_mapping=mapping) for source in sources]
+
+
+def _map_llamafactory(record: Record, mapping: dict[str, Any]) -> Record:
+    """A row renamed from a dataset_info.json entry's columns and tags to the defaults."""
+    formatting, columns, tags = mapping["formatting"], mapping["columns"], mapping["tags"]
+    ours = {
+        **dict(zip(LLAMAFACTORY_SHARED, LLAMAFACTORY_SHARED, strict=True)),
+        **LLAMAFACTORY_COLUMNS.get(formatting, LLAMAFACTORY_COLUMNS["sharegpt"]),
+    }
+    ours["kto_tag"] = "label"
+    row = {}
+    for key, standard in ours.items():
+        column = columns.get(key, standard if key != "kto_tag" else None)
+        if column and column in record.row:
+            row[standard] = record.row[column]
+    if formatting != "alpaca" and isinstance(row.get("conversations"), list):
+        role_tag = tags.get("role_tag", "from")
+        content_tag = tags.get("content_tag", "value")
+        roles = {tags.get(k, v): v for k, v in LLAMAFACTORY_ROLES.items()}
+        row["conversations"] = [
+            {"from": roles.get(m.get(role_tag), m.get(role_tag)), "value": m.get(content_tag)}
+            if isinstance(m, dict)
+            else m
+            for m in row["conversations"]
+        ]
+    return Record(row=row, path=record.path, line=record.line)
 
 
 def _iter_mediafolder(source: SourceFile) -> Iterator[Record | BadRow]:
