@@ -18,7 +18,7 @@ from gemmaforge.data.examples.dataset import RowRenderer, load_datasets
 from gemmaforge.data.examples.formats import detect_format, to_conversation
 from gemmaforge.data.examples.render import IGNORE_INDEX
 from gemmaforge.data.read.records import Record
-from gemmaforge.data.read.sources import iter_source_records
+from gemmaforge.data.read.sources import iter_source_records, open_sources
 from gemmaforge.errors import UserError
 from gemmaforge.models.families import GEMMA3N, GEMMA4
 
@@ -458,7 +458,7 @@ def test_mlx_lm_folder_trains_train_validates_on_valid_never_reads_test(tmp_path
     write(folder, "valid.jsonl", [row("v1")])
     write(folder, "test.jsonl", [row("x1")])
     cfg = DataConfig(train=str(folder))
-    train, val, report = load_datasets(cfg, GEMMA4, tok, seed=0)
+    train, val, report = load_datasets(cfg, open_sources(cfg), GEMMA4, tok, seed=0)
     decoded = [tok.decode(ex.input_ids) for ex in train]
     assert len(train) == 2 and all("t" in d and "x1" not in d for d in decoded)
     assert len(val) == 1 and "v1" in tok.decode(val[0].input_ids)

@@ -34,6 +34,7 @@ from gemmaforge.data.read.records import BadRow, raise_if_problems
 from gemmaforge.data.read.sources import (
     configure_storage,
     iter_source_records,
+    open_sources,
     resolve_sources,
 )
 from gemmaforge.errors import UserError
@@ -54,8 +55,8 @@ def fast_retries():
 def read(spec, storage_options=None):
     """(per-source reports, rows) as training reads them in memory; problems raised at once."""
     files, problems = [], []
-    cfg = DataConfig(storage_options=storage_options or {})
-    records = read_rows(spec, cfg, files, problems, SkipLog())
+    cfg = DataConfig(train=spec, storage_options=storage_options or {})
+    records = read_rows(open_sources(cfg).train, cfg, files, problems, SkipLog())
     raise_if_problems(problems)
     return files, records
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gemmaforge.config import DataConfig
+from gemmaforge.data.read.media_files import resolve_media_path
 from gemmaforge.data.read.records import Record
 from gemmaforge.errors import UserError, problem
 
