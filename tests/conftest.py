@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import pytest
 # Tests never touch the model hub. huggingface_hub reads this once, at import, so it is set here,
 # before any test module imports transformers.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Tests never read or fill the user's gemmaforge cache (base hashes, known bases, dequantised
+# GGUFs): each session gets its own, unless a run of the suite names one.
+os.environ.setdefault("GEMMAFORGE_CACHE_DIR", tempfile.mkdtemp(prefix="gemmaforge-cache-"))
 
 
 @pytest.fixture(scope="session")

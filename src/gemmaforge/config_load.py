@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -86,6 +87,8 @@ def load_config(
     # Where each dotted key's current value came from, for error messages.
     sources: dict[str, str] = {}
     data: dict[Any, Any] = _read_yaml(path, sources, problems) if path else {}
+    if path:
+        _resolve_paths(data, Path(path).parent)
     for text in overrides:
         parsed = _parse_override(text, problems)
         if parsed:
@@ -149,6 +152,47 @@ def _read_yaml(path: str, sources: dict[str, str], problems: list[str]) -> dict[
         return {}
     _record_lines(node, "", path, sources, problems)
     return data
+
+
+# Keys holding local paths that a YAML file names relative to itself. A relative path that
+# exists beside the file resolves against the file's folder, so a config means the same from
+# any working directory; one that does not (a hub id, a file not made yet, a path from the
+# working directory as older configs were written) is kept as written. train.output_dir is
+# not among them: like --output, a run folder is made where the command runs, and
+# `config show` output loads back to the same config.
+PATH_KEYS = ("model.name_or_path", "data.train", "data.validation", "data.media_cache_dir")
+
+
+def _resolve_paths(data: dict[Any, Any], folder: Path) -> None:
+    """Make the file's relative paths that exist beside it absolute (see PATH_KEYS)."""
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        values = data.get(section)
+        if not isinstance(values, dict) or name not in values:
+            continue
+        value = values[name]
+        if isinstance(value, list):
+            values[name] = [_resolve(item, folder) for item in value]
+        else:
+            values[name] = _resolve(value, folder)
+
+
+def _resolve(value: Any, folder: Path) -> Any:
+    if not isinstance(value, str) or not value or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute() or folder.resolve() == Path.cwd().resolve():
+        return value
+    beside = folder / path
+    if beside.exists() or _glob_exists(beside):
+        return os.path.abspath(beside)
+    return value
+
+
+def _glob_exists(path: Path) -> bool:
+    import glob
+
+    return any(ch in str(path) for ch in "*?[") and bool(glob.glob(str(path), recursive=True))
 
 
 def _record_lines(

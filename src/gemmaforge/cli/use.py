@@ -90,12 +90,19 @@ def evaluate(
         int | None, typer.Option(min=1, help="Score only the first N rows.", show_default=False)
     ] = None,
     device: DeviceOpt = "auto",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Base model path, if it moved since training and cannot be found by hash.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Score the adapter against its base model on held-out data; write RUN/eval/."""
     from gemmaforge.eval.evaluate import evaluate as run_eval
     from gemmaforge.eval.evaluate import summary_line
 
-    report = run_eval(run, data, task, max_new_tokens, batch_size, limit, device)
+    report = run_eval(run, data, task, max_new_tokens, batch_size, limit, device, base=model)
     typer.echo(summary_line(report))
 
 

@@ -112,6 +112,7 @@ def evaluate(
     limit: int | None = None,
     device: str = "auto",
     console=None,
+    base: str | None = None,
 ) -> dict:
     """Score base and adapter; write RUN/eval/report.{md,json} and loss_curve.png; return
     the report."""
@@ -139,8 +140,8 @@ def evaluate(
                 "use --task perplexity",
             )
         )
-    console.print(f"Loading {run.base_model} with the adapter of {run.dir} ...")
-    loaded, model = load_run(run, device=device)
+    console.print(f"Loading {base or run.base_model} with the adapter of {run.dir} ...")
+    loaded, model = load_run(run, base=base, device=device)
     media = media_encoder(loaded, run.config.data)
     examples = _render(rows.conversations, loaded, media)
     prompts = [c.messages[:-1] for c in chats]

@@ -51,7 +51,7 @@ def write(job: Job, out: Path) -> None:
         merged.model,
         loaded.tokenizer,
         loaded.family,
-        source=job.base or job.run.base_model,
+        source=loaded.source,
         path=out / FILE_NAME,
         gguf_type=job.gguf_type,
         name=job.run.dir.name,

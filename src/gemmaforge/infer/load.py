@@ -7,12 +7,14 @@ from gemmaforge.runs import Run, check_base
 
 
 def load_run(run: Run, base: str | None = None, device: str = "auto", dtype: str | None = None):
-    """(LoadedModel, PeftModel in eval mode) for `run`, on `base` or the run's own base.
+    """(LoadedModel, PeftModel in eval mode) for `run`, on `base` or the run's own base
+    (found by hash if it moved: `models.bases.run_base`).
 
     `dtype` (auto, bf16, fp32) replaces the run's `model.dtype` when given."""
     from peft import PeftModel
 
     from gemmaforge.data.read.sources import configure_storage
+    from gemmaforge.models.bases import run_base
     from gemmaforge.models.load import load_model
     from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
 
@@ -21,8 +23,7 @@ def load_run(run: Run, base: str | None = None, device: str = "auto", dtype: str
     model_cfg = run.config.model.model_copy(update={"device": device})
     if dtype:
         model_cfg = model_cfg.model_copy(update={"dtype": dtype})
-    if base:
-        model_cfg = model_cfg.model_copy(update={"name_or_path": base})
+    model_cfg = model_cfg.model_copy(update={"name_or_path": base or run_base(run)})
     loaded = load_model(model_cfg, for_training=False)
     check_base(run, loaded)
     if loaded.processor is not None:

@@ -49,7 +49,9 @@ class AdapterSource:
     def base(self) -> str | None:
         """The base model this adapter implies: the run's, else the adapter config's."""
         if self.run is not None:
-            return self.run.base_model
+            from gemmaforge.models.bases import run_base
+
+            return run_base(self.run)
         config = json.loads((self.dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
         return config.get("base_model_name_or_path")
 

@@ -13,10 +13,9 @@ from typing import Any
 
 from gemmaforge.config import ModelConfig
 from gemmaforge.errors import UserError, problem
-from gemmaforge.files import sha256_files
+from gemmaforge.models.bases import WEIGHT_SUFFIXES as WEIGHT_SUFFIXES
+from gemmaforge.models.bases import base_sha256
 from gemmaforge.models.families import Family, family_of
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 
 
 @dataclass
@@ -33,6 +32,8 @@ class LoadedModel:
     """sha256 over the weight files (or the pinned hub revision), for model cards and checks."""
     device: Any
     dtype: Any
+    source_path: str | None = None
+    """The base's absolute path (None for a hub id), so a run finds it from any folder."""
 
 
 @dataclass
@@ -132,7 +133,7 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True) -> LoadedModel:
         loaded = _load_folder(
             str(path), None, dtype, local_only=True, where=str(path), quantize=quantize
         )
-        loaded["sha256"] = sha256_files([p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES])
+        loaded["sha256"] = base_sha256(path)
     elif path.exists():
         raise _neither(path)
     else:
@@ -150,6 +151,7 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True) -> LoadedModel:
         source_sha256=loaded["sha256"],
         device=device,
         dtype=dtype,
+        source_path=str(path.resolve()) if path.exists() else None,
     )
 
 
@@ -228,7 +230,7 @@ def _load_gguf(path: Path, dtype) -> dict:
         "tokenizer": parts.tokenizer,
         "processor": None,
         "family": parts.family,
-        "sha256": sha256_files([path]),
+        "sha256": base_sha256(path),
     }
 
 
@@ -301,17 +303,40 @@ def _load_hub(cfg: ModelConfig, dtype, quantize=None) -> dict:
 def _require_download(cfg: ModelConfig) -> None:
     """A hub id is only fetched when downloads are allowed; else say how to get it."""
     source = cfg.name_or_path
-    local = f"models/{source.split('/')[-1]}"
-    if not cfg.allow_download:
+    if cfg.allow_download:
+        return
+    if _looks_like_path(source):
+        # A path that is not there is a missing file, not a hub id: no download hint.
         raise UserError(
             problem(
                 source,
-                "is not a local folder or .gguf file, and downloads are off "
-                "(gemmaforge runs offline by default)",
-                f"download it once with `hf download {source} --local-dir {local}`"
-                f" and pass --model {local}, or pass --allow-download",
+                "no such file or folder",
+                "check the path (a model folder or .gguf file), or pass the base model's "
+                "current location",
             )
         )
+    local = f"models/{source.split('/')[-1]}"
+    raise UserError(
+        problem(
+            source,
+            "is not a local folder or .gguf file, and downloads are off "
+            "(gemmaforge runs offline by default)",
+            f"download it once with `hf download {source} --local-dir {local}` and pass "
+            f"{local} as the model (training and planning also take --allow-download, or "
+            "model.allow_download=true in the config)",
+        )
+    )
+
+
+def _looks_like_path(source: str) -> bool:
+    """True for text no hub id looks like: absolute or ./ paths, a .gguf name, or more than
+    one slash (hub ids are NAME or OWNER/NAME)."""
+    return (
+        source.startswith(("/", ".", "~"))
+        or source.endswith(".gguf")
+        or source.count("/") > 1
+        or "\\" in source
+    )
 
 
 # Modules never quantised: the towers (small, and their convolutions/clippable linears are not

@@ -45,6 +45,7 @@ def finish(run: Prepared, console: Any) -> TrainResult:
     card = artifacts.model_card(
         base=run.loaded.source,
         base_sha256=run.loaded.source_sha256,
+        base_path=run.loaded.source_path,
         family=run.loaded.family.name,
         data=data,
         config=run.cfg.model_dump(),
@@ -73,8 +74,11 @@ def run_record(loaded: LoadedModel) -> dict:
     against: which base it was trained on, by hash."""
     from gemmaforge import __version__
 
+    # The base as given (relative paths included), where it was (absolute) and what it is (by
+    # hash): a run moved to another folder or machine finds its base again by hash.
     return {
         "base_model": loaded.source,
+        "base_path": loaded.source_path,
         "base_sha256": loaded.source_sha256,
         "family": loaded.family.name,
         "model_type": loaded.model.config.model_type,
