@@ -17,6 +17,7 @@ def load_run(run: Run, base: str | None = None, device: str = "auto", dtype: str
     from gemmaforge.models.bases import run_base
     from gemmaforge.models.load import load_model
     from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
+    from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 
     configure_storage(run.config.data)  # media URLs in eval rows and requests
 
@@ -31,6 +32,7 @@ def load_run(run: Run, base: str | None = None, device: str = "auto", dtype: str
 
         # The Gemma 4 image budget is part of what the adapter learned: reuse the run's.
         set_image_budget(loaded.processor, run.config.data.image_budget)
+    quiet_checkpointing_probe()
     model = PeftModel.from_pretrained(loaded.model, run.adapter_dir)
     # The adapter computes exactly as it did in training (bf16 on a bf16 base).
     compute_adapters_in_input_dtype(model)

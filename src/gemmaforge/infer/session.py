@@ -171,9 +171,11 @@ class Session:
         from peft import PeftModel
 
         from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
+        from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 
         source = self.adapters[name]
         if name not in self._active:
+            quiet_checkpointing_probe()
             if not self._active:
                 self.model = PeftModel.from_pretrained(self.model, source.dir, adapter_name=name)
             else:
