@@ -23,10 +23,10 @@ def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
     from gemmaforge.data.batches.collate import collate, pad_id
     from gemmaforge.data.examples.dataset import load_datasets
     from gemmaforge.data.examples.multimodal import media_encoder
-    from gemmaforge.models.peft_compat import quiet_checkpointing_probe
     from gemmaforge.data.examples.render import IGNORE_INDEX
     from gemmaforge.data.read.sources import open_sources
     from gemmaforge.models.lora import target_modules
+    from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 
     media = media_encoder(loaded, data_config(spec))
     data = data_config(spec)
