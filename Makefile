@@ -13,7 +13,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	@echo "Installing the pinned stack (torch, transformers, ...): a few minutes on first use."
+	$(BIN)/pip install --progress-bar on -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 quickstart: $(STAMP)

@@ -116,13 +116,12 @@ def evaluate(
 ) -> dict:
     """Score base and adapter; write RUN/eval/report.{md,json} and loss_curve.png; return
     the report."""
-    from rich.console import Console
-
     from gemmaforge.data.examples.multimodal import media_encoder
     from gemmaforge.eval.report import write_report
     from gemmaforge.infer.load import load_run
+    from gemmaforge.progress import Tracker, log_console
 
-    console = console or Console(stderr=True)
+    console = console or log_console()
     if task != "auto" and task not in TASKS:
         raise UserError(
             problem(None, f"unknown task {task!r}", f"choose auto or one of {', '.join(TASKS)}")
@@ -157,8 +156,10 @@ def evaluate(
             perplexity = _perplexity(model, loaded, run, examples, batch_size, media)
             metrics[side] = {"perplexity": perplexity}
             if chosen.corpus is not None:
-                console.print(f"Generating {len(prompts)} {side} replies ...")
-                replies[side] = _generate(model, loaded, prompts, max_new_tokens, batch_size, media)
+                with Tracker(f"{side} replies", len(prompts), console=console) as bar:
+                    replies[side] = _generate(
+                        model, loaded, prompts, max_new_tokens, batch_size, media, bar.advance
+                    )
                 metrics[side] = {**chosen.corpus(replies[side], references), **metrics[side]}
         seconds[side] = round(time.perf_counter() - start, 1)
 
@@ -216,7 +217,9 @@ def _reply_budget(tokenizer, references: list[str]) -> int:
     return math.ceil(1.25 * longest) + 16
 
 
-def _generate(model, loaded, prompts, max_new_tokens: int, batch_size: int, media) -> list[str]:
+def _generate(
+    model, loaded, prompts, max_new_tokens: int, batch_size: int, media, progress=None
+) -> list[str]:
     from gemmaforge.infer.generate import generate
 
     replies = generate(
@@ -227,6 +230,7 @@ def _generate(model, loaded, prompts, max_new_tokens: int, batch_size: int, medi
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         media=media,
+        progress=progress,
     )
     return [reply.text for reply in replies]
 

@@ -14,7 +14,7 @@ match exactly; tests/test_generate.py checks that).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,12 +67,14 @@ def generate(
     max_new_tokens: int = 256,
     batch_size: int = 16,
     media: Any = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Generation]:
     """Greedy replies to `conversations` (each ending with a user turn), in their order.
 
     `media` (a MediaEncoder) lets conversations carry images and audio; each of those is
-    generated alone. The model is put in eval mode for the call and restored afterwards, so
-    this can run in the middle of training.
+    generated alone. `progress` is called with the number of replies each batch finished
+    (a `progress.Tracker.advance`). The model is put in eval mode for the call and restored
+    afterwards, so this can run in the middle of training.
     """
     examples = [
         render_prompt_example(list(messages), family, tokenizer, media=media)
@@ -97,6 +99,8 @@ def generate(
             inputs = media_inputs(examples[i], media, model.dtype, device)
             reply = _generate_batch(model, [prompts[i]], pad, stops, max_new_tokens, inputs)[0]
             results[i] = _decode(tokenizer, reply, stops)
+            if progress:
+                progress(1)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             replies = _generate_batch(
@@ -104,6 +108,8 @@ def generate(
             )
             for i, reply in zip(chunk, replies, strict=True):
                 results[i] = _decode(tokenizer, reply, stops)
+            if progress:
+                progress(len(chunk))
     finally:
         model.train(was_training)
     return [results[i] for i in range(len(prompts))]

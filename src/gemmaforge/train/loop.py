@@ -118,12 +118,12 @@ def validation_loss(t: Training) -> float | None:
 
 
 def run_loop(t: Training, progress) -> LoopState:
-    """Train from `t.state` to `t.steps` optimizer steps; returns the final state."""
+    """Train from `t.state` to `t.steps` optimizer steps; returns the final state.
+    `progress` is a `gemmaforge.progress.Tracker` over the steps."""
     cfg, data, state, model = t.cfg, t.data, t.state, t.model
     device = t.accelerator.device
     stream = batch_stream(data.train, data.spec, state.position)
     model.train()
-    task = progress.add_task("training", total=t.steps, completed=state.step, status="")
     while state.step < t.steps:
         started = time.perf_counter()
         batches = [next(stream) for _ in range(cfg.grad_accum)]
@@ -165,10 +165,7 @@ def run_loop(t: Training, progress) -> LoopState:
         if state.step % cfg.log_every == 0 or last or "eval_loss" in record:
             append_jsonl(t.folder.metrics, record)
         state.final = record
-        progress.update(task, completed=state.step, status=status_line(record))
-        if progress.disable and (state.step % max(1, t.steps // 20) == 0 or last):
-            # No live bar without a terminal (CI, pipes): a plain line every 5% instead.
-            progress.console.print(f"step {state.step}/{t.steps}  {status_line(record)}")
+        progress.update(state.step, status_line(record))
         if (cfg.save_every and state.step % cfg.save_every == 0) or last:
             save(t)
     return state
