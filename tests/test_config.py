@@ -263,3 +263,18 @@ def test_relative_paths_in_a_yaml_file_resolve_against_its_folder(tmp_path, monk
     assert load_config(path, ["data.validation=v2.jsonl"]).data.validation == "v2.jsonl"
     hub = write(project, "model:\n  name_or_path: google/gemma-3-270m\n", "hub.yaml")
     assert load_config(hub).model.name_or_path == "google/gemma-3-270m"
+
+
+def test_unknown_keys_are_matched_by_meaning_before_spelling(tmp_path):
+    """train.learning_rate is spelled like train.warmup_ratio but means train.lr."""
+    path = write(
+        tmp_path,
+        "train:\n  learning_rate: 1e-4\n  num_epochs: 2\n"
+        "lora:\n  lora_alpha: 16\nsequence_len: 512\n",
+    )
+    assert sorted(problems_of(path)) == [
+        f"{path}:2: train.learning_rate: unknown key; did you mean train.lr?",
+        f"{path}:3: train.num_epochs: unknown key; did you mean train.epochs?",
+        f"{path}:5: lora.lora_alpha: unknown key; did you mean lora.alpha?",
+        f"{path}:6: sequence_len: unknown section; did you mean data.max_seq_length?",
+    ]

@@ -302,10 +302,70 @@ def _show(err: Mapping[str, Any]) -> str:
     return text if len(text) <= 60 else f"{text[:57]}..."
 
 
+# Names other tools (transformers' TrainingArguments, PEFT, axolotl, Unsloth) use for our
+# settings: a key that means the same is a better suggestion than one that is spelled alike
+# (learning_rate is lr, not warmup_ratio).
+ALIASES = {
+    "learning_rate": "train.lr",
+    "lr_scheduler_type": "train.scheduler",
+    "lr_scheduler": "train.scheduler",
+    "num_epochs": "train.epochs",
+    "num_train_epochs": "train.epochs",
+    "max_epochs": "train.epochs",
+    "steps": "train.max_steps",
+    "num_steps": "train.max_steps",
+    "train_steps": "train.max_steps",
+    "micro_batch_size": "train.batch_size",
+    "per_device_train_batch_size": "train.batch_size",
+    "gradient_accumulation_steps": "train.grad_accum",
+    "gradient_accumulation": "train.grad_accum",
+    "warmup": "train.warmup_steps",
+    "grad_clip": "train.max_grad_norm",
+    "clip_grad_norm": "train.max_grad_norm",
+    "output": "train.output_dir",
+    "save_steps": "train.save_every",
+    "eval_steps": "train.eval_every",
+    "logging_steps": "train.log_every",
+    "resume_from_checkpoint": "train.resume",
+    "seq_len": "data.max_seq_length",
+    "sequence_len": "data.max_seq_length",
+    "max_length": "data.max_seq_length",
+    "max_len": "data.max_seq_length",
+    "cutoff_len": "data.max_seq_length",
+    "sample_packing": "data.packing",
+    "dataset": "data.train",
+    "datasets": "data.train",
+    "train_file": "data.train",
+    "val_file": "data.validation",
+    "eval_file": "data.validation",
+    "validation_file": "data.validation",
+    "val_set_size": "data.val_fraction",
+    "lora_r": "lora.r",
+    "rank": "lora.r",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+    "target_modules": "lora.targets",
+    "lora_target_modules": "lora.targets",
+    "use_rslora": "lora.rslora",
+    "use_dora": "lora.dora",
+    "base_model": "model.name_or_path",
+    "model_name_or_path": "model.name_or_path",
+    "model_name": "model.name_or_path",
+    "model": "model.name_or_path",
+    "path": "model.name_or_path",
+    "torch_dtype": "model.dtype",
+    "load_in_4bit": "model.quantize",
+    "bf16": "model.dtype",
+}
+
+
 def _suggest(key: str) -> str:
-    """'did you mean X?' for an unknown dotted key, else the valid keys at its level."""
+    """'did you mean X?' for an unknown dotted key (by meaning first: ALIASES, then by
+    spelling), else the valid keys at its level."""
     keys = list(config_fields())
     section, _, name = key.rpartition(".")
+    if name in ALIASES:
+        return f"did you mean {ALIASES[name]}?"
     # A field written under the wrong section (train.max_seq_length) is the commonest slip.
     moved = [k for k in keys if k.rpartition(".")[2] == name and k != key]
     if moved:
