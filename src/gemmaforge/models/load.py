@@ -163,6 +163,11 @@ def load_tokenizer(cfg: ModelConfig) -> LoadedTokenizer:
     _require_model(cfg)
     path = Path(cfg.name_or_path).expanduser()
     if path.is_file() and path.suffix == ".gguf":
+        from gemmaforge.models import gguf_cache
+
+        cached = gguf_cache.lookup(base_sha256(path))
+        if cached is not None:
+            return _cached_gguf_tokenizer(cached, path)
         return _gguf_tokenizer(path)
     if path.is_dir():
         return _folder_tokenizer(str(path), None, local_only=True, where=str(path))
@@ -213,25 +218,59 @@ def _gguf_tokenizer(path: Path) -> LoadedTokenizer:
 
 
 def _load_gguf(path: Path, dtype) -> dict:
+    """A GGUF's model, dequantised: from the cache of dequantised bases when this file (by
+    hash) was read before, else converted (minutes for a large file) and cached."""
     from transformers import AutoModelForCausalLM, GgufConfig
 
-    parts = _gguf_tokenizer(path)
-    # Always dequantise: LoRA trains against dense weights, and transformers otherwise keeps
-    # packed blocks whenever the optional `kernels` package happens to be installed.
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path.parent),
-        gguf_file=path.name,
-        dtype=dtype,
-        quantization_config=GgufConfig(gguf_file=path.name, dequantize=True),
-    )
-    _drop_quantization_marker(model)
+    from gemmaforge.models import gguf_cache
+    from gemmaforge.progress import stage
+
+    sha = base_sha256(path)
+    cached = gguf_cache.lookup(sha, dtype)
+    if cached is not None:
+        parts = _cached_gguf_tokenizer(cached, path)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(cached), dtype=dtype, local_files_only=True
+        )
+        return {
+            "model": model,
+            "tokenizer": parts.tokenizer,
+            "processor": None,
+            "family": parts.family,
+            "sha256": sha,
+        }
+    size = f"{path.stat().st_size / 2**20:,.0f} MiB"
+    with stage(f"reading {path.name} ({size}: tokenizer, then dequantising; once per file)"):
+        parts = _gguf_tokenizer(path)
+        # Always dequantise: LoRA trains against dense weights, and transformers otherwise
+        # keeps packed blocks whenever the optional `kernels` package happens to be installed.
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent),
+            gguf_file=path.name,
+            dtype=dtype,
+            quantization_config=GgufConfig(gguf_file=path.name, dequantize=True),
+        )
+        _drop_quantization_marker(model)
+        gguf_cache.store(model, parts.tokenizer, sha, dtype)
     return {
         "model": model,
         "tokenizer": parts.tokenizer,
         "processor": None,
         "family": parts.family,
-        "sha256": base_sha256(path),
+        "sha256": sha,
     }
+
+
+def _cached_gguf_tokenizer(cached: Path, path: Path) -> LoadedTokenizer:
+    """The tokenizer of a GGUF from its cached folder. Read as the generic tokenizers backend:
+    `AutoTokenizer` would rebuild a GemmaTokenizer's normaliser and pre-tokeniser from its
+    class (SentencePiece-style) instead of the GGUF's own, and tokenise differently."""
+    from transformers import AutoConfig
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    family = family_of(AutoConfig.from_pretrained(str(cached), local_files_only=True), str(path))
+    tokenizer = TokenizersBackend.from_pretrained(str(cached), local_files_only=True)
+    return LoadedTokenizer(tokenizer=tokenizer, processor=None, family=family, source=str(path))
 
 
 def _drop_quantization_marker(model) -> None:
