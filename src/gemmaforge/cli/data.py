@@ -49,7 +49,9 @@ def check(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout instead of the report.")
     ] = False,
-    strict: Annotated[bool, typer.Option(help="Exit with code 1 on warnings too.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit with code 1 on warnings too.")
+    ] = False,
     show: Annotated[
         int, typer.Option(min=0, help="Findings listed per kind in the report (--json: all).")
     ] = 10,

@@ -28,7 +28,29 @@ def train(
     require(cfg, {"model": "a model folder, .gguf file or hub id", "data": "a JSONL or CSV file"})
     from gemmaforge.train.trainer import train as run_training
 
-    typer.echo(f"Run folder: {run_training(cfg).run_dir}")
+    try:
+        result = run_training(cfg)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(resume_hint(cfg)) from None
+    typer.echo(f"Run folder: {result.run_dir}")
+
+
+def resume_hint(cfg) -> str:
+    """What an interrupted training run kept, and the command that continues it."""
+    from gemmaforge.runs import RunFolder
+    from gemmaforge.train.checkpoint import list_checkpoints
+
+    folder = RunFolder(Path(cfg.train.output_dir))
+    saved = list_checkpoints(folder.checkpoints)
+    if saved:
+        return (
+            f"The last checkpoint is {saved[-1]}: run the same command with --resume to "
+            "continue from it."
+        )
+    return (
+        "No checkpoint was saved yet, so there is nothing to resume: pass --save-every N to "
+        "save one every N steps (and continue an interrupted run with --resume)."
+    )
 
 
 @with_config_flags

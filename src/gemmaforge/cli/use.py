@@ -163,6 +163,7 @@ def serve(
         list[str] | None,
         typer.Option(
             help="NAME=PATH: serve a run or adapter folder as model NAME (repeatable).",
+            metavar="NAME=PATH",
             show_default=False,
         ),
     ] = None,
@@ -178,7 +179,10 @@ def serve(
     ] = None,
     allow_media_paths: Annotated[
         bool,
-        typer.Option(help="Let requests name image files on this machine (else data URLs only)."),
+        typer.Option(
+            "--allow-media-paths",
+            help="Let requests name image files on this machine (else data URLs only).",
+        ),
     ] = False,
     base_name: Annotated[
         str | None,

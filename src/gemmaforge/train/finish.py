@@ -39,7 +39,7 @@ def finish(run: Prepared, console: Any) -> TrainResult:
         report = replace(report, skipped=run.skips.total)
         write_json_atomic(folder.data_report, asdict(report))
     if run.cfg.data.packing or t.state.padding:
-        console.print(f"padding: {t.state.padding:.1%} of the token slots trained on")
+        console.print(padding_line(t.state.padding, run.cfg.data))
     _save_adapter(folder, model, run.loaded)
     data = {Path(f.path).name: {"fingerprint": f.fingerprint, "rows": f.rows} for f in report.files}
     card = artifacts.model_card(
@@ -57,6 +57,17 @@ def finish(run: Prepared, console: Any) -> TrainResult:
     artifacts.write_manifest(folder.root)
     console.print(f"done: {folder.root} (final {status_line(t.state.final)})")
     return TrainResult(run_dir=folder.root, model=model, loaded=run.loaded, final=t.state.final)
+
+
+def padding_line(share: float, data) -> str:
+    """What the padding share means, and what lowers it when it is worth lowering."""
+    text = (
+        f"padding: {share:.1%} of the token positions the model computed were padding "
+        "(batches are as wide as their longest row), i.e. compute spent on no data"
+    )
+    if share >= 0.2 and not data.packing:
+        text += "; data.packing=true (text) or data.group_by_length=true lowers it"
+    return text
 
 
 def _save_adapter(folder: RunFolder, model, loaded: LoadedModel) -> None:
