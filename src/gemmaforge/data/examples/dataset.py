@@ -302,7 +302,10 @@ def read_rows(
             problems.append(
                 problem(source.name, "the source has no rows", "add at least one example")
             )
-        files.append(FileReport(source.name, fingerprint, len(mine), _format_name(mine, cfg)))
+        # Rows read counts every row of the file, unreadable ones too (they are reported as
+        # skipped or as errors), as `data check` counts them: the two agree on a file.
+        rows_in_file = len(mine) + bad
+        files.append(FileReport(source.name, fingerprint, rows_in_file, _format_name(mine, cfg)))
     return rows
 
 
