@@ -43,6 +43,7 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     import torch
     from accelerate import Accelerator
 
+    from gemmaforge.data.examples.dataset import rows_have_problems
     from gemmaforge.data.examples.multimodal import media_encoder
     from gemmaforge.data.read.sources import configure_storage, open_sources
     from gemmaforge.models.load import load_model
@@ -54,6 +55,11 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     # Sources are resolved before the model loads (minutes for a large one): a mistyped path,
     # an empty glob or a missing split fails at once.
     sources = open_sources(cfg.data)
+    if loaded is None and rows_have_problems(cfg.data, sources):
+        # Every row is parsed and converted before the weights load (and before an old run
+        # is replaced); when one is bad, every problem is listed with the tokenizer alone:
+        # a data error in seconds, not after minutes of loading weights.
+        _raise_data_problems(cfg, sources)
     folder = prepare_run_dir(cfg, sources)
     loaded = loaded or load_model(cfg.model)
     console.print(
@@ -91,6 +97,18 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
         write_text_atomic(folder.config, dump_config(cfg))
         write_json_atomic(folder.data_report, asdict(report))
     return Prepared(cfg, loaded, training, report, skips, lora_report.summary())
+
+
+def _raise_data_problems(cfg: Config, sources: DataSources) -> None:
+    """Render the data as training would, with the model's tokenizer and processor but no
+    weights, raising its one UserError that lists every problem."""
+    from gemmaforge.data.examples.dataset import load_datasets
+    from gemmaforge.data.examples.multimodal import media_encoder
+    from gemmaforge.models.load import load_tokenizer
+
+    tok = load_tokenizer(cfg.model)
+    media = media_encoder(tok, cfg.data)
+    load_datasets(cfg.data, sources, tok.family, tok.tokenizer, cfg.train.seed, media, SkipLog())
 
 
 def open_data(cfg: Config, sources: DataSources, loaded: LoadedModel, media, skips: SkipLog):
