@@ -128,6 +128,7 @@ FLAG_CASES = [
     ("--eval-every", "5", "train.eval_every", 5),
     ("--seed", "7", "train.seed", 7),
     ("--resume", None, "train.resume", True),
+    ("--reschedule", None, "train.reschedule", True),
     ("--allow-download", None, "model.allow_download", True),
 ]
 

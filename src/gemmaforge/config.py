@@ -184,6 +184,9 @@ class TrainConfig(Section):
     """Write a metrics line every N steps."""
     resume: bool = False
     """Continue from the newest checkpoint in output_dir."""
+    reschedule: bool = False
+    """With resume: accept changed max_steps, epochs, lr, scheduler or warm-up; the learning
+    rate schedule is recomputed for the new settings from the resumed step on."""
     overwrite: bool = False
     """Replace a finished or abandoned run already in output_dir (otherwise that is an error)."""
     keep_checkpoints: int = Field(2, ge=1)

@@ -39,6 +39,7 @@ CONFIG_FLAGS: dict[str, str] = {
     "eval_every": "train.eval_every",
     "seed": "train.seed",
     "resume": "train.resume",
+    "reschedule": "train.reschedule",
     "allow_download": "model.allow_download",
 }
 

@@ -22,6 +22,9 @@ from gemmaforge.train import loop
 
 RESUME_SECTIONS = ("model", "data", "lora")
 """Config sections a resumed run must share with the run it continues."""
+SCHEDULE_KEYS = ("max_steps", "epochs", "lr", "scheduler", "warmup_steps", "warmup_ratio")
+"""train.* settings the learning-rate schedule is built from: changing one on resume
+recomputes the schedule mid-run, so it needs train.reschedule."""
 
 
 @dataclass
@@ -91,6 +94,12 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     if cfg.train.resume:
         loop.restore(training)
         console.print(f"resumed from step {training.state.step}")
+        if cfg.train.reschedule:
+            # The run's config now says what the rest of it trains with.
+            from gemmaforge.config_load import dump_config
+
+            write_text_atomic(folder.config, dump_config(cfg))
+            console.print(f"schedule recomputed for {training.steps} steps from here on")
     else:
         from gemmaforge.config_load import dump_config
 
@@ -207,5 +216,20 @@ def _check_same_run(folder: RunFolder, cfg: Config) -> None:
                 str(folder.config),
                 f"resuming with changed settings: {', '.join(changed)}",
                 "resume with the run's own settings, or start a new run with --output",
+            )
+        )
+    schedule = [
+        f"train.{key} {saved['train'].get(key)} -> {now['train'][key]}"
+        for key in SCHEDULE_KEYS
+        if saved["train"].get(key) != now["train"][key]
+    ]
+    if schedule and not cfg.train.reschedule:
+        raise UserError(
+            problem(
+                str(folder.config),
+                f"resuming with a changed learning-rate schedule ({', '.join(schedule)}): the "
+                "schedule would be recomputed mid-run",
+                "resume with the run's own settings, or pass --reschedule to recompute the "
+                "schedule for the new settings from the resumed step on",
             )
         )
