@@ -72,7 +72,14 @@ class RunFolder:
 
     @property
     def eval_dir(self) -> Path:
+        """The latest evaluation (report.md/json, loss_curve.png); each one is also kept in
+        eval/N/, and eval/latest names N."""
         return self.root / "eval"
+
+    @property
+    def loss_plot(self) -> Path:
+        """Training and validation loss against step, redrawn at each validation."""
+        return self.root / "loss.png"
 
     def tmp(self, name: str) -> Path:
         """A temp path inside the folder (left out of the manifest, cleaned on failure)."""

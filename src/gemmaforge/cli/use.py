@@ -77,7 +77,11 @@ def evaluate(
         typer.Option(help="Rows to score (default: what training held out).", show_default=False),
     ] = None,
     task: Annotated[
-        TaskName, typer.Option(help="Metrics; auto: json for JSON references, classification for a small label set, else exact.")
+        TaskName,
+        typer.Option(
+            help="Metrics; auto: json for JSON references, classification for a small "
+            "label set, else exact."
+        ),
     ] = "auto",
     max_new_tokens: Annotated[
         int | None,

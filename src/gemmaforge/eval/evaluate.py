@@ -114,8 +114,9 @@ def evaluate(
     console=None,
     base: str | None = None,
 ) -> dict:
-    """Score base and adapter; write RUN/eval/report.{md,json} and loss_curve.png; return
-    the report."""
+    """Score base and adapter; write RUN/eval/N/report.{md,json} and loss_curve.png (N: one
+    more than the last evaluation's) and the same as the latest in RUN/eval/; return the
+    report."""
     from gemmaforge.data.examples.multimodal import media_encoder
     from gemmaforge.eval.report import write_report
     from gemmaforge.infer.load import load_run
@@ -178,7 +179,10 @@ def evaluate(
         "examples": _per_example(chats, replies, chosen) if chosen.corpus else [],
     }
     folder = write_report(run.dir, report)
-    console.print(f"Report: {folder / 'report.md'}")
+    console.print(
+        f"Report: {folder.parent / 'report.md'} (kept as {folder / 'report.md'}; each "
+        "evaluation gets its own numbered folder)"
+    )
     return report
 
 

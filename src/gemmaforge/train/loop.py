@@ -19,6 +19,7 @@ from gemmaforge.data.batches.collate import Collator, collator_for
 from gemmaforge.data.batches.epochs import ExampleSource, batch_stream, batches_per_epoch
 from gemmaforge.data.examples.render import IGNORE_INDEX
 from gemmaforge.files import append_jsonl
+from gemmaforge.plots import plot_loss_curve
 from gemmaforge.runs import RunFolder
 from gemmaforge.train import artifacts, checkpoint
 from gemmaforge.train.loss import batch_loss, mean_loss
@@ -164,6 +165,9 @@ def run_loop(t: Training, progress) -> LoopState:
             record["eval_loss"] = validation_loss(t)
         if state.step % cfg.log_every == 0 or last or "eval_loss" in record:
             append_jsonl(t.folder.metrics, record)
+        if "eval_loss" in record:
+            # The loss plot follows the run: updated at each validation (RUN/loss.png).
+            plot_loss_curve(t.folder.metrics, t.folder.loss_plot)
         state.final = record
         progress.update(state.step, status_line(record))
         if (cfg.save_every and state.step % cfg.save_every == 0) or last:
