@@ -264,3 +264,17 @@ def test_a_model_folder_that_is_not_gemma_exits_2(tmp_path):
     )
     assert result.returncode == 2
     assert "is not a supported Gemma family" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_version():
+    from gemmaforge import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"gemmaforge {__version__}\n"
+
+
+def test_tiny_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    result = runner.invoke(app, ["tiny", "gemma3", str(tmp_path)])
+    assert result.exit_code == 2 and "--overwrite" in result.stderr
+    assert (tmp_path / "mine.txt").read_text() == "keep me"

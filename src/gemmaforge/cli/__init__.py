@@ -7,6 +7,8 @@ verbs only, so `--help` answers at once.
 
 from __future__ import annotations
 
+import typer
+
 from gemmaforge.cli import data, export, perf, train, use
 from gemmaforge.cli.common import new_app
 
@@ -30,3 +32,20 @@ app.add_typer(config_app, name="config")
 data_app = new_app(help=data.HELP)
 data_app.command("check")(data.check)
 app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from gemmaforge import __version__
+
+        typer.echo(f"gemmaforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+) -> None:
+    """Private, on-device LoRA fine-tuning of Gemma 4, Gemma 3n and Gemma 3."""

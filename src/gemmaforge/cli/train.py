@@ -67,8 +67,19 @@ def tiny(
     ],
     out: Annotated[Path, typer.Argument(help="Folder to write the model to.", show_default=False)],
     seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a non-empty folder.")
+    ] = False,
 ) -> None:
     """Write a tiny random model of a Gemma family (for tests and demos; no download)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UserError(
+            problem(
+                str(out),
+                "already exists and is not empty",
+                "pass --overwrite to replace it, or another folder",
+            )
+        )
     if family not in TINY_FAMILIES:
         raise UserError(
             problem(
@@ -79,6 +90,10 @@ def tiny(
         )
     from gemmaforge.models.tiny import make_tiny
 
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
     typer.echo(f"Wrote a tiny {family} model to {make_tiny(family, out, seed)}")
 
 
