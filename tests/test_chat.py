@@ -155,3 +155,44 @@ def test_streaming_works_on_the_multimodal_families(family, tiny_dir):
         expected = generate(model, tokenizer, table, [messages], max_new_tokens=10)[0]
         with ReplyStream(model, tokenizer, session.prompt(messages).ids, stops, Sampling(10)) as s:
             assert "".join(s) == expected.text
+
+
+def test_top_k_1_samples_the_greedy_reply(session):
+    """top_k reaches the sampler: with k=1 a hot sample of the random base is its greedy
+    reply, whatever the seed (without it, the same seeds give other replies)."""
+    messages = [{"role": "user", "content": SKY}]
+    tokenizer, family = session.loaded.tokenizer, session.loaded.family
+    stops = stop_token_ids(tokenizer, family)
+    prompt = session.prompt(messages).ids
+
+    def reply(sampling: Sampling) -> str:
+        with (
+            session.use(session.base_name) as model,
+            ReplyStream(model, tokenizer, prompt, stops, sampling) as stream,
+        ):
+            return "".join(stream)
+
+    greedy = reply(Sampling(16))
+    assert {reply(Sampling(16, temperature=1.5, top_k=1, seed=s)) for s in (1, 2)} == {greedy}
+    assert reply(Sampling(16, temperature=1.5, seed=1)) != greedy
+
+
+def test_generate_takes_top_p_and_top_k(tiny_run):
+    result = gemmaforge(
+        "generate",
+        "--adapter",
+        str(tiny_run("plain")),
+        "--temperature",
+        "1.5",
+        "--top-k",
+        "1",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "3",
+        "--max-new-tokens",
+        "12",
+        SKY,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ANSWER[SKY]

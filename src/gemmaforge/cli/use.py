@@ -46,6 +46,13 @@ MaxNewTokensOpt = Annotated[int, typer.Option(min=1, help="Longest reply, in tok
 TemperatureOpt = Annotated[
     float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy (deterministic).")
 ]
+TopPOpt = Annotated[
+    float,
+    typer.Option(min=0.01, max=1.0, help="Nucleus sampling mass (1: off)."),
+]
+TopKOpt = Annotated[
+    int, typer.Option(min=0, help="Sample among the k most likely tokens only (0: off).")
+]
 SeedOpt = Annotated[
     int | None, typer.Option(help="Seed for sampling (temperature > 0).", show_default=False)
 ]
@@ -122,6 +129,8 @@ def generate(
     system: SystemOpt = None,
     max_new_tokens: MaxNewTokensOpt = 512,
     temperature: TemperatureOpt = 0.0,
+    top_p: TopPOpt = 1.0,
+    top_k: TopKOpt = 0,
     seed: SeedOpt = None,
     image: ImageOpt = None,
     audio: AudioOpt = None,
@@ -140,7 +149,7 @@ def generate(
     session, name = _session(model, adapter, device)
     media = [("image", str(path)) for path in image or []]
     media += [("audio", str(path)) for path in audio or []]
-    sampling = Sampling(max_new_tokens, temperature, seed=seed)
+    sampling = Sampling(max_new_tokens, temperature, top_p=top_p, top_k=top_k, seed=seed)
     generate_once(session, name, prompt, system, sampling, media=media)
 
 
@@ -150,6 +159,8 @@ def chat(
     system: SystemOpt = None,
     max_new_tokens: MaxNewTokensOpt = 512,
     temperature: TemperatureOpt = 0.0,
+    top_p: TopPOpt = 1.0,
+    top_k: TopKOpt = 0,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -158,7 +169,8 @@ def chat(
     from gemmaforge.infer.stream import Sampling
 
     session, name = _session(model, adapter, device)
-    chat_loop(session, name, system, Sampling(max_new_tokens, temperature, seed=seed))
+    sampling = Sampling(max_new_tokens, temperature, top_p=top_p, top_k=top_k, seed=seed)
+    chat_loop(session, name, system, sampling)
 
 
 def serve(

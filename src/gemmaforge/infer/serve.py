@@ -195,6 +195,7 @@ class _Completion:
             max_new_tokens=_max_tokens(chat),
             temperature=temperature,
             top_p=1.0 if chat.top_p is None else chat.top_p,
+            top_k=chat.top_k or 0,
             stop=chat.stop_strings,
             seed=chat.seed,
         )
