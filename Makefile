@@ -23,9 +23,9 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests tools
 	$(BIN)/ruff format --check src tests tools
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15
 
 # The real Gemma 3 270M end to end; the GGUF checks need `pip install -e '.[export-check]'`
 # (llama-cpp-python builds from source) and skip without it.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow -q
+	$(BIN)/python -m pytest -m slow -q --durations=15
