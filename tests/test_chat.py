@@ -196,3 +196,20 @@ def test_generate_takes_top_p_and_top_k(tiny_run):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ANSWER[SKY]
+
+
+def test_chat_attaches_images_to_the_next_message(session, tmp_path):
+    """/image PATH goes with the next message only; a missing file attaches nothing; on this
+    text-only model the attachment is refused as such, and the chat goes on."""
+    image = tmp_path / "cat.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    stdin = io.StringIO(f"/image {tmp_path / 'gone.png'}\n/image {image}\n{SKY}\n{SKY}\n")
+    out, err = io.StringIO(), io.StringIO()
+    history = chat_loop(session, "plain", None, Sampling(max_new_tokens=20), stdin, out, err)
+    notes = err.getvalue()
+    assert "no such file" in notes and f"image {image} attached" in notes
+    assert "no vision tower" in notes  # the first message carried the image
+    assert history == [
+        {"role": "user", "content": SKY},
+        {"role": "assistant", "content": ANSWER[SKY]},
+    ]
