@@ -38,6 +38,7 @@ def test_second_load_reads_the_cache_with_the_same_model(tiny_gguf, tmp_path, mo
     from gemmaforge.models import gguf_cache
 
     monkeypatch.setenv("GEMMAFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GEMMAFORGE_GGUF_CACHE_GB", "1")
     first = load(tiny_gguf)
     entries = list(gguf_cache.folder().iterdir())
     assert len(entries) == 1 and (entries[0] / "config.json").is_file()
