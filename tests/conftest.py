@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,13 @@ import pytest
 # Tests never touch the model hub. huggingface_hub reads this once, at import, so it is set here,
 # before any test module imports transformers.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Tests never read or fill the user's gemmaforge cache (base hashes, known bases, dequantised
+# GGUFs): each session gets its own, removed at exit, unless a run of the suite names one. No
+# dequantised GGUF is cached (1 GiB for the real 270M) unless a test turns it on.
+if "GEMMAFORGE_CACHE_DIR" not in os.environ:
+    os.environ["GEMMAFORGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="gemmaforge-cache-")
+    atexit.register(shutil.rmtree, os.environ["GEMMAFORGE_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("GEMMAFORGE_GGUF_CACHE_GB", "0")
 
 
 @pytest.fixture(scope="session")

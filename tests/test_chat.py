@@ -155,3 +155,61 @@ def test_streaming_works_on_the_multimodal_families(family, tiny_dir):
         expected = generate(model, tokenizer, table, [messages], max_new_tokens=10)[0]
         with ReplyStream(model, tokenizer, session.prompt(messages).ids, stops, Sampling(10)) as s:
             assert "".join(s) == expected.text
+
+
+def test_top_k_1_samples_the_greedy_reply(session):
+    """top_k reaches the sampler: with k=1 a hot sample of the random base is its greedy
+    reply, whatever the seed (without it, the same seeds give other replies)."""
+    messages = [{"role": "user", "content": SKY}]
+    tokenizer, family = session.loaded.tokenizer, session.loaded.family
+    stops = stop_token_ids(tokenizer, family)
+    prompt = session.prompt(messages).ids
+
+    def reply(sampling: Sampling) -> str:
+        with (
+            session.use(session.base_name) as model,
+            ReplyStream(model, tokenizer, prompt, stops, sampling) as stream,
+        ):
+            return "".join(stream)
+
+    greedy = reply(Sampling(16))
+    assert {reply(Sampling(16, temperature=1.5, top_k=1, seed=s)) for s in (1, 2)} == {greedy}
+    assert reply(Sampling(16, temperature=1.5, seed=1)) != greedy
+
+
+def test_generate_takes_top_p_and_top_k(tiny_run):
+    result = gemmaforge(
+        "generate",
+        "--adapter",
+        str(tiny_run("plain")),
+        "--temperature",
+        "1.5",
+        "--top-k",
+        "1",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "3",
+        "--max-new-tokens",
+        "12",
+        SKY,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ANSWER[SKY]
+
+
+def test_chat_attaches_images_to_the_next_message(session, tmp_path):
+    """/image PATH goes with the next message only; a missing file attaches nothing; on this
+    text-only model the attachment is refused as such, and the chat goes on."""
+    image = tmp_path / "cat.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    stdin = io.StringIO(f"/image {tmp_path / 'gone.png'}\n/image {image}\n{SKY}\n{SKY}\n")
+    out, err = io.StringIO(), io.StringIO()
+    history = chat_loop(session, "plain", None, Sampling(max_new_tokens=20), stdin, out, err)
+    notes = err.getvalue()
+    assert "no such file" in notes and f"image {image} attached" in notes
+    assert "no vision tower" in notes  # the first message carried the image
+    assert history == [
+        {"role": "user", "content": SKY},
+        {"role": "assistant", "content": ANSWER[SKY]},
+    ]

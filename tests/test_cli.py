@@ -128,6 +128,7 @@ FLAG_CASES = [
     ("--eval-every", "5", "train.eval_every", 5),
     ("--seed", "7", "train.seed", 7),
     ("--resume", None, "train.resume", True),
+    ("--reschedule", None, "train.reschedule", True),
     ("--allow-download", None, "model.allow_download", True),
 ]
 
@@ -205,6 +206,21 @@ def test_ctrl_c_exits_130(tiny_dir, tmp_path):
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "Interrupted" in err and "Traceback" not in err
+    # It says what to do next (one line, not wrapped mid-sentence): no checkpoint yet here.
+    assert "pass --save-every N to save one every N steps" in err
+
+
+def test_an_interrupted_run_without_checkpoints_says_how_to_get_one(tmp_path):
+    from gemmaforge.cli.train import resume_hint
+    from gemmaforge.config import Config
+
+    cfg = Config.model_validate({"train": {"output_dir": str(tmp_path / "run")}})
+    assert "--save-every N" in resume_hint(cfg)
+    saved = tmp_path / "run" / "checkpoints" / "step-00000003"
+    saved.mkdir(parents=True)
+    (saved / "trainer_state.pt").write_bytes(b"")
+    hint = resume_hint(cfg)
+    assert str(saved) in hint and "run the same command with --resume" in hint
 
 
 def test_tiny_checks_the_family_and_writes_a_loadable_model(tmp_path):
@@ -250,3 +266,17 @@ def test_a_model_folder_that_is_not_gemma_exits_2(tmp_path):
     )
     assert result.returncode == 2
     assert "is not a supported Gemma family" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_version():
+    from gemmaforge import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"gemmaforge {__version__}\n"
+
+
+def test_tiny_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    result = runner.invoke(app, ["tiny", "gemma3", str(tmp_path)])
+    assert result.exit_code == 2 and "--overwrite" in result.stderr
+    assert (tmp_path / "mine.txt").read_text() == "keep me"

@@ -229,3 +229,52 @@ def test_field_help_reads_the_docstring():
 
 def test_every_field_has_help():
     assert all(field_help(key) for key in config_fields())
+
+
+def test_relative_paths_in_a_yaml_file_resolve_against_its_folder(tmp_path, monkeypatch):
+    """A config names its data and base beside it; it means the same from any folder. Paths
+    that are not there (hub ids, files from the working directory) and URLs stay as written,
+    and so does output_dir (a run folder is made where the command runs, like --output)."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "train.jsonl").write_text("{}\n")
+    (project / "data" / "more-1.jsonl").write_text("{}\n")
+    (project / "base").mkdir()
+    path = write(
+        project,
+        "model:\n  name_or_path: base\n"
+        "data:\n  train: [data/train.jsonl, 'data/more-*.jsonl', 's3://b/x.jsonl']\n"
+        "  validation: val.jsonl\n"
+        "train:\n  output_dir: runs/x\n",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(path)
+    assert cfg.model.name_or_path == str(project / "base")
+    assert cfg.data.train == [
+        str(project / "data" / "train.jsonl"),
+        str(project / "data" / "more-*.jsonl"),
+        "s3://b/x.jsonl",
+    ]
+    assert cfg.data.validation == "val.jsonl"
+    assert cfg.train.output_dir == "runs/x"
+    # Command-line values stay relative to the working directory.
+    assert load_config(path, ["data.validation=v2.jsonl"]).data.validation == "v2.jsonl"
+    hub = write(project, "model:\n  name_or_path: google/gemma-3-270m\n", "hub.yaml")
+    assert load_config(hub).model.name_or_path == "google/gemma-3-270m"
+
+
+def test_unknown_keys_are_matched_by_meaning_before_spelling(tmp_path):
+    """train.learning_rate is spelled like train.warmup_ratio but means train.lr."""
+    path = write(
+        tmp_path,
+        "train:\n  learning_rate: 1e-4\n  num_epochs: 2\n"
+        "lora:\n  lora_alpha: 16\nsequence_len: 512\n",
+    )
+    assert sorted(problems_of(path)) == [
+        f"{path}:2: train.learning_rate: unknown key; did you mean train.lr?",
+        f"{path}:3: train.num_epochs: unknown key; did you mean train.epochs?",
+        f"{path}:5: lora.lora_alpha: unknown key; did you mean lora.alpha?",
+        f"{path}:6: sequence_len: unknown section; did you mean data.max_seq_length?",
+    ]

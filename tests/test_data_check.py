@@ -224,3 +224,22 @@ def test_default_tokenizer_names_itself(tmp_path):
     assert "the bundled Gemma 3 270M tokenizer" in out
     assert "token counts for images and audio need a multimodal --model" in out
     assert "long audio training would cut: 1" in out and "31.0 s long" in out
+
+
+def test_a_missing_file_is_one_error_before_the_tokenizer_loads(tmp_path, monkeypatch):
+    """One clear error, no empty report, and no minute spent loading a tokenizer first."""
+    import time
+
+    import gemmaforge.data.check.scan as scan
+
+    def no_tokenizer(cfg):
+        raise AssertionError("the tokenizer was loaded before the data was found missing")
+
+    monkeypatch.setattr(scan, "doctor_tokenizer", no_tokenizer)
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, ["data", "check", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "nope.jsonl: not found" in errors[0]
+    assert result.stdout == ""
+    assert time.perf_counter() - started < 10

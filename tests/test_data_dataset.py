@@ -194,3 +194,22 @@ def test_no_training_file(tokenizer):
 def test_missing_file_is_a_user_error(tmp_path, tokenizer):
     with pytest.raises(UserError, match=r"missing\.jsonl: not found"):
         load(tokenizer, train=str(tmp_path / "missing.jsonl"))
+
+
+def test_rows_read_counts_unreadable_rows_as_data_check_does(tokenizer, tmp_path):
+    """`train` and `data check` report the same number of rows read for one file: 42 good
+    rows and one broken line are 43 rows read (one skipped), in both."""
+    from gemmaforge.config import Config
+    from gemmaforge.data.check.scan import check_dataset
+    from gemmaforge.models.load import LoadedTokenizer
+
+    path = tmp_path / "d.jsonl"
+    lines = [json.dumps(chat(f"q{i}", f"a{i}")) for i in range(42)]
+    lines.insert(7, '{"messages": [')
+    path.write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    _, _, report = load(tokenizer, train=str(path), on_error="skip")
+    cfg = Config.model_validate({"data": {"train": str(path), "on_error": "skip"}})
+    checked = check_dataset(cfg, LoadedTokenizer(tokenizer, None, GEMMA4, "tiny"))
+    assert report.rows_read == 43
+    assert checked.to_dict()["examples"]["rows_read"] == 43
+    assert report.train_examples + report.val_examples == 42

@@ -67,9 +67,23 @@ def test_malformed_json_lines_all_reported_once(tmp_path):
         read_records(path)
     problems = info.value.problems
     assert len(problems) == 2
-    assert problems[0].startswith(f"{path}:2: not valid JSON (Expecting value")
+    assert problems[0].startswith(
+        f"{path}:2: not valid JSON (Expecting value at column 7, the end of the line: the "
+        "object is cut short"
+    )
     assert "Fix:" in problems[0]
     assert problems[1].startswith(f"{path}:4: expected a JSON object, got list")
+
+
+def test_json_errors_give_the_file_column_not_the_parser_line(tmp_path):
+    path = write(tmp_path, "d.jsonl", '{"a": 1}\n{"a": 1 "b": 2}\n{"a": 1,\n')
+    with pytest.raises(UserError) as info:
+        read_records(path)
+    first, second = info.value.problems
+    assert first.startswith(f"{path}:2: not valid JSON (Expecting ',' delimiter at column 9)")
+    assert second.startswith(f"{path}:3: not valid JSON (Expecting property name")
+    assert "at column 9, the end of the line" in second
+    assert "line 2 column" not in first + second
 
 
 def test_json_array_in_a_jsonl_file_gets_a_hint(tmp_path):

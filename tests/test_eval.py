@@ -40,6 +40,17 @@ def test_eval_verb_scores_base_and_adapter(tiny_run):
     assert "| exact_match | 0.000 | 1.000 | +1.000 |" in page
     assert "![training and validation loss](loss_curve.png)" in page
     assert (run / "eval" / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Training drew its own loss plot; each evaluation is kept, the latest also on top.
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = int((run / "eval" / "latest").read_text())
+    assert (run / "eval" / str(first) / "report.json").read_text() == json.dumps(
+        report, indent=2
+    ) + "\n"
+    again = runner.invoke(app, ["eval", str(run), "--batch-size", "3", "--limit", "1"])
+    assert again.exit_code == 0, again.output
+    assert int((run / "eval" / "latest").read_text()) == first + 1
+    assert json.loads((run / "eval" / str(first) / "report.json").read_text()) == report
+    assert json.loads((run / "eval" / "report.json").read_text())["examples_scored"] == 1
 
 
 def test_default_rows_are_the_ones_training_held_out(tiny_run):

@@ -86,6 +86,15 @@ def test_auto_task_from_references():
     assert pick_task("auto", ["42"]).name == "exact"  # a bare number is not structured output
     assert pick_task("auto", None).name == "perplexity"
     assert pick_task("translation", ["x"]) is TASKS["translation"]
+
+
+def test_auto_picks_classification_for_a_small_label_set():
+    labels = ["positive", "negative", "neutral"] * 6
+    assert pick_task("auto", labels).name == "classification"
+    # Free-text replies, all different, stay exact match; so do long repeated replies.
+    assert pick_task("auto", [f"The answer is {i}." for i in range(18)]).name == "exact"
+    assert pick_task("auto", ["x" * 80, "y" * 80] * 5).name == "exact"
+    assert pick_task("auto", ["yes", "no"]).name == "exact"  # too few to tell
     assert TASKS["transcription"].lower_is_better and not TASKS["summary"].lower_is_better
 
 

@@ -120,6 +120,10 @@ def test_multimodal_families_are_refused_with_what_is_supported(tiny_dir, tmp_pa
         with pytest.raises(UserError) as err:
             export(run, fmt, tmp_path / fmt)
         assert "supports Gemma 3 text checkpoints" in str(err.value)
+        # It names the format asked for, not another one.
+        assert ("GGUF export supports" if fmt == "gguf" else f"--format {fmt} (a GGUF") in str(
+            err.value
+        )
         assert "gemma3n" in str(err.value) and "--format merged" in str(err.value)
         assert not (tmp_path / fmt).exists()
 

@@ -121,11 +121,17 @@ LEARNABLE = {
 }
 
 
-# The audio case takes 110-350 s on two busy cores (two 100-step runs); the image cases 20-140 s.
+# The audio case takes 110-350 s on two busy cores (two 100-step runs); the image cases 20-140 s
+# on a quiet machine, but the Gemma 4 image case took 13-14 min in a busy `make test`: it is
+# slow too (run by .ci/run when time allows). Gemma 3 vision keeps one learnability case in the
+# default suite.
+SLOW_LEARNABLE = {("gemma4", "image"), ("gemma4", "audio")}
+
+
 @pytest.mark.parametrize(
     "family,kind",
     [
-        pytest.param(*case, marks=[pytest.mark.slow] if case[1] == "audio" else [])
+        pytest.param(*case, marks=[pytest.mark.slow] if case in SLOW_LEARNABLE else [])
         for case in LEARNABLE
     ],
 )

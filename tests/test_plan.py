@@ -258,3 +258,16 @@ def test_compile_trains_saves_and_resumes(tiny_dir, tmp_path):
     longer = cfg.model_copy(deep=True)
     longer.train.max_steps, longer.train.resume = 6, True
     assert train(longer).final["step"] == 6
+
+
+def test_suggestions_are_never_the_same_settings_twice(tiny_dir):
+    """With checkpointing already on, "batch 2" and "batch 2 + checkpointing" are the same
+    settings: one suggestion, not two."""
+    from gemmaforge.perf.plan import fitting_settings
+
+    shape = model_shape(read_config(tiny_dir("gemma3")))
+    settings = Settings(batch_size=16, seq_len=256, checkpointed_layers=shape.layers)
+    found = fitting_settings(shape, settings, available=1 << 40, need=8)
+    kept = [s for _, s, _ in found]
+    assert len(kept) == len(set(map(repr, kept))) and found
+    assert not any("gradient_checkpointing=true" in change for change, _, _ in found)

@@ -129,3 +129,22 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     assert process.returncode == 2
     assert "has no complete checkpoint to resume from" in process.stderr
     assert "Traceback" not in process.stderr
+
+
+def test_resume_with_another_schedule_needs_reschedule(tiny_dir, tmp_path):
+    """A changed --max-steps on resume is refused (it would silently recompute the learning
+    rate schedule), and with --reschedule the run continues to the new length."""
+    from gemmaforge.errors import UserError
+    from gemmaforge.train.trainer import train
+    from test_train import run_config
+
+    data = write_task(tmp_path / "d.jsonl", rows=8)
+    out = tmp_path / "run"
+    train(run_config(tiny_dir("gemma3"), data, out, max_steps=2, eval_every=0))
+    longer = run_config(tiny_dir("gemma3"), data, out, max_steps=4, eval_every=0, resume=True)
+    with pytest.raises(UserError) as err:
+        train(longer)
+    assert "train.max_steps 2 -> 4" in str(err.value) and "--reschedule" in str(err.value)
+    longer.train.reschedule = True
+    assert train(longer).final["step"] == 4
+    assert "max_steps: 4" in (out / "config.yaml").read_text()

@@ -332,3 +332,35 @@ def test_serve_verb(tiny_run):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_plain_completions_whole_and_streamed(server, session):
+    """/v1/completions continues a raw prompt: given the chat prompt as text, it gives the
+    chat endpoint's reply; streamed chunks add up to the whole."""
+    client = server.client()
+    tokenizer = session.loaded.tokenizer
+    ids = session.prompt([{"role": "user", "content": SKY}]).ids
+    text = tokenizer.decode(ids[1:] if ids[0] == tokenizer.bos_token_id else ids)
+    whole = client.completions.create(model="plain", prompt=text, max_tokens=20, temperature=0)
+    assert whole.object == "text_completion" and whole.id.startswith("cmpl-")
+    assert (
+        whole.choices[0].text
+        == ANSWERS["plain"][0]
+        == ask(client, "plain").choices[0].message.content
+    )
+    assert whole.choices[0].finish_reason == "stop"
+    assert whole.usage.prompt_tokens == len(ids)
+    chunks = list(
+        client.completions.create(
+            model="plain", prompt=text, max_tokens=20, temperature=0, stream=True
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    # The defaults are the API's: 16 tokens at most.
+    short = client.completions.create(
+        model="tiny-base", prompt="The", seed=1, extra_body={"top_k": 1}
+    )
+    assert short.usage.completion_tokens <= 16
+    status, body = post(server, b'{"model": "plain"}', "/completions")
+    assert status == 400 and "prompt" in body["error"]["message"]

@@ -205,3 +205,24 @@ def test_image_budget_on_a_text_only_model_is_an_error(tiny_dir, tmp_path):
     cfg.data.image_budget = 140
     with pytest.raises(UserError, match="text-only model: it has no image processor"):
         train(cfg)
+
+
+def test_data_errors_come_before_the_weights_load(tiny_dir, tmp_path, monkeypatch):
+    """A broken row is reported without loading the model (seconds, not minutes)."""
+    import gemmaforge.models.load as load
+    from gemmaforge.errors import UserError
+    from gemmaforge.train.trainer import train
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the data was checked")
+
+    monkeypatch.setattr(load, "load_model", no_weights)
+    data = write_task(tmp_path / "train.jsonl", rows=8)
+    with data.open("a") as handle:
+        handle.write('{"messages": 5}\n{"oops": 1,\n')
+    with pytest.raises(UserError) as err:
+        train(run_config(tiny_dir("gemma3"), data, tmp_path / "run", max_steps=1))
+    text = str(err.value)
+    assert "train.jsonl:10: not valid JSON" in text
+    assert "train.jsonl:9" in text  # messages is not a list
+    assert not (tmp_path / "run").exists()

@@ -36,9 +36,9 @@ class ModelConfig(Section):
 
 class DataConfig(Section):
     train: str | list[str] | None = None
-    """Training data: a file (JSONL, CSV, TSV, Parquet), a glob, a folder (data files, a 🤗
-    datasets save_to_disk folder, an imagefolder/audiofolder), an s3://, gs:// or https://
-    URL, or a list of those (docs/data.md, "Sources")."""
+    """Training data: a file (JSONL, CSV, TSV, Parquet), a glob, a folder (data files, a
+    Hugging Face datasets save_to_disk folder, an imagefolder/audiofolder), an s3://, gs:// or
+    https:// URL, or a list of those (docs/data.md, "Sources")."""
     validation: str | list[str] | None = None
     """Validation data, in any form data.train takes. Without it, a seeded split of the
     training data is held out."""
@@ -210,6 +210,9 @@ class TrainConfig(Section):
     """Write a metrics line every N steps."""
     resume: bool = False
     """Continue from the newest checkpoint in output_dir."""
+    reschedule: bool = False
+    """With resume: accept changed max_steps, epochs, lr, scheduler or warm-up; the learning
+    rate schedule is recomputed for the new settings from the resumed step on."""
     overwrite: bool = False
     """Replace a finished or abandoned run already in output_dir (otherwise that is an error)."""
     keep_checkpoints: int = Field(2, ge=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -95,6 +96,8 @@ def load_config(
     # Where each dotted key's current value came from, for error messages.
     sources: dict[str, str] = {}
     data: dict[Any, Any] = _read_yaml(path, sources, problems) if path else {}
+    if path:
+        _resolve_paths(data, Path(path).parent)
     for text in overrides:
         parsed = _parse_override(text, problems)
         if parsed:
@@ -194,6 +197,47 @@ def _expanded_size(root: yaml.Node) -> int:
         return total
 
     return size(root)
+
+
+# Keys holding local paths that a YAML file names relative to itself. A relative path that
+# exists beside the file resolves against the file's folder, so a config means the same from
+# any working directory; one that does not (a hub id, a file not made yet, a path from the
+# working directory as older configs were written) is kept as written. train.output_dir is
+# not among them: like --output, a run folder is made where the command runs, and
+# `config show` output loads back to the same config.
+PATH_KEYS = ("model.name_or_path", "data.train", "data.validation", "data.media_cache_dir")
+
+
+def _resolve_paths(data: dict[Any, Any], folder: Path) -> None:
+    """Make the file's relative paths that exist beside it absolute (see PATH_KEYS)."""
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        values = data.get(section)
+        if not isinstance(values, dict) or name not in values:
+            continue
+        value = values[name]
+        if isinstance(value, list):
+            values[name] = [_resolve(item, folder) for item in value]
+        else:
+            values[name] = _resolve(value, folder)
+
+
+def _resolve(value: Any, folder: Path) -> Any:
+    if not isinstance(value, str) or not value or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute() or folder.resolve() == Path.cwd().resolve():
+        return value
+    beside = folder / path
+    if beside.exists() or _glob_exists(beside):
+        return os.path.abspath(beside)
+    return value
+
+
+def _glob_exists(path: Path) -> bool:
+    import glob
+
+    return any(ch in str(path) for ch in "*?[") and bool(glob.glob(str(path), recursive=True))
 
 
 def _record_lines(
@@ -303,10 +347,70 @@ def _show(err: Mapping[str, Any]) -> str:
     return text if len(text) <= 60 else f"{text[:57]}..."
 
 
+# Names other tools (transformers' TrainingArguments, PEFT, axolotl, Unsloth) use for our
+# settings: a key that means the same is a better suggestion than one that is spelled alike
+# (learning_rate is lr, not warmup_ratio).
+ALIASES = {
+    "learning_rate": "train.lr",
+    "lr_scheduler_type": "train.scheduler",
+    "lr_scheduler": "train.scheduler",
+    "num_epochs": "train.epochs",
+    "num_train_epochs": "train.epochs",
+    "max_epochs": "train.epochs",
+    "steps": "train.max_steps",
+    "num_steps": "train.max_steps",
+    "train_steps": "train.max_steps",
+    "micro_batch_size": "train.batch_size",
+    "per_device_train_batch_size": "train.batch_size",
+    "gradient_accumulation_steps": "train.grad_accum",
+    "gradient_accumulation": "train.grad_accum",
+    "warmup": "train.warmup_steps",
+    "grad_clip": "train.max_grad_norm",
+    "clip_grad_norm": "train.max_grad_norm",
+    "output": "train.output_dir",
+    "save_steps": "train.save_every",
+    "eval_steps": "train.eval_every",
+    "logging_steps": "train.log_every",
+    "resume_from_checkpoint": "train.resume",
+    "seq_len": "data.max_seq_length",
+    "sequence_len": "data.max_seq_length",
+    "max_length": "data.max_seq_length",
+    "max_len": "data.max_seq_length",
+    "cutoff_len": "data.max_seq_length",
+    "sample_packing": "data.packing",
+    "dataset": "data.train",
+    "datasets": "data.train",
+    "train_file": "data.train",
+    "val_file": "data.validation",
+    "eval_file": "data.validation",
+    "validation_file": "data.validation",
+    "val_set_size": "data.val_fraction",
+    "lora_r": "lora.r",
+    "rank": "lora.r",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+    "target_modules": "lora.targets",
+    "lora_target_modules": "lora.targets",
+    "use_rslora": "lora.rslora",
+    "use_dora": "lora.dora",
+    "base_model": "model.name_or_path",
+    "model_name_or_path": "model.name_or_path",
+    "model_name": "model.name_or_path",
+    "model": "model.name_or_path",
+    "path": "model.name_or_path",
+    "torch_dtype": "model.dtype",
+    "load_in_4bit": "model.quantize",
+    "bf16": "model.dtype",
+}
+
+
 def _suggest(key: str) -> str:
-    """'did you mean X?' for an unknown dotted key, else the valid keys at its level."""
+    """'did you mean X?' for an unknown dotted key (by meaning first: ALIASES, then by
+    spelling), else the valid keys at its level."""
     keys = list(config_fields())
     section, _, name = key.rpartition(".")
+    if name in ALIASES:
+        return f"did you mean {ALIASES[name]}?"
     # A field written under the wrong section (train.max_seq_length) is the commonest slip.
     moved = [k for k in keys if k.rpartition(".")[2] == name and k != key]
     if moved:

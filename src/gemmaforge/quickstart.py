@@ -74,27 +74,25 @@ def run_quickstart(output: str | Path = "runs/quickstart", steps: int | None = N
     A folder from an earlier quickstart or training run at `output` is replaced; any other
     non-empty folder is left alone and reported.
     """
-    from rich.console import Console
-
     from gemmaforge.files import write_json_atomic
     from gemmaforge.models.load import load_model
+    from gemmaforge.progress import log_console
     from gemmaforge.train.trainer import train
 
     output = Path(output)
     _check_output(output)
-    console = Console(stderr=True)
+    console = log_console()
     cfg = quickstart_config(output, steps)
     test = [record.row["messages"] for record in read_records(dataset_path("test")).records]
     seconds: dict[str, float] = {}
 
     clock = time.perf_counter()
-    console.print("Loading Gemma 3 270M (dequantising the GGUF; about a minute) ...")
+    console.print("Loading Gemma 3 270M ...")
     loaded = load_model(cfg.model)
     seconds["load"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    console.print(f"Scoring the base model on {len(test)} held-out examples ...")
-    before = _score(loaded.model, loaded, test)
+    before = _score(loaded.model, loaded, test, "scoring the base model", console)
     seconds["eval_before"] = time.perf_counter() - clock
     console.print(f"base: {METRIC} {before['score']:.3f}")
 
@@ -104,8 +102,7 @@ def run_quickstart(output: str | Path = "runs/quickstart", steps: int | None = N
     seconds["train"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    console.print("Scoring the adapter ...")
-    after = _score(result.model, loaded, test)
+    after = _score(result.model, loaded, test, "scoring the adapter", console)
     seconds["eval_after"] = time.perf_counter() - clock
 
     summary = {
@@ -146,18 +143,22 @@ def run_quickstart(output: str | Path = "runs/quickstart", steps: int | None = N
     return summary
 
 
-def _score(model, loaded: LoadedModel, conversations: list[list[dict]]) -> dict:
+def _score(model, loaded: LoadedModel, conversations: list[list[dict]], what: str, console) -> dict:
     """Greedy replies to each conversation's prompt, scored against its final reply."""
+    from gemmaforge.progress import Tracker
+
     prompts = [messages[:-1] for messages in conversations]
     references = [messages[-1]["content"] for messages in conversations]
-    replies = generate(
-        model,
-        loaded.tokenizer,
-        loaded.family,
-        prompts,
-        max_new_tokens=MAX_NEW_TOKENS,
-        batch_size=GENERATION_BATCH,
-    )
+    with Tracker(what, len(prompts), console=console, unit="examples") as bar:
+        replies = generate(
+            model,
+            loaded.tokenizer,
+            loaded.family,
+            prompts,
+            max_new_tokens=MAX_NEW_TOKENS,
+            batch_size=GENERATION_BATCH,
+            progress=bar.advance,
+        )
     texts = [reply.text for reply in replies]
     correct = [matches(text, ref) for text, ref in zip(texts, references, strict=True)]
     return {

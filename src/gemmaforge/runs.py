@@ -99,7 +99,14 @@ class RunFolder:
 
     @property
     def eval_dir(self) -> Path:
+        """The latest evaluation (report.md/json, loss_curve.png); each one is also kept in
+        eval/N/, and eval/latest names N."""
         return self.root / "eval"
+
+    @property
+    def loss_plot(self) -> Path:
+        """Training and validation loss against step, redrawn at each validation."""
+        return self.root / "loss.png"
 
     def tmp(self, name: str) -> Path:
         """A temp path inside the folder (left out of the manifest, cleaned on failure)."""
@@ -113,6 +120,8 @@ class Run:
     base_model: str
     base_sha256: str
     family: str
+    base_path: str | None = None
+    """The base's absolute path when it was trained (None for a hub id or an older run)."""
 
     @property
     def folder(self) -> RunFolder:
@@ -165,6 +174,7 @@ def open_run(path: str | Path) -> Run:
         base_model=record["base_model"],
         base_sha256=record["base_sha256"],
         family=record["family"],
+        base_path=record.get("base_path"),
     )
 
 
@@ -176,6 +186,6 @@ def check_base(run: Run, loaded) -> None:
                 str(run.dir),
                 f"its adapter was trained on {run.base_model} (sha256 {run.base_sha256}), but the "
                 f"base model given, {loaded.source}, has sha256 {loaded.source_sha256}",
-                "pass the base model the run was trained on",
+                "pass the base model the run was trained on (--model; --base for export)",
             )
         )

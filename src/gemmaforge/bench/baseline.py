@@ -26,6 +26,7 @@ def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
     from gemmaforge.data.examples.render import IGNORE_INDEX
     from gemmaforge.data.read.sources import open_sources
     from gemmaforge.models.lora import target_modules
+    from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 
     media = media_encoder(loaded, data_config(spec))
     data = data_config(spec)
@@ -36,6 +37,7 @@ def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
     lora = LoraConfig(
         r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules=names, task_type="CAUSAL_LM"
     )
+    quiet_checkpointing_probe()
     model = get_peft_model(loaded.model, lora)
     pad = pad_id(loaded.tokenizer)
     if report.has_media:

@@ -7,7 +7,21 @@ verbs only, so `--help` answers at once.
 
 from __future__ import annotations
 
-from gemmaforge.cli import data, export, hub, launch, perf, record, train, use
+import typer
+
+from gemmaforge.cli import (
+    dashboard,
+    data,
+    doctor,
+    export,
+    hub,
+    launch,
+    perf,
+    record,
+    train,
+    use,
+    wizard,
+)
 from gemmaforge.cli.common import new_app
 
 app = new_app(help="Private, on-device LoRA fine-tuning of Gemma 4, Gemma 3n and Gemma 3.")
@@ -20,8 +34,15 @@ app.command("eval")(use.evaluate)
 app.command()(use.generate)
 app.command()(use.chat)
 app.command()(use.serve)
+app.command()(launch.launch)
 app.command()(perf.plan)
 app.command()(perf.bench)
+app.command()(dashboard.dashboard)
+app.command()(wizard.wizard)
+app.command()(doctor.doctor)
+app.command()(record.verify)
+app.command()(record.sign)
+app.command("record")(record.record)
 
 config_app = new_app(help="Inspect the configuration.")
 config_app.command("show")(train.config_show)
@@ -30,20 +51,21 @@ app.add_typer(config_app, name="config")
 data_app = new_app(help=data.HELP)
 data_app.command("check")(data.check)
 app.add_typer(data_app, name="data")
-app.command()(launch.launch)
-app.command()(record.verify)
-app.command()(record.sign)
-app.command("record")(record.record)
 app.add_typer(hub.app, name="hub")
 
-from gemmaforge.cli import dashboard  # noqa: E402
 
-app.command()(dashboard.dashboard)
+def _version(value: bool) -> None:
+    if value:
+        from gemmaforge import __version__
 
-from gemmaforge.cli import doctor  # noqa: E402
+        typer.echo(f"gemmaforge {__version__}")
+        raise typer.Exit()
 
-app.command()(doctor.doctor)
 
-from gemmaforge.cli import wizard  # noqa: E402
-
-app.command()(wizard.wizard)
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+) -> None:
+    """Private, on-device LoRA fine-tuning of Gemma 4, Gemma 3n and Gemma 3."""

@@ -42,6 +42,7 @@ CONFIG_FLAGS: dict[str, str] = {
     "eval_every": "train.eval_every",
     "seed": "train.seed",
     "resume": "train.resume",
+    "reschedule": "train.reschedule",
     "allow_download": "model.allow_download",
 }
 
@@ -88,8 +89,10 @@ def _guarded(verb: Callable[..., Any]) -> Callable[..., Any]:
             for line in exc.problems:
                 err.print(f"error: {redact_text(line)}", style="red", markup=False)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("Interrupted.", style="red", markup=False)
+        except KeyboardInterrupt as exc:
+            # A verb may say what is kept and how to continue (train: --resume).
+            hint = f" {exc.args[0]}" if exc.args and isinstance(exc.args[0], str) else ""
+            err.print(f"Interrupted.{hint}", style="red", markup=False)
             raise typer.Exit(130) from None
 
     return run
@@ -107,7 +110,21 @@ class _App(typer.Typer):
         return lambda verb: register(_guarded(verb))
 
 
+def _help_width() -> None:
+    """Help is laid out for 100 columns when output is not a terminal (a pipe, a file, a
+    test): rich's default of 80 cut option names and env vars mid-word (`--allow-media-pa…`).
+    TERMINAL_WIDTH, when set, still wins; a terminal uses its own width."""
+    import os
+    import sys
+
+    import typer.rich_utils
+
+    if not os.environ.get("TERMINAL_WIDTH") and not sys.stdout.isatty():
+        typer.rich_utils.MAX_WIDTH = 100
+
+
 def new_app(**kwargs: Any) -> _App:
+    _help_width()
     return _App(
         no_args_is_help=True,
         context_settings={"help_option_names": ["-h", "--help"]},

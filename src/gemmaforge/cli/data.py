@@ -49,7 +49,9 @@ def check(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout instead of the report.")
     ] = False,
-    strict: Annotated[bool, typer.Option(help="Exit with code 1 on warnings too.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit with code 1 on warnings too.")
+    ] = False,
     show: Annotated[
         int, typer.Option(min=0, help="Findings listed per kind in the report (--json: all).")
     ] = 10,
@@ -71,7 +73,7 @@ def check(
 
     from gemmaforge.config_load import load_config
     from gemmaforge.data.check.report import print_report
-    from gemmaforge.data.check.scan import check_dataset, doctor_tokenizer
+    from gemmaforge.data.check.scan import check_dataset, doctor_tokenizer, open_data
 
     is_config = Path(target).suffix.lower() in CONFIG_SUFFIXES
     flags = {
@@ -80,12 +82,15 @@ def check(
         "model.name_or_path": model,
     }
     cfg = load_config(target if is_config else None, overrides or [], flags)
+    # Missing files, empty globs and unknown splits are refused before the tokenizer loads
+    # (seconds to minutes), with one error and no empty report.
+    sources = open_data(cfg)
     status = Console(stderr=True)
     with status.status("loading the tokenizer") as spinner:
         tok, default = doctor_tokenizer(cfg)
         spinner.update("checking rows")
         report = check_dataset(
-            cfg, tok, default, lambda rows: spinner.update(f"checked {rows} rows")
+            cfg, tok, default, lambda rows: spinner.update(f"checked {rows} rows"), sources
         )
     personal = None
     if pii:

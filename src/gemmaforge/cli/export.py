@@ -18,7 +18,9 @@ def export(
     base: Annotated[
         str | None, typer.Option(help="Base model path, if it moved since training.")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")
+    ] = False,
 ) -> None:
     """Export a run as a merged model, PEFT adapter, GGUF, Ollama model or MLX adapter
     (docs/export.md)."""

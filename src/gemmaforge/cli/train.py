@@ -53,7 +53,10 @@ def train(
 
         typer.echo(f"Dashboard: {start([Path(cfg.train.output_dir)]).url}", err=True)
 
-    result = run_training(cfg)
+    try:
+        result = run_training(cfg)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(resume_hint(cfg)) from None
     if result.main:
         typer.echo(f"Run folder: {result.run_dir}")
     if result.main and offline_proof:
@@ -64,6 +67,24 @@ def train(
             typer.echo(f"network: the guard is off ({netguard.ENV_SWITCH}=off): nothing to prove")
         for line in netguard.summary(guard.entries()) if guard else []:
             typer.echo(line)
+
+
+def resume_hint(cfg) -> str:
+    """What an interrupted training run kept, and the command that continues it."""
+    from gemmaforge.runs import RunFolder
+    from gemmaforge.train.checkpoint import list_checkpoints
+
+    folder = RunFolder(Path(cfg.train.output_dir))
+    saved = list_checkpoints(folder.checkpoints)
+    if saved:
+        return (
+            f"The last checkpoint is {saved[-1]}: run the same command with --resume to "
+            "continue from it."
+        )
+    return (
+        "No checkpoint was saved yet, so there is nothing to resume: pass --save-every N to "
+        "save one every N steps (and continue an interrupted run with --resume)."
+    )
 
 
 @with_config_flags
@@ -80,8 +101,19 @@ def tiny(
     ],
     out: Annotated[Path, typer.Argument(help="Folder to write the model to.", show_default=False)],
     seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a non-empty folder.")
+    ] = False,
 ) -> None:
     """Write a tiny random model of a Gemma family (for tests and demos; no download)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UserError(
+            problem(
+                str(out),
+                "already exists and is not empty",
+                "pass --overwrite to replace it, or another folder",
+            )
+        )
     if family not in TINY_FAMILIES:
         raise UserError(
             problem(
@@ -92,6 +124,10 @@ def tiny(
         )
     from gemmaforge.models.tiny import make_tiny
 
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
     typer.echo(f"Wrote a tiny {family} model to {make_tiny(family, out, seed)}")
 
 

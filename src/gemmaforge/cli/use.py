@@ -48,6 +48,13 @@ MaxNewTokensOpt = Annotated[int, typer.Option(min=1, help="Longest reply, in tok
 TemperatureOpt = Annotated[
     float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy (deterministic).")
 ]
+TopPOpt = Annotated[
+    float,
+    typer.Option(min=0.01, max=1.0, help="Nucleus sampling mass (1: off)."),
+]
+TopKOpt = Annotated[
+    int, typer.Option(min=0, help="Sample among the k most likely tokens only (0: off).")
+]
 SeedOpt = Annotated[
     int | None,
     # torch takes int64 seeds; a bigger one is refused here, not inside the generation thread.
@@ -88,8 +95,8 @@ def evaluate(
     task: Annotated[
         TaskName,
         typer.Option(
-            help="Metrics; auto: tool_calls if the replies call tools, json if the references "
-            "are JSON, else exact."
+            help="Metrics; auto: tool_calls if the replies call tools, json for JSON "
+            "references, classification for a small label set, else exact."
         ),
     ] = "auto",
     max_new_tokens: Annotated[
@@ -103,12 +110,19 @@ def evaluate(
         int | None, typer.Option(min=1, help="Score only the first N rows.", show_default=False)
     ] = None,
     device: DeviceOpt = "auto",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Base model path, if it moved since training and cannot be found by hash.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Score the adapter against its base model on held-out data; write RUN/eval/."""
     from gemmaforge.eval.evaluate import evaluate as run_eval
     from gemmaforge.eval.evaluate import summary_line
 
-    report = run_eval(run, data, task, max_new_tokens, batch_size, limit, device)
+    report = run_eval(run, data, task, max_new_tokens, batch_size, limit, device, base=model)
     typer.echo(summary_line(report))
 
 
@@ -124,6 +138,8 @@ def generate(
     system: SystemOpt = None,
     max_new_tokens: MaxNewTokensOpt = 512,
     temperature: TemperatureOpt = 0.0,
+    top_p: TopPOpt = 1.0,
+    top_k: TopKOpt = 0,
     seed: SeedOpt = None,
     image: ImageOpt = None,
     audio: AudioOpt = None,
@@ -150,7 +166,7 @@ def generate(
     session, name = _session(model, adapter, device)
     media = [("image", str(path)) for path in image or []]
     media += [("audio", str(path)) for path in audio or []]
-    sampling = Sampling(max_new_tokens, temperature, seed=seed)
+    sampling = Sampling(max_new_tokens, temperature, top_p=top_p, top_k=top_k, seed=seed)
     declared = _tools_file(tools) if tools else None
     generate_once(session, name, prompt, system, sampling, media=media, tools=declared)
 
@@ -178,6 +194,8 @@ def chat(
     system: SystemOpt = None,
     max_new_tokens: MaxNewTokensOpt = 512,
     temperature: TemperatureOpt = 0.0,
+    top_p: TopPOpt = 1.0,
+    top_k: TopKOpt = 0,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -186,7 +204,8 @@ def chat(
     from gemmaforge.infer.stream import Sampling
 
     session, name = _session(model, adapter, device)
-    chat_loop(session, name, system, Sampling(max_new_tokens, temperature, seed=seed))
+    sampling = Sampling(max_new_tokens, temperature, top_p=top_p, top_k=top_k, seed=seed)
+    chat_loop(session, name, system, sampling)
 
 
 def serve(
@@ -196,6 +215,7 @@ def serve(
         typer.Option(
             help="NAME=PATH: serve a run or adapter folder (or hub://NS/NAME@V) as model NAME "
             "(repeatable).",
+            metavar="NAME=PATH",
             show_default=False,
         ),
     ] = None,
@@ -211,7 +231,10 @@ def serve(
     ] = None,
     allow_media_paths: Annotated[
         bool,
-        typer.Option(help="Let requests name image files on this machine (else data URLs only)."),
+        typer.Option(
+            "--allow-media-paths",
+            help="Let requests name image files on this machine (else data URLs only).",
+        ),
     ] = False,
     base_name: Annotated[
         str | None,

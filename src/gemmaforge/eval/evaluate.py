@@ -115,16 +115,17 @@ def evaluate(
     limit: int | None = None,
     device: str = "auto",
     console=None,
+    base: str | None = None,
 ) -> dict:
-    """Score base and adapter; write RUN/eval/report.{md,json} and loss_curve.png; return
-    the report."""
-    from rich.console import Console
-
+    """Score base and adapter; write RUN/eval/N/report.{md,json} and loss_curve.png (N: one
+    more than the last evaluation's) and the same as the latest in RUN/eval/; return the
+    report."""
     from gemmaforge.data.examples.multimodal import media_encoder
     from gemmaforge.eval.report import write_report
     from gemmaforge.infer.load import load_run
+    from gemmaforge.progress import Tracker, log_console
 
-    console = console or Console(stderr=True)
+    console = console or log_console()
     if task != "auto" and task not in TASKS:
         raise UserError(
             problem(None, f"unknown task {task!r}", f"choose auto or one of {', '.join(TASKS)}")
@@ -147,8 +148,8 @@ def evaluate(
                 "use --task perplexity",
             )
         )
-    console.print(f"Loading {run.base_model} with the adapter of {run.dir} ...")
-    loaded, model = load_run(run, device=device)
+    console.print(f"Loading {base or run.base_model} with the adapter of {run.dir} ...")
+    loaded, model = load_run(run, base=base, device=device)
     media = media_encoder(loaded, run.config.data)
     examples = _render(rows.conversations, loaded, media)
     # A tool_calls eval asks for the last reply's calls: the turns before it are the prompt.
@@ -165,10 +166,18 @@ def evaluate(
             perplexity = _perplexity(model, loaded, run, examples, batch_size, media)
             metrics[side] = {"perplexity": perplexity}
             if chosen.corpus is not None:
-                console.print(f"Generating {len(prompts)} {side} replies ...")
-                replies[side] = _generate(
-                    model, loaded, prompts, max_new_tokens, batch_size, media, chats, calling
-                )
+                with Tracker(f"{side} replies", len(prompts), console=console) as bar:
+                    replies[side] = _generate(
+                        model,
+                        loaded,
+                        prompts,
+                        max_new_tokens,
+                        batch_size,
+                        media,
+                        chats,
+                        calling,
+                        bar.advance,
+                    )
                 metrics[side] = {**chosen.corpus(replies[side], references), **metrics[side]}
         seconds[side] = round(time.perf_counter() - start, 1)
 
@@ -187,7 +196,10 @@ def evaluate(
         "examples": _per_example(chats, replies, chosen, references) if chosen.corpus else [],
     }
     folder = write_report(run.dir, report)
-    console.print(f"Report: {folder / 'report.md'}")
+    console.print(
+        f"Report: {folder.parent / 'report.md'} (kept as {folder / 'report.md'}; each "
+        "evaluation gets its own numbered folder)"
+    )
     return report
 
 
@@ -235,7 +247,15 @@ def _reply_budget(tokenizer, references: list[str]) -> int:
 
 
 def _generate(
-    model, loaded, prompts, max_new_tokens: int, batch_size: int, media, chats, calling: bool
+    model,
+    loaded,
+    prompts,
+    max_new_tokens: int,
+    batch_size: int,
+    media,
+    chats,
+    calling: bool,
+    progress=None,
 ) -> list[str]:
     from gemmaforge.data.examples.tools import parse_calls
     from gemmaforge.infer.generate import generate
@@ -249,6 +269,7 @@ def _generate(
         batch_size=batch_size,
         media=media,
         tools=[c.tools for c in chats],
+        progress=progress,
     )
     if calling:
         return [json.dumps(parse_calls(reply.raw), sort_keys=True) for reply in replies]

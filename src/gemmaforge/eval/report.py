@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gemmaforge.files import read_jsonl, write_json_atomic, write_text_atomic
+from gemmaforge.files import write_json_atomic, write_text_atomic
+from gemmaforge.plots import plot_loss_curve
 
 CELL_CHARS = 160
 """Longest text shown in a table cell of report.md (report.json holds the full texts)."""
@@ -17,13 +18,20 @@ LOWER_IS_BETTER = ("wer", "cer", "perplexity")
 
 
 def write_report(run_dir: Path, report: dict) -> Path:
-    """Write the three files to `run_dir/eval/` and return that folder."""
-    folder = run_dir / "eval"
-    folder.mkdir(exist_ok=True)
-    plotted = plot_loss_curve(run_dir / "metrics.jsonl", folder / "loss_curve.png")
-    write_json_atomic(folder / "report.json", report)
-    write_text_atomic(folder / "report.md", markdown(report, plotted))
-    return folder
+    """Write the three files to a new numbered folder `run_dir/eval/N/` (every evaluation is
+    kept) and, as the latest, to `run_dir/eval/` itself (`eval/latest` names N); return the
+    numbered folder."""
+    top = run_dir / "eval"
+    top.mkdir(exist_ok=True)
+    number = 1 + max((int(p.name) for p in top.iterdir() if p.name.isdigit()), default=0)
+    kept = top / str(number)
+    kept.mkdir()
+    for folder in (kept, top):
+        plotted = plot_loss_curve(run_dir / "metrics.jsonl", folder / "loss_curve.png")
+        write_json_atomic(folder / "report.json", report)
+        write_text_atomic(folder / "report.md", markdown(report, plotted))
+    write_text_atomic(top / "latest", f"{number}\n")
+    return kept
 
 
 def markdown(report: dict, with_plot: bool) -> str:
@@ -78,35 +86,3 @@ def _cell(text: str) -> str:
     if len(text) > CELL_CHARS:
         text = text[: CELL_CHARS - 1] + "…"
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>") or "(empty)"
-
-
-def plot_loss_curve(metrics_file: Path, out: Path) -> bool:
-    """Plot loss and eval_loss against step; False (nothing written) if nothing was logged."""
-    records = read_jsonl(metrics_file)
-    if not records:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot([r["step"] for r in records], [r["loss"] for r in records], label="loss")
-    evals = [r for r in records if r.get("eval_loss") is not None]
-    if evals:
-        ax.plot(
-            [r["step"] for r in evals],
-            [r["eval_loss"] for r in evals],
-            marker="o",
-            label="eval_loss",
-        )
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(out)
-    return True

@@ -198,13 +198,26 @@ TASKS: dict[str, Task] = {
 }
 
 
+MAX_LABELS = 20
+"""At most this many distinct short references make a label set (classification)."""
+MAX_LABEL_CHARS = 40
+
+
 def pick_task(name: str, references: Sequence[str] | None) -> Task:
-    """The task called `name`; for "auto", json when every reference is a JSON object or
-    array, else exact. `references` is None for completion-format data (no replies): then
-    auto means perplexity."""
+    """The task called `name`; for "auto": json when every reference is a JSON object or
+    array; classification when the references are a small set of short labels (each used
+    at least twice on average, at most MAX_LABELS of them); else exact. `references` is None
+    for completion-format data (no replies): then auto means perplexity."""
     if name != "auto":
         return TASKS[name]
     if references is None:
         return TASKS["perplexity"]
-    looks_json = all(isinstance(_parse(r), dict | list) for r in references)
-    return TASKS["json" if references and looks_json else "exact"]
+    if references and all(isinstance(_parse(r), dict | list) for r in references):
+        return TASKS["json"]
+    return TASKS["classification" if is_label_set(references) else "exact"]
+
+
+def is_label_set(references: Sequence[str]) -> bool:
+    labels = {r.strip() for r in references}
+    short = all(len(label) <= MAX_LABEL_CHARS and "\n" not in label for label in labels)
+    return len(references) >= 4 and len(labels) <= min(MAX_LABELS, len(references) / 2) and short

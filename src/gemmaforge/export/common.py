@@ -96,20 +96,15 @@ def check_base_path(run: Run, base: str) -> None:
     """Refuse `base` unless its weights hash to the run's base (without loading them)."""
     from types import SimpleNamespace
 
-    from gemmaforge.files import sha256_files
-    from gemmaforge.models.load import WEIGHT_SUFFIXES
+    from gemmaforge.models.bases import base_sha256
     from gemmaforge.runs import check_base
 
     path = Path(base).expanduser()
-    if path.is_dir():
-        files = [p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES]
-    elif path.is_file():
-        files = [path]
-    else:
+    if not path.exists():
         raise UserError(
             problem(base, "no such base model", "pass the folder or .gguf file the run used")
         )
-    check_base(run, SimpleNamespace(source=base, source_sha256=sha256_files(files)))
+    check_base(run, SimpleNamespace(source=base, source_sha256=base_sha256(path)))
 
 
 def source_dtype(source: str) -> str | None:
@@ -135,8 +130,10 @@ def merge(run: Run, base: str | None = None) -> Merged:
     import torch
 
     from gemmaforge.infer.load import load_run
+    from gemmaforge.models.bases import run_base
 
-    stored = source_dtype(base or run.base_model)
+    base = base or run_base(run, "--base")
+    stored = source_dtype(base)
     loaded, model = load_run(run, base=base, device="cpu", dtype=_load_dtype(stored))
     merged = model.merge_and_unload()
     if stored:

@@ -27,7 +27,7 @@ _PEFT_KEY = re.compile(r"base_model\.model\.(model\.layers\.\d+\..+?)\.lora_([AB
 
 
 def problems(run: Run) -> list[str]:
-    found = gguf_model.problems(run)
+    found = gguf_model.problems(run, "gguf-lora")
     if run.adapter_config().get("use_dora"):
         found.append(
             problem(

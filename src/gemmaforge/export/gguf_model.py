@@ -28,15 +28,17 @@ SUPPORTED_MODEL_TYPES = ("gemma3_text",)
 _F16_MAX = 65504.0
 
 
-def problems(run: Run) -> list[str]:
-    """Why this run's base cannot become a GGUF here (empty if it can)."""
+def problems(run: Run, fmt: str = "gguf") -> list[str]:
+    """Why this run's base cannot become a GGUF here (empty if it can). `fmt` is the format
+    asked for (ollama exports a GGUF too), so the refusal names it."""
     model_type = run_model_type(run)
     if model_type in SUPPORTED_MODEL_TYPES:
         return []
+    what = "GGUF export" if fmt == "gguf" else f"--format {fmt} (a GGUF inside)"
     return [
         problem(
             str(run.dir),
-            f"GGUF export supports Gemma 3 text checkpoints (model_type gemma3_text: Gemma 3 "
+            f"{what} supports Gemma 3 text checkpoints (model_type gemma3_text: Gemma 3 "
             f"270M and 1B); this run's base is {model_type} ({run.family}), whose vision/audio "
             "towers and per-family text layers are not written to GGUF here",
             "export --format merged (transformers) or --format peft (the adapter) instead",
@@ -51,7 +53,7 @@ def write(job: Job, out: Path) -> None:
         merged.model,
         loaded.tokenizer,
         loaded.family,
-        source=job.base or job.run.base_model,
+        source=loaded.source,
         path=out / FILE_NAME,
         gguf_type=job.gguf_type,
         name=job.run.dir.name,

@@ -24,7 +24,7 @@ SAMPLING = {"temperature": 1.0, "top_k": 64, "top_p": 0.95}
 
 def problems(run: Run) -> list[str]:
     """Ollama runs GGUF files, so it holds what the gguf format holds."""
-    return gguf_model.problems(run)
+    return gguf_model.problems(run, "ollama")
 
 
 def write(job: Job, out: Path) -> None:

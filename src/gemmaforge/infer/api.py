@@ -111,6 +111,8 @@ class ChatRequest(BaseModel):
     """The newer name of max_tokens; wins when both are given."""
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    """Not in the OpenAI API; vLLM, llama.cpp and Ollama servers take it (0: off)."""
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -22,7 +22,11 @@ from gemmaforge.infer.stream import Reply, ReplyStream, Sampling
 
 Messages = list[dict[str, Any]]
 
-HELP = "/reset clears the history, /exit or Ctrl-D ends the chat."
+HELP = (
+    "/image PATH and /audio PATH attach a file to your next message, /reset clears the "
+    "history, /exit or Ctrl-D ends the chat."
+)
+MEDIA_COMMANDS = {"/image": "image", "/audio": "audio"}
 
 
 def stream_reply(
@@ -100,6 +104,8 @@ def chat_loop(
         import readline  # noqa: F401  (line editing and history for input())
     start: Messages = [{"role": "system", "content": system}] if system else []
     history = list(start)
+    pending: list[dict[str, str]] = []
+    """Media parts attached (/image, /audio) to the next message."""
     err.write(f"Chatting with {name}. {HELP}\n")
     while (line := _read_line(stdin, interactive)) is not None:
         text = line.strip()
@@ -108,13 +114,23 @@ def chat_loop(
         if text == "/exit":
             break
         if text == "/reset":
-            history = list(start)
+            history, pending = list(start), []
             err.write("(history cleared)\n")
+            continue
+        command, _, argument = text.partition(" ")
+        if command in MEDIA_COMMANDS:
+            part = _media_part(MEDIA_COMMANDS[command], argument.strip(), err)
+            if part is not None:
+                pending.append(part)
             continue
         if text.startswith("/"):
             err.write(f"(unknown command {text}; {HELP})\n")
             continue
-        history.append({"role": "user", "content": text})
+        content: str | list[dict[str, str]] = text
+        if pending:
+            # Media first, then the text: the order training renders and `generate` uses.
+            content, pending = [*pending, {"type": "text", "text": text}], []
+        history.append({"role": "user", "content": content})
         _fit_context(session, history, len(start), sampling.max_new_tokens, err)
         try:
             reply = stream_reply(session, name, history, sampling, out)
@@ -136,6 +152,21 @@ def chat_loop(
             history.pop()
             err.write("(empty reply; that exchange is not kept)\n")
     return history
+
+
+def _media_part(kind: str, path: str, err: TextIO) -> dict[str, str] | None:
+    """The part for `/image PATH` or `/audio PATH`, or None (and why, on `err`)."""
+    from pathlib import Path
+
+    if not path:
+        err.write(f"(give a file: /{kind} PATH)\n")
+        return None
+    file = Path(path).expanduser()
+    if not file.is_file():
+        err.write(f"(no such file: {path}; nothing attached)\n")
+        return None
+    err.write(f"({kind} {path} attached to your next message)\n")
+    return {"type": kind, "ref": str(file)}
 
 
 def _read_line(stdin: TextIO, interactive: bool) -> str | None:

@@ -14,7 +14,7 @@ match exactly; tests/test_generate.py checks that).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,12 +71,14 @@ def generate(
     batch_size: int = 16,
     media: Any = None,
     tools: Sequence[list[dict] | None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Generation]:
     """Greedy replies to `conversations` (each ending with a user turn), in their order.
 
     `media` (a MediaEncoder) lets conversations carry images and audio; each of those is
-    generated alone. The model is put in eval mode for the call and restored afterwards, so
-    this can run in the middle of training.
+    generated alone. `progress` is called with the number of replies each batch finished
+    (a `progress.Tracker.advance`). The model is put in eval mode for the call and restored
+    afterwards, so this can run in the middle of training.
     """
     tools = tools or [None] * len(conversations)
     examples = [
@@ -91,6 +93,7 @@ def generate(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         media=media,
+        progress=progress,
     )
 
 
@@ -103,6 +106,7 @@ def generate_rendered(
     max_new_tokens: int = 256,
     batch_size: int = 16,
     media: Any = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Generation]:
     """`generate` for prompts already rendered (each ending with the assistant's header), e.g.
     the prompt part of a validation example during training."""
@@ -125,6 +129,8 @@ def generate_rendered(
             inputs = media_inputs(examples[i], media, model.dtype, device)
             reply = _generate_batch(model, [prompts[i]], pad, stops, max_new_tokens, inputs)[0]
             results[i] = _decode(tokenizer, reply, stops)
+            if progress:
+                progress(1)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             replies = _generate_batch(
@@ -132,6 +138,8 @@ def generate_rendered(
             )
             for i, reply in zip(chunk, replies, strict=True):
                 results[i] = _decode(tokenizer, reply, stops)
+            if progress:
+                progress(len(chunk))
     finally:
         model.train(was_training)
     return [results[i] for i in range(len(prompts))]

@@ -1,7 +1,8 @@
 """`gemmaforge serve`: an OpenAI-compatible HTTP server for a base model and its adapters.
 
 Endpoints: `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions` (plain, or
-`stream: true` as server-sent events: `data: {chunk}` lines, then `data: [DONE]`) and an
+`stream: true` as server-sent events: `data: {chunk}` lines, then `data: [DONE]`),
+`POST /v1/completions` (plain prompt completion, streamed too: `completions.py`) and an
 unauthenticated `GET /health`. The `model` field picks the base model (by its name) or an
 adapter (by the name given on the command line); adapters load on first use (see
 `session.py`), and requests run one at a time because they share one model.
@@ -155,6 +156,9 @@ def create_app(
             return _EventStream(completion.events())
         return JSONResponse(await _unless_disconnected(request, completion))
 
+    from gemmaforge.infer import completions  # /v1/completions: plain prompt completion
+
+    completions.register(app, session, authorize, max_request_bytes, stops)
     return app
 
 
@@ -360,6 +364,7 @@ class _Completion:
             max_new_tokens=_max_tokens(chat),
             temperature=temperature,
             top_p=1.0 if chat.top_p is None else chat.top_p,
+            top_k=chat.top_k or 0,
             stop=chat.stop_strings,
             seed=chat.seed,
         )

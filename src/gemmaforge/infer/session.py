@@ -58,7 +58,9 @@ class AdapterSource:
     def base(self) -> str | None:
         """The base model this adapter implies: the run's, else the adapter config's."""
         if self.run is not None:
-            return self.run.base_model
+            from gemmaforge.models.bases import run_base
+
+            return run_base(self.run)
         config = json.loads((self.dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
         return config.get("base_model_name_or_path")
 
@@ -209,9 +211,11 @@ class Session:
         from peft import PeftModel
 
         from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
+        from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 
         source = self.adapters[name]
         if name not in self._active:
+            quiet_checkpointing_probe()
             if not self._active:
                 self.model = PeftModel.from_pretrained(self.model, source.dir, adapter_name=name)
             else:

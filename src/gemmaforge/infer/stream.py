@@ -39,6 +39,8 @@ class Sampling:
     """0 is greedy decoding; above 0, sampling at that temperature."""
     top_p: float = 1.0
     """Nucleus sampling mass (1.0: off). Only used when sampling."""
+    top_k: int = 0
+    """Sample among the k most likely tokens only (0: off). Only used when sampling."""
     stop: tuple[str, ...] = ()
     """Strings that end the reply; the reply stops before the first one."""
     seed: int | None = None
@@ -203,10 +205,10 @@ class ReplyStream:
         if s.temperature > 0:
             if s.seed is not None:
                 torch.manual_seed(s.seed)
-            # top_k=0: only temperature and top_p shape the distribution, as in the OpenAI
-            # API, whatever top_k a checkpoint's generation_config carries.
+            # top_k=0 unless asked: only temperature and top_p shape the distribution, as in
+            # the OpenAI API, whatever top_k a checkpoint's generation_config carries.
             options = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p}
-            options["top_k"] = 0
+            options["top_k"] = s.top_k
         else:
             options = {"do_sample": False}
         with torch.inference_mode():

@@ -20,10 +20,9 @@ from typing import Any
 
 from gemmaforge.config import ModelConfig
 from gemmaforge.errors import UserError, problem
-from gemmaforge.files import sha256_files
+from gemmaforge.models.bases import WEIGHT_SUFFIXES as WEIGHT_SUFFIXES
+from gemmaforge.models.bases import base_sha256
 from gemmaforge.models.families import Family, family_of
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 
 
 @dataclass
@@ -40,6 +39,8 @@ class LoadedModel:
     """sha256 over the weight files (or the pinned hub revision), for model cards and checks."""
     device: Any
     dtype: Any
+    source_path: str | None = None
+    """The base's absolute path (None for a hub id), so a run finds it from any folder."""
 
 
 @dataclass
@@ -143,7 +144,7 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True) -> LoadedModel:
         loaded = _load_folder(
             str(path), None, dtype, local_only=True, where=str(path), quantize=quantize
         )
-        loaded["sha256"] = sha256_files([p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES])
+        loaded["sha256"] = base_sha256(path)
     elif path.exists():
         raise _neither(path)
     else:
@@ -161,6 +162,7 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True) -> LoadedModel:
         source_sha256=loaded["sha256"],
         device=device,
         dtype=dtype,
+        source_path=str(path.resolve()) if path.exists() else None,
     )
 
 
@@ -172,6 +174,11 @@ def load_tokenizer(cfg: ModelConfig) -> LoadedTokenizer:
     _require_model(cfg)
     path = Path(cfg.name_or_path).expanduser()
     if path.is_file() and path.suffix == ".gguf":
+        from gemmaforge.models import gguf_cache
+
+        cached = gguf_cache.lookup(base_sha256(path))
+        if cached is not None:
+            return _cached_gguf_tokenizer(cached, path)
         return _gguf_tokenizer(path)
     if path.is_dir():
         return _folder_tokenizer(str(path), None, local_only=True, where=str(path))
@@ -226,26 +233,60 @@ def _gguf_tokenizer(path: Path) -> LoadedTokenizer:
 
 
 def _load_gguf(path: Path, dtype) -> dict:
+    """A GGUF's model, dequantised: from the cache of dequantised bases when this file (by
+    hash) was read before, else converted (minutes for a large file) and cached."""
     from transformers import AutoModelForCausalLM, GgufConfig
 
-    parts = _gguf_tokenizer(path)
-    # Always dequantise: LoRA trains against dense weights, and transformers otherwise keeps
-    # packed blocks whenever the optional `kernels` package happens to be installed.
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path.parent),
-        gguf_file=path.name,
-        dtype=dtype,
-        quantization_config=GgufConfig(gguf_file=path.name, dequantize=True),
-        trust_remote_code=False,
-    )
-    _drop_quantization_marker(model)
+    from gemmaforge.models import gguf_cache
+    from gemmaforge.progress import stage
+
+    sha = base_sha256(path)
+    cached = gguf_cache.lookup(sha, dtype)
+    if cached is not None:
+        parts = _cached_gguf_tokenizer(cached, path)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(cached), dtype=dtype, local_files_only=True, trust_remote_code=False
+        )
+        return {
+            "model": model,
+            "tokenizer": parts.tokenizer,
+            "processor": None,
+            "family": parts.family,
+            "sha256": sha,
+        }
+    size = f"{path.stat().st_size / 2**20:,.0f} MiB"
+    with stage(f"reading {path.name} ({size}: tokenizer, then dequantising; once per file)"):
+        parts = _gguf_tokenizer(path)
+        # Always dequantise: LoRA trains against dense weights, and transformers otherwise
+        # keeps packed blocks whenever the optional `kernels` package happens to be installed.
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent),
+            gguf_file=path.name,
+            dtype=dtype,
+            quantization_config=GgufConfig(gguf_file=path.name, dequantize=True),
+            trust_remote_code=False,
+        )
+        _drop_quantization_marker(model)
+        gguf_cache.store(model, parts.tokenizer, sha, dtype)
     return {
         "model": model,
         "tokenizer": parts.tokenizer,
         "processor": None,
         "family": parts.family,
-        "sha256": sha256_files([path]),
+        "sha256": sha,
     }
+
+
+def _cached_gguf_tokenizer(cached: Path, path: Path) -> LoadedTokenizer:
+    """The tokenizer of a GGUF from its cached folder. Read as the generic tokenizers backend:
+    `AutoTokenizer` would rebuild a GemmaTokenizer's normaliser and pre-tokeniser from its
+    class (SentencePiece-style) instead of the GGUF's own, and tokenise differently."""
+    from transformers import AutoConfig
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    family = family_of(AutoConfig.from_pretrained(str(cached), local_files_only=True), str(path))
+    tokenizer = TokenizersBackend.from_pretrained(str(cached), local_files_only=True)
+    return LoadedTokenizer(tokenizer=tokenizer, processor=None, family=family, source=str(path))
 
 
 def _drop_quantization_marker(model) -> None:
@@ -357,20 +398,43 @@ def _load_hub(cfg: ModelConfig, dtype, quantize=None) -> dict:
 def _require_download(cfg: ModelConfig) -> None:
     """A hub id is only fetched when downloads are allowed; else say how to get it."""
     source = cfg.name_or_path
-    local = f"models/{source.split('/')[-1]}"
-    if not cfg.allow_download:
+    if cfg.allow_download:
+        from gemmaforge import netguard
+
+        netguard.allow_hub("model.allow_download")
+        return
+    if _looks_like_path(source):
+        # A path that is not there is a missing file, not a hub id: no download hint.
         raise UserError(
             problem(
                 source,
-                "is not a local folder or .gguf file, and downloads are off "
-                "(gemmaforge runs offline by default)",
-                f"download it once with `hf download {source} --local-dir {local}`"
-                f" and pass --model {local}, or pass --allow-download",
+                "no such file or folder",
+                "check the path (a model folder or .gguf file), or pass the base model's "
+                "current location",
             )
         )
-    from gemmaforge import netguard
+    local = f"models/{source.split('/')[-1]}"
+    raise UserError(
+        problem(
+            source,
+            "is not a local folder or .gguf file, and downloads are off "
+            "(gemmaforge runs offline by default)",
+            f"download it once with `hf download {source} --local-dir {local}` and pass "
+            f"{local} as the model (training and planning also take --allow-download, or "
+            "model.allow_download=true in the config)",
+        )
+    )
 
-    netguard.allow_hub("model.allow_download")
+
+def _looks_like_path(source: str) -> bool:
+    """True for text no hub id looks like: absolute or ./ paths, a .gguf name, or more than
+    one slash (hub ids are NAME or OWNER/NAME)."""
+    return (
+        source.startswith(("/", ".", "~"))
+        or source.endswith(".gguf")
+        or source.count("/") > 1
+        or "\\" in source
+    )
 
 
 # Modules never quantised: the towers (small, and their convolutions/clippable linears are not

@@ -135,6 +135,10 @@ def apply_lora(model, cfg: LoraConfig):
     """
     from peft import get_peft_model
 
+    from gemmaforge.models.peft_compat import quiet_checkpointing_probe
+
+    quiet_checkpointing_probe()
+
     from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
 
     targets = target_modules(model, cfg)

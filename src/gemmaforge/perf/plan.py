@@ -336,12 +336,13 @@ def fitting_settings(shape: ModelShape, s: Settings, available: int, need: int):
         accum = -(-effective // batch)
         change = f"train.batch_size={batch} train.grad_accum={accum}"
         candidates.append((change, replace(s, batch_size=batch, grad_accum=accum)))
-        candidates.append(
-            (
-                change + " train.gradient_checkpointing=true",
-                replace(s, batch_size=batch, grad_accum=accum, checkpointed_layers=every),
+        if s.checkpointed_layers < every:
+            candidates.append(
+                (
+                    change + " train.gradient_checkpointing=true",
+                    replace(s, batch_size=batch, grad_accum=accum, checkpointed_layers=every),
+                )
             )
-        )
     seq = s.seq_len
     while seq // 2 >= max(need, MIN_SEQ_LEN):
         seq //= 2
@@ -350,8 +351,11 @@ def fitting_settings(shape: ModelShape, s: Settings, available: int, need: int):
         candidates.append(("train.loss_chunk_size=64", replace(s, loss_chunk_size=64)))
     out = []
     for change, settings in candidates:
+        # Two spellings of the same settings are one suggestion, shown once.
+        if any(settings == kept for _, kept, _ in out):
+            continue
         prediction = predict(shape, settings)
-        if prediction.peak_bytes <= available and change not in {c for c, _, _ in out}:
+        if prediction.peak_bytes <= available:
             out.append((change, settings, prediction))
     return out[:6]
 

@@ -49,8 +49,10 @@ def model_card(
     config: dict,
     final: dict,
     lora_summary: str,
+    base_path: str | None = None,
 ) -> str:
     """A Markdown model card: what was trained on what, how, and how well."""
+    where = f"\n- Base weights at training time: `{base_path}`" if base_path else ""
     rows = "\n".join(
         f"| {name} | `{info['fingerprint'][:23]}…` | {info['rows']} |"
         for name, info in data.items()
@@ -73,7 +75,7 @@ Trained with gemmaforge on this machine. Load it with
 `PeftModel.from_pretrained(base_model, "adapter")`.
 
 - Base model: `{base}` (family `{family}`)
-- Base weights sha256: `{base_sha256}`
+- Base weights sha256: `{base_sha256}`{where}
 - {lora_summary}
 
 ## Data

@@ -51,12 +51,13 @@ def finish(run: Prepared, console: Any) -> TrainResult:
         report = replace(report, skipped=run.skips.total)
         write_json_atomic(folder.data_report, asdict(report))
     if run.cfg.data.packing or t.state.padding:
-        console.print(f"padding: {t.state.padding:.1%} of the token slots trained on")
+        console.print(padding_line(t.state.padding, run.cfg.data))
     _save_adapter(folder, model, run.loaded)
     data = {Path(f.path).name: {"fingerprint": f.fingerprint, "rows": f.rows} for f in report.files}
     card = artifacts.model_card(
         base=run.loaded.source,
         base_sha256=run.loaded.source_sha256,
+        base_path=run.loaded.source_path,
         family=run.loaded.family.name,
         data=data,
         config=run.cfg.model_dump(),
@@ -69,6 +70,17 @@ def finish(run: Prepared, console: Any) -> TrainResult:
     artifacts.write_manifest(folder.root)
     console.print(f"done: {folder.root} (final {status_line(t.state.final)})")
     return result
+
+
+def padding_line(share: float, data) -> str:
+    """What the padding share means, and what lowers it when it is worth lowering."""
+    text = (
+        f"padding: {share:.1%} of the token positions the model computed were padding "
+        "(batches are as wide as their longest row), i.e. compute spent on no data"
+    )
+    if share >= 0.2 and not data.packing:
+        text += "; data.packing=true (text) or data.group_by_length=true lowers it"
+    return text
 
 
 def _save_adapter(folder: RunFolder, model, loaded: LoadedModel) -> None:
@@ -101,8 +113,11 @@ def run_record(loaded: LoadedModel) -> dict:
     against: which base it was trained on, by hash."""
     from gemmaforge import __version__
 
+    # The base as given (relative paths included), where it was (absolute) and what it is (by
+    # hash): a run moved to another folder or machine finds its base again by hash.
     return {
         "base_model": loaded.source,
+        "base_path": loaded.source_path,
         "base_sha256": loaded.source_sha256,
         "family": loaded.family.name,
         "model_type": loaded.model.config.model_type,

@@ -19,6 +19,7 @@ from gemmaforge.data.batches.collate import Collator, collator_for
 from gemmaforge.data.batches.epochs import ExampleSource, batch_stream, batches_per_epoch
 from gemmaforge.data.examples.render import IGNORE_INDEX
 from gemmaforge.files import append_jsonl
+from gemmaforge.plots import plot_loss_curve
 from gemmaforge.runs import RunFolder
 from gemmaforge.train import artifacts, checkpoint, observe
 from gemmaforge.train.loss import LossModule, mean_loss
@@ -128,13 +129,13 @@ def run_loop(t: Training, progress) -> LoopState:
 
     On several processes every rank walks the same global batch stream and trains its own
     rows of each micro-batch (`shard`), so the rows, the loss and the data position are those
-    of one process with the same settings; only the main process writes."""
+    of one process with the same settings; only the main process writes. `progress` is a
+    `gemmaforge.progress.Tracker` over the steps."""
     cfg, data, state = t.cfg, t.data, t.state
     acc = t.accelerator
     device, rank, world = acc.device, acc.process_index, acc.num_processes
     stream = batch_stream(data.train, data.spec, state.position)
     t.model.train()
-    task = progress.add_task("training", total=t.steps, completed=state.step, status="")
     while state.step < t.steps:
         started = time.perf_counter()
         batches = [next(stream) for _ in range(cfg.grad_accum)]
@@ -188,12 +189,12 @@ def run_loop(t: Training, progress) -> LoopState:
             state.step % cfg.log_every == 0 or last or "eval_loss" in record
         ):
             append_jsonl(t.folder.metrics, record)
+        if "eval_loss" in record:
+            # The loss plot follows the run: updated at each validation (RUN/loss.png).
+            plot_loss_curve(t.folder.metrics, t.folder.loss_plot)
         state.final = record
         observe.notify(t, record)
-        progress.update(task, completed=state.step, status=status_line(record))
-        if progress.disable and (state.step % max(1, t.steps // 20) == 0 or last):
-            # No live bar without a terminal (CI, pipes): a plain line every 5% instead.
-            progress.console.print(f"step {state.step}/{t.steps}  {status_line(record)}")
+        progress.update(state.step, status_line(record))
         if (cfg.save_every and state.step % cfg.save_every == 0) or last:
             if acc.is_main_process:
                 save(t)

@@ -22,6 +22,9 @@ from gemmaforge.train import loop
 
 RESUME_SECTIONS = ("model", "data", "lora")
 """Config sections a resumed run must share with the run it continues."""
+SCHEDULE_KEYS = ("max_steps", "epochs", "lr", "scheduler", "warmup_steps", "warmup_ratio")
+"""train.* settings the learning-rate schedule is built from: changing one on resume
+recomputes the schedule mid-run, so it needs train.reschedule."""
 
 
 @dataclass
@@ -43,6 +46,7 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     import torch
     from accelerate import Accelerator
 
+    from gemmaforge.data.examples.dataset import rows_have_problems
     from gemmaforge.data.examples.multimodal import media_encoder
     from gemmaforge.data.read.sources import configure_storage, open_sources
     from gemmaforge.models.load import load_model, resolve_device
@@ -54,6 +58,11 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     # Sources are resolved before the model loads (minutes for a large one): a mistyped path,
     # an empty glob or a missing split fails at once.
     sources = open_sources(cfg.data)
+    if loaded is None and rows_have_problems(cfg.data, sources):
+        # Every row is parsed and converted before the weights load (and before an old run
+        # is replaced); when one is bad, every problem is listed with the tokenizer alone:
+        # a data error in seconds, not after minutes of loading weights.
+        _raise_data_problems(cfg, sources)
     # Under torchrun / accelerate launch this joins the process group; alone it is one process.
     device = loaded.device if loaded else resolve_device(cfg.model.device)
     accelerator = Accelerator(cpu=device.type == "cpu")
@@ -99,6 +108,13 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     if cfg.train.resume:
         loop.restore(training)
         console.print(f"resumed from step {training.state.step}")
+        if cfg.train.reschedule:
+            # The run's config now says what the rest of it trains with.
+            from gemmaforge.config_load import dump_config
+
+            if main:
+                write_text_atomic(folder.config, dump_config(cfg))
+            console.print(f"schedule recomputed for {training.steps} steps from here on")
     elif main:
         from gemmaforge.config_load import dump_config
 
@@ -113,6 +129,18 @@ def _quiet_console():
     from rich.console import Console
 
     return Console(quiet=True)
+
+
+def _raise_data_problems(cfg: Config, sources: DataSources) -> None:
+    """Render the data as training would, with the model's tokenizer and processor but no
+    weights, raising its one UserError that lists every problem."""
+    from gemmaforge.data.examples.dataset import load_datasets
+    from gemmaforge.data.examples.multimodal import media_encoder
+    from gemmaforge.models.load import load_tokenizer
+
+    tok = load_tokenizer(cfg.model)
+    media = media_encoder(tok, cfg.data)
+    load_datasets(cfg.data, sources, tok.family, tok.tokenizer, cfg.train.seed, media, SkipLog())
 
 
 def open_data(cfg: Config, sources: DataSources, loaded: LoadedModel, media, skips: SkipLog):
@@ -220,5 +248,20 @@ def _check_same_run(folder: RunFolder, cfg: Config) -> None:
                 str(folder.config),
                 f"resuming with changed settings: {', '.join(changed)}",
                 "resume with the run's own settings, or start a new run with --output",
+            )
+        )
+    schedule = [
+        f"train.{key} {saved['train'].get(key)} -> {now['train'][key]}"
+        for key in SCHEDULE_KEYS
+        if saved["train"].get(key) != now["train"][key]
+    ]
+    if schedule and not cfg.train.reschedule:
+        raise UserError(
+            problem(
+                str(folder.config),
+                f"resuming with a changed learning-rate schedule ({', '.join(schedule)}): the "
+                "schedule would be recomputed mid-run",
+                "resume with the run's own settings, or pass --reschedule to recompute the "
+                "schedule for the new settings from the resumed step on",
             )
         )

@@ -8,8 +8,6 @@ The run folder (`train.output_dir`, file names in runs.py's RunFolder) is self-d
 
 from __future__ import annotations
 
-import sys
-
 from gemmaforge.config import Config
 from gemmaforge.models.load import LoadedModel
 from gemmaforge.train.finish import TrainResult
@@ -17,40 +15,20 @@ from gemmaforge.train.finish import TrainResult
 
 def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> TrainResult:
     """Train LoRA per `cfg`. Given `loaded`, its model is adapted in place (no second load)."""
-    from rich.console import Console
-
+    from gemmaforge.progress import Tracker, log_console
     from gemmaforge.redact import redacting
     from gemmaforge.train.finish import finish
     from gemmaforge.train.loop import run_loop
     from gemmaforge.train.observe import attach
     from gemmaforge.train.prepare import prepare
 
-    console = redacting(console or Console(stderr=True))
+    console = redacting(console or log_console())
     run = prepare(cfg, loaded, console)
-    with progress_bar(console) as progress, attach(run, console):
-        run_loop(run.training, progress)
+    t = run.training
+    # A live bar on a terminal; in a log, a line every 30 s or 5% of the steps, with an ETA.
+    with (
+        Tracker("step", t.steps, console=console, completed=t.state.step) as progress,
+        attach(run, console),
+    ):
+        run_loop(t, progress)
     return finish(run, console)
-
-
-def progress_bar(console):
-    """A live bar on a terminal; disabled elsewhere (the loop prints plain lines instead)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not sys.stderr.isatty(),
-    )

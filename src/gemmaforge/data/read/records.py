@@ -234,7 +234,9 @@ def _parse_jsonl(name: str, lines: Iterator[_Line]) -> Iterator[Record | BadRow]
         try:
             row = json.loads(text)
         except json.JSONDecodeError as err:
-            issue = problem(where, f"not valid JSON ({err})", _json_fix(number, text))
+            issue = problem(
+                where, f"not valid JSON ({_json_error(err, text)})", _json_fix(number, text)
+            )
             yield BadRow(name, number, issue, text)
             continue
         if not isinstance(row, dict):
@@ -276,6 +278,19 @@ def _parse_json(name: str, handle: BinaryIO, digest) -> Iterator[Record | BadRow
                 'make every item an object, like {"messages": [...]}',
             )
             yield BadRow(name, number, issue, json.dumps(row)[:1000])
+
+
+def _json_error(err: json.JSONDecodeError, text: str) -> str:
+    """The parser's complaint at the file's column: json counts lines and columns within the
+    string it was given, so a line cut short reads as "line 2 column 1" (its newline)."""
+    body = text.rstrip("\r\n")
+    column = min(err.pos, len(body)) + 1
+    if err.pos >= len(body.rstrip()):
+        return (
+            f"{err.msg} at column {column}, the end of the line: the object is cut short or "
+            "spread over several lines"
+        )
+    return f"{err.msg} at column {column}"
 
 
 def _json_fix(number: int, text: str) -> str:
