@@ -99,7 +99,9 @@ def search_query(session: Session, f: Filters):
             query = query.where(
                 text("versions.search_tsv @@ to_tsquery('english', :tsq)").bindparams(tsq=tsquery)
             )
-            relevance = -literal_column("ts_rank(versions.search_tsv, to_tsquery('english', :tsq))")
+            relevance = text(
+                "ts_rank(versions.search_tsv, to_tsquery('english', :tsq_rank)) DESC"
+            ).bindparams(tsq_rank=tsquery)
         else:  # another database: substring match on each word
             for w in words:
                 query = query.where(func.lower(Version.search_text).contains(w, autoescape=True))
