@@ -283,12 +283,31 @@ def version_page(request: Request, session, namespace: str, name: str, ref: str 
         card=card_html(data["card"]),
         loss=loss_svg(provenance.get("metrics") or []),
         data_report=provenance.get("data_report") or {},
+        data_files=_data_files(provenance.get("data_report")),
         manifest=provenance.get("manifest") or {},
         config=provenance.get("config") or {},
         evals=[_eval_rows(e) for e in data["eval_reports"]],
         mine=next((r for r in data["ratings"] if r["user"] == request.state.user), None),
         reported=request.query_params.get("reported") == "1",
     )
+
+
+def _data_files(report) -> list[dict]:
+    """The data report's files: base name only (the publisher's local paths are theirs),
+    row count, format and content hash."""
+    files = report.get("files") if isinstance(report, dict) else None
+    rows = []
+    for f in files if isinstance(files, list) else []:
+        if isinstance(f, dict):
+            rows.append(
+                {
+                    "name": str(f.get("path", "")).replace("\\", "/").rsplit("/", 1)[-1],
+                    "rows": f.get("rows"),
+                    "format": f.get("format") or "",
+                    "fingerprint": str(f.get("fingerprint", "")),
+                }
+            )
+    return rows
 
 
 def _eval_rows(entry: dict) -> dict:

@@ -27,7 +27,7 @@ def _parser():
     md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
     md.enable("strikethrough")
 
-    def image(tokens, idx, options, env):
+    def image(renderer, tokens, idx, options, env):
         token = tokens[idx]
         src = str(token.attrGet("src") or "")
         alt = html.escape(token.content or "image")
