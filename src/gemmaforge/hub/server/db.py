@@ -201,9 +201,10 @@ class Metric(Base):
     """One number from a version's (self-reported) eval reports, for threshold filters."""
 
     __tablename__ = "metrics"
-    __table_args__ = (Index("ix_metrics_name_value", "name", "value"),)
+    # Led by version_id: a threshold filter asks "does this version have name >= x".
+    __table_args__ = (Index("ix_metrics_version_name_value", "version_id", "name", "value"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"))
     name: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float)
 

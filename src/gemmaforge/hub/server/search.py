@@ -90,10 +90,19 @@ def search_query(session: Session, f: Filters):
     if words:
         if dialect == "sqlite":
             match = " ".join(f'"{w}"*' for w in words)
-            query = query.join(FTS, FTS.c.rowid == Version.id).where(
-                text("versions_fts MATCH :fts").bindparams(fts=match)
+            # The match runs once, as a subquery the LIMIT keeps SQLite from flattening:
+            # flattened, the planner ran the whole MATCH again for every candidate row.
+            found = (
+                select(
+                    FTS.c.rowid.label("id"),
+                    func.bm25(literal_column("versions_fts")).label("score"),
+                )
+                .where(text("versions_fts MATCH :fts").bindparams(fts=match))
+                .limit(1_000_000)
+                .subquery("fts")
             )
-            relevance = func.bm25(literal_column("versions_fts"))  # lower is better
+            query = query.join(found, found.c.id == Version.id)
+            relevance = found.c.score  # bm25: lower is better
         elif dialect == "postgresql":
             tsquery = " & ".join(f"{w}:*" for w in words)
             query = query.where(
@@ -168,8 +177,20 @@ def search(session: Session, f: Filters, limit: int = 20, offset: int = 0) -> li
         order = [desc(Version.id)]
     else:
         order = [relevance, desc(Version.id)]
-    rows = session.execute(query.order_by(*order).limit(limit).offset(offset))
-    return [result_json(v, name, ns, adapter) for v, name, ns, adapter in rows]
+    # Two steps: rank only ids (a sort of narrow rows), then load the page's rows. Sorting
+    # whole rows carried every match's card and provenance through the sorter.
+    page = query.with_only_columns(Version.id).order_by(*order).limit(limit).offset(offset)
+    ids = list(session.scalars(page))
+    if not ids:
+        return []
+    rows = session.execute(
+        select(Version, Adapter.name, Namespace.name, Adapter)
+        .join(Adapter, Adapter.id == Version.adapter_id)
+        .join(Namespace, Namespace.id == Adapter.namespace_id)
+        .where(Version.id.in_(ids))
+    ).all()
+    by_id = {row[0].id: row for row in rows}
+    return [result_json(*by_id[i]) for i in ids if i in by_id]
 
 
 def result_json(v: Version, name: str, ns: str, adapter: Adapter) -> dict:

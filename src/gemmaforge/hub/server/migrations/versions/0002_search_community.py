@@ -1,8 +1,8 @@
 """Search and community: full-text index, filter columns, ratings, reports, metrics, fits.
 
-Full text is SQLite FTS5 (an external-content table kept by triggers) or PostgreSQL's
-tsvector (a generated column with a GIN index): the database keeps the index in step with
-`versions.search_text` whatever writes it.
+Full text is SQLite FTS5 (an external-content table over the versions `latest` tags point
+to, kept by triggers on tags) or PostgreSQL's tsvector (a generated column with a GIN index):
+the database keeps the index in step whatever writes it.
 
 Revision ID: 0002
 Revises: 0001
@@ -72,8 +72,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
     )
-    op.create_index("ix_metrics_version_id", "metrics", ["version_id"])
-    op.create_index("ix_metrics_name_value", "metrics", ["name", "value"])
+    op.create_index("ix_metrics_version_name_value", "metrics", ["version_id", "name", "value"])
     op.create_table(
         "fits",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -91,22 +90,34 @@ def upgrade() -> None:
             "CREATE VIRTUAL TABLE versions_fts USING fts5(search_text, content='versions', "
             "content_rowid='id', tokenize='porter unicode61')"
         )
-        op.execute(
-            "CREATE TRIGGER versions_fts_insert AFTER INSERT ON versions BEGIN "
-            "INSERT INTO versions_fts(rowid, search_text) VALUES (new.id, new.search_text); END"
+        # Only versions a `latest` tag points to are indexed (search shows no other), kept
+        # so by triggers on tags: a publish or a yank moves the tag, and the index follows.
+        # An adapter's old versions cost the full-text match nothing.
+        add = (
+            "INSERT INTO versions_fts(rowid, search_text) "
+            "SELECT id, search_text FROM versions WHERE id = new.version_id"
         )
-        op.execute(
-            "CREATE TRIGGER versions_fts_delete AFTER DELETE ON versions BEGIN "
+        drop = (
             "INSERT INTO versions_fts(versions_fts, rowid, search_text) "
-            "VALUES ('delete', old.id, old.search_text); END"
+            "SELECT 'delete', id, search_text FROM versions WHERE id = old.version_id"
         )
         op.execute(
-            "CREATE TRIGGER versions_fts_update AFTER UPDATE OF search_text ON versions BEGIN "
-            "INSERT INTO versions_fts(versions_fts, rowid, search_text) "
-            "VALUES ('delete', old.id, old.search_text); "
-            "INSERT INTO versions_fts(rowid, search_text) VALUES (new.id, new.search_text); END"
+            "CREATE TRIGGER versions_fts_tag_insert AFTER INSERT ON tags "
+            f"WHEN new.name = 'latest' BEGIN {add}; END"
         )
-        op.execute("INSERT INTO versions_fts(versions_fts) VALUES ('rebuild')")
+        op.execute(
+            "CREATE TRIGGER versions_fts_tag_update AFTER UPDATE OF version_id ON tags "
+            f"WHEN new.name = 'latest' AND old.version_id != new.version_id "
+            f"BEGIN {drop}; {add}; END"
+        )
+        op.execute(
+            "CREATE TRIGGER versions_fts_tag_delete AFTER DELETE ON tags "
+            f"WHEN old.name = 'latest' BEGIN {drop}; END"
+        )
+        op.execute(
+            "INSERT INTO versions_fts(rowid, search_text) SELECT versions.id, search_text "
+            "FROM versions JOIN tags ON tags.version_id = versions.id WHERE tags.name = 'latest'"
+        )
     elif dialect == "postgresql":
         op.execute(
             "ALTER TABLE versions ADD COLUMN search_tsv tsvector GENERATED ALWAYS AS "
@@ -119,7 +130,7 @@ def downgrade() -> None:
     dialect = op.get_bind().dialect.name
     if dialect == "sqlite":
         for trigger in ("insert", "delete", "update"):
-            op.execute(f"DROP TRIGGER IF EXISTS versions_fts_{trigger}")
+            op.execute(f"DROP TRIGGER IF EXISTS versions_fts_tag_{trigger}")
         op.execute("DROP TABLE IF EXISTS versions_fts")
     elif dialect == "postgresql":
         op.execute("DROP INDEX IF EXISTS ix_versions_search_tsv")
