@@ -8,7 +8,6 @@ the web pages share them.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import tempfile
 from pathlib import Path
@@ -263,7 +262,3 @@ def yank(session: Session, version: Version, reason: str, report_id: int | None 
         query = select(Report).where(Report.id == report_id)
     for row in session.scalars(query):
         row.status = "yanked"
-
-
-def _age(when: dt.datetime) -> str:
-    return when.isoformat() + "Z"

@@ -217,18 +217,20 @@ def result_json(v: Version, name: str, ns: str, adapter: Adapter) -> dict:
     }
 
 
-def facets(session: Session, f: Filters, most: int = 20_000) -> dict[str, list[tuple[str, int]]]:
+def facets(session: Session, f: Filters) -> dict[str, list[tuple[str, int]]]:
     """Counts per value of domain, family, licence, base and rank among the matches of `f`
-    (up to `most` of them): one query for all five facets, counted here, rather than five
-    grouped queries that would each redo the full-text match."""
+    (each counted with all filters applied). One query grouped by all five columns at once
+    (their combinations are few), summed per facet here: five grouped queries would each
+    redo the full-text match."""
     from collections import Counter
 
     query, _ = search_query(session, f)
     fields = (Version.domain, Version.family, Version.licence, Version.base_id, Version.rank)
     names = ("domain", "family", "licence", "base", "rank")
     counters = {name: Counter() for name in names}
-    for row in session.execute(query.with_only_columns(*fields).limit(most)):
-        for name, value in zip(names, row, strict=True):
+    grouped = query.with_only_columns(*fields, func.count()).group_by(*fields)
+    for *values, n in session.execute(grouped.limit(10_000)):
+        for name, value in zip(names, values, strict=True):
             if value is not None:
-                counters[name][str(value)] += 1
+                counters[name][str(value)] += n
     return {name: counter.most_common(12) for name, counter in counters.items()}
