@@ -237,3 +237,48 @@ def test_cli_search_takes_the_same_filters(hub, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "lawco/clause-finder@v1" in result.output
     assert "receipts" not in result.output
+
+
+def test_a_part_one_database_migrates_and_its_adapters_are_found(tmp_path):
+    """A hub made before migration 0002 upgrades in place: its adapters get search text and
+    land in the full-text index, pull totals carry over."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from gemmaforge.hub.server import db
+    from gemmaforge.hub.server.search import Filters, search
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+    config = Config()
+    config.set_main_option("script_location", str(db.Path(db.__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(
+            text("INSERT INTO namespaces (id, name, created_at) VALUES (1, 'old', '2026-01-01');")
+        )
+        connection.execute(
+            text(
+                "INSERT INTO adapters (id, namespace_id, name, created_at) "
+                "VALUES (1, 1, 'scribe', '2026-01-01')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO versions (id, adapter_id, version, digest, base_id, base_revision, "
+                "licence, modalities, summary, card, provenance, key_fingerprint, yanked, "
+                "pulls, created_at) VALUES (1, 1, 'v1', :d, 'b', 'r', 'mit', 'text', "
+                "'scribe Writes discharge letters', '# x', '{}', 'k', 0, 7, '2026-01-01')"
+            ),
+            {"d": "0" * 64},
+        )
+        connection.execute(
+            text("INSERT INTO tags (id, adapter_id, name, version_id) VALUES (1, 1, 'latest', 1)")
+        )
+    db.migrate(engine)
+    sessions = db.sessionmaker(engine)
+    with sessions() as session:
+        found = search(session, Filters(q="discharge"))
+        assert [r["name"] for r in found] == ["old/scribe"]
+        assert found[0]["pulls"] == 7
