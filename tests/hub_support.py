@@ -38,9 +38,14 @@ def free_socket() -> socket.socket:
 class HubServer:
     """`create_app(settings)` served by uvicorn in a thread."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, web: bool = False):
         self.settings = settings
-        self.app = create_app(settings)
+        if web:  # the API plus the web pages, as `gemmaforge hub serve` runs it
+            from gemmaforge.hub.web import create_site
+
+            self.app = create_site(settings)
+        else:
+            self.app = create_app(settings)
         sock = free_socket()
         self.port = sock.getsockname()[1]
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))

@@ -1,4 +1,5 @@
-"""Search latency of a hub with 10,000 published adapter versions (a benchmark, not a test).
+"""Search and page latency of a hub with 10,000 published adapter versions (a benchmark, not
+a test).
 
     python tools/hub_bench.py                      # SQLite in a temp folder
     python tools/hub_bench.py --db postgresql+psycopg://postgres@127.0.0.1:5432/postgres
@@ -6,7 +7,9 @@
 Seeds the database directly (2,000 adapters x 5 versions over 50 namespaces, 3 files each,
 varied bases, modalities and domains; the gate is not involved: this measures search), serves
 it with `gemmaforge hub serve` (its own process) on loopback, and times `GET /api/adapters`
-over HTTP for several kinds of query. Prints p50 and p95 per kind, in milliseconds.
+over HTTP for several kinds of query (full text, every filter, each sort), then the web
+pages (home, search with facets, an adapter page, a publisher page). Prints p50 and p95 per
+kind, in milliseconds.
 """
 
 from __future__ import annotations
@@ -38,10 +41,13 @@ WORDS = [
 BASES = ["google/gemma-4-E2B-it", "google/gemma-4-E4B-it", "google/gemma-3n-E2B-it"]
 MODALITIES = ["text", "text,vision", "text,audio", "text,vision,audio"]
 DOMAINS = ["medical", "legal", "finance", None]
+LICENCES = ["apache-2.0", "mit", "gemma"]
+RANKS = [4, 8, 16, 32]
 
 
 def seed(sessions, versions: int, per_adapter: int = 5) -> None:
-    from gemmaforge.hub.server.db import Adapter, File, Namespace, Tag, Version
+    from gemmaforge.hub.server.community import search_text
+    from gemmaforge.hub.server.db import Adapter, File, Metric, Namespace, Tag, Version
 
     rng = random.Random(0)
     with sessions() as session:
@@ -54,6 +60,11 @@ def seed(sessions, versions: int, per_adapter: int = 5) -> None:
             session.add(adapter)
             session.flush()
             base, modality, domain = rng.choice(BASES), rng.choice(MODALITIES), rng.choice(DOMAINS)
+            adapter.pulls = rng.randrange(10_000)
+            adapter.rating_count = rng.randrange(20)
+            adapter.rating_sum = adapter.rating_count * rng.randint(1, 5)
+            family = "gemma3n" if "3n" in base else "gemma4"
+            licence, rank = rng.choice(LICENCES), rng.choice(RANKS)
             last = None
             for v in range(per_adapter):
                 digest = hashlib.sha256(f"{a}-{v}".encode()).hexdigest()
@@ -63,17 +74,30 @@ def seed(sessions, versions: int, per_adapter: int = 5) -> None:
                     digest=digest,
                     base_id=base,
                     base_revision="0" * 40,
-                    licence="gemma",
+                    licence=licence,
                     domain=domain,
                     modalities=modality,
                     summary=f"{word}-{a} LoRA adapter for {word} {rng.choice(WORDS)} tasks",
-                    card=f"# {word}\n",
+                    card=f"# {word}\n\nA LoRA adapter for {word} work.\n",
+                    family=family,
+                    rank=rank,
                     provenance={},
                     key_fingerprint="f" * 64,
                     yanked=rng.random() < 0.02,
                 )
+                last.search_text = search_text(
+                    f"{word}-{a}",
+                    last.summary,
+                    domain,
+                    modality.split(","),
+                    licence,
+                    family,
+                )
                 session.add(last)
                 session.flush()
+                session.add(
+                    Metric(version_id=last.id, name="exact_match", value=round(rng.random(), 3))
+                )
                 session.add_all(
                     File(version_id=last.id, path=p, size=100, sha256=digest)
                     for p in ("adapter_config.json", "adapter_model.safetensors", "model.sig")
@@ -120,6 +144,27 @@ def main() -> None:
             "base filter": {"base": BASES[1]},
             "modality filter": {"modality": "audio"},
             "query + base + modality": {"q": "legal", "base": BASES[0], "modality": "vision"},
+            "all filters + metric": {
+                "q": "legal",
+                "base": f"{BASES[0]}@{'0' * 40}",
+                "family": "gemma4",
+                "modality": "text",
+                "licence": "apache-2.0",
+                "rank": 8,
+                "signer": "org3",
+                "metric": "exact_match>=0.5",
+            },
+            "filters, sort by pulls": {"family": "gemma4", "licence": "mit", "sort": "pulls"},
+            "filters, sort by rating": {"domain": "legal", "rank": 16, "sort": "rating"},
+            "metric threshold only": {"metric": "exact_match>=0.9", "sort": "recent"},
+        }
+        pages = {
+            "page: home": "/",
+            "page: search + facets": "/search?q=legal&modality=text",
+            "page: search, filters": "/search?family=gemma4&licence=mit&metric=exact_match>=0.5",
+            "page: adapter": "/org7/{name}",
+            "page: adapter version": "/org7/{name}/tree/v3",
+            "page: publisher": "/org7",
         }
         rng = random.Random(1)
         with requests.Session() as http:
@@ -137,6 +182,25 @@ def main() -> None:
                     f"{label:28s} p50 {percentile(times, 50):6.1f} ms   "
                     f"p95 {percentile(times, 95):6.1f} ms   "
                     f"({len(response.json()['results'])} results)"
+                )
+            with sessions() as session:
+                from sqlalchemy import select
+
+                from gemmaforge.hub.server.db import Adapter, Namespace
+
+                name = session.scalar(
+                    select(Adapter.name).join(Namespace).where(Namespace.name == "org7").limit(1)
+                )
+            for label, path in pages.items():
+                times = []
+                for _ in range(args.repeats):
+                    t = time.perf_counter()
+                    response = http.get(server.url + path.format(name=name), timeout=30)
+                    times.append((time.perf_counter() - t) * 1000)
+                    response.raise_for_status()
+                print(
+                    f"{label:28s} p50 {percentile(times, 50):6.1f} ms   "
+                    f"p95 {percentile(times, 95):6.1f} ms   ({len(response.content)} bytes)"
                 )
         server.stop()
 

@@ -96,7 +96,7 @@ def serve(
 ) -> None:
     """Run a hub server (FastAPI; SQLite or PostgreSQL; local or S3 blobs)."""
     from gemmaforge.hub.server import Settings
-    from gemmaforge.hub.server import serve as run
+    from gemmaforge.hub.web import serve as run
 
     settings = Settings(
         root=root,
@@ -228,13 +228,48 @@ def search(
         typer.Option(help="text, vision or audio (repeatable).", show_default=False),
     ] = None,
     domain: Annotated[str | None, typer.Option(help="Domain tag.", show_default=False)] = None,
+    revision: Annotated[str | None, typer.Option(help="Base revision.", show_default=False)] = None,
+    family: Annotated[
+        str | None, typer.Option(help="Model family (gemma4, ...).", show_default=False)
+    ] = None,
+    licence: Annotated[str | None, typer.Option(help="Licence.", show_default=False)] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank r.", show_default=False)] = None,
+    signer: Annotated[
+        str | None,
+        typer.Option(help="Signing namespace or key fingerprint prefix.", show_default=False),
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Eval threshold, e.g. 'exact_match>=0.9' (repeatable).", show_default=False
+        ),
+    ] = None,
+    fits: Annotated[
+        str | None,
+        typer.Option(help="ID@REV of a registered base it must fit.", show_default=False),
+    ] = None,
+    sort: Annotated[str, typer.Option(help="relevance, pulls, rating or recent.")] = "relevance",
     limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     hub: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Search the hub's adapters (newest version of each that is not yanked)."""
-    results = _client(hub, token).search(query, base, modality, domain, limit)
+    results = _client(hub, token).search(
+        query,
+        base,
+        modality,
+        domain,
+        limit,
+        revision=revision,
+        family=family,
+        licence=licence,
+        rank=rank,
+        signer=signer,
+        metric=metric,
+        fits=fits,
+        sort=sort,
+    )
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
@@ -334,4 +369,69 @@ def yank(
     if not version:
         raise UserError(problem(COMMAND_LINE, f"{ref} names no version", "pass NS/NAME@VERSION"))
     _client(hub, token).yank(namespace, name, version, reason)
+    typer.echo(f"Yanked {namespace}/{name}@{version}")
+
+
+admin_app = new_app(help="Server-side moderation (on the server machine: reads --root).")
+app.add_typer(admin_app, name="admin")
+
+
+def _admin_sessions(root: Path, db: str | None):
+    from gemmaforge.hub.server import Settings
+    from gemmaforge.hub.server.db import open_database
+
+    settings = Settings(root=root, db_url=db)
+    if db is None and not (settings.root / "hub.sqlite").is_file():
+        raise UserError(problem(str(root), "holds no hub database", "pass the hub's --root"))
+    return open_database(settings.database_url)[1]
+
+
+@admin_app.command("reports")
+def admin_reports(
+    root: RootOpt,
+    db: DbOpt = None,
+    all_reports: Annotated[bool, typer.Option("--all", help="Also closed reports.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List reports people filed against adapters (open ones unless --all)."""
+    from gemmaforge.hub.server.community import open_reports
+
+    with _admin_sessions(root, db)() as session:
+        rows = open_reports(session, everything=all_reports)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("No open reports.")
+    for r in rows:
+        typer.echo(f"#{r['id']}  {r['adapter']}  [{r['status']}]  by {r['reporter'] or '?'}")
+        typer.echo(f"    {r['reason']}")
+
+
+@admin_app.command("yank")
+def admin_yank(
+    ref: Annotated[str, typer.Argument(help="NAMESPACE/NAME@VERSION.")],
+    reason: Annotated[str, typer.Option(help="Why (shown to everyone who pulls it).")],
+    root: RootOpt,
+    db: DbOpt = None,
+    report: Annotated[
+        int | None, typer.Option(help="The report this acts on (closed).", show_default=False)
+    ] = None,
+) -> None:
+    """Yank any namespace's version (an admin on the server machine)."""
+    from gemmaforge.hub.client.api import split_name
+    from gemmaforge.hub.server.app import HubError, _point_latest, resolve
+    from gemmaforge.hub.server.community import yank as do_yank
+
+    namespace, name, version = split_name(ref)
+    if not version:
+        raise UserError(problem(COMMAND_LINE, f"{ref} names no version", "pass NS/NAME@VERSION"))
+    with _admin_sessions(root, db)() as session:
+        try:
+            row = resolve(session, namespace, name, version)
+        except HubError as exc:
+            raise UserError(problem(COMMAND_LINE, str(exc.detail), "check the name")) from None
+        do_yank(session, row, reason, report)
+        _point_latest(session, row.adapter_id)
+        session.commit()
     typer.echo(f"Yanked {namespace}/{name}@{version}")

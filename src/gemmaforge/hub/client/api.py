@@ -117,9 +117,13 @@ class HubClient:
         path = f"/api/adapters/{quote(namespace)}/{quote(name)}/versions"
         return self.request("POST", path, json=body).json()
 
-    def search(self, query=None, base=None, modalities=None, domain=None, limit=20) -> list:
-        params = {"q": query, "base": base, "modality": modalities, "domain": domain}
-        params = {k: v for k, v in params.items() if v}
+    def search(
+        self, query=None, base=None, modalities=None, domain=None, limit=20, **filters
+    ) -> list:
+        """Search; `filters` are the API's other parameters (revision, family, licence, rank,
+        signer, namespace, metric (list of `NAME>=VALUE`), fits, sort)."""
+        params = {"q": query, "base": base, "modality": modalities, "domain": domain, **filters}
+        params = {k: v for k, v in params.items() if v is not None and v != []}
         params["limit"] = limit
         return self.request("GET", "/api/adapters", params=params).json()["results"]
 
@@ -129,6 +133,19 @@ class HubClient:
     def version(self, namespace: str, name: str, ref: str | None, pull: bool = False) -> dict:
         path = f"/api/adapters/{quote(namespace)}/{quote(name)}/versions/{quote(ref or 'latest')}"
         return self.request("GET", path, params={"pull": "true"} if pull else None).json()
+
+    def rate(self, namespace: str, name: str, ref: str, stars: int, review: str = "") -> dict:
+        path = f"/api/adapters/{quote(namespace)}/{quote(name)}/versions/{quote(ref)}/ratings"
+        return self.request("POST", path, json={"stars": stars, "review": review}).json()
+
+    def report(self, namespace: str, name: str, ref: str, reason: str) -> dict:
+        path = f"/api/adapters/{quote(namespace)}/{quote(name)}/versions/{quote(ref)}/reports"
+        return self.request("POST", path, json={"reason": reason}).json()
+
+    def deprecate(self, namespace: str, name: str, ref: str, note: str, replaced_by=None):
+        path = f"/api/adapters/{quote(namespace)}/{quote(name)}/versions/{quote(ref)}/deprecate"
+        body = {"note": note, "replaced_by": replaced_by}
+        return self.request("POST", path, json=body).json()
 
     def yank(self, namespace: str, name: str, ref: str, reason: str) -> dict:
         path = f"/api/adapters/{quote(namespace)}/{quote(name)}/versions/{quote(ref)}/yank"

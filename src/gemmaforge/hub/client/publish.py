@@ -102,8 +102,22 @@ def build_folder(run_dir: Path, out: Path, base, licence: str, hf_card: bool, do
         if path.is_file():
             provenance[key] = json.loads(path.read_text("utf-8"))
     provenance["config"] = run.config.model_dump(mode="json")
+    provenance["metrics"] = _loss_points(folder.metrics)
     (out / PROVENANCE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
     return out
+
+
+def _loss_points(metrics_file: Path, most: int = 500) -> list[dict]:
+    """Step, loss and eval loss from the run's metrics.jsonl (thinned to `most` points), so
+    the hub can draw the loss curve; nothing else of the log is published."""
+    from gemmaforge.files import read_jsonl
+
+    if not metrics_file.is_file():
+        return []
+    keep = ("step", "loss", "eval_loss")
+    points = [{k: r[k] for k in keep if k in r} for r in read_jsonl(metrics_file)]
+    stride = max(1, -(-len(points) // most))
+    return points[::stride]
 
 
 def eval_reports(run_dir: Path) -> list[dict]:

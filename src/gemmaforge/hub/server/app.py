@@ -30,6 +30,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,25 +40,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel as Schema
 from pydantic import Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from gemmaforge.errors import UserError
-from gemmaforge.hub.server import auth
+from gemmaforge.hub.server import auth, community
 from gemmaforge.hub.server.db import (
     Adapter,
     BaseRecord,
     EvalReport,
     File,
+    Fit,
     Namespace,
     PublisherKey,
     Tag,
     Version,
     open_database,
 )
+from gemmaforge.hub.server.search import SORTS, Filters, metric_problems
+from gemmaforge.hub.server.search import search as run_search
 from gemmaforge.hub.server.settings import Settings
 from gemmaforge.hub.server.storage import SHA256, BlobStore, HashMismatch, TooLarge
 
@@ -115,6 +119,20 @@ class YankIn(Schema):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class RatingIn(Schema):
+    stars: int = Field(ge=1, le=5)
+    review: str = Field(default="", max_length=community.MAX_REVIEW)
+
+
+class ReportIn(Schema):
+    reason: str = Field(min_length=1, max_length=community.MAX_REASON)
+
+
+class DeprecateIn(Schema):
+    note: str = Field(min_length=1, max_length=2000)
+    replaced_by: str | None = Field(default=None, max_length=64)
+
+
 class KeyIn(Schema):
     pem: str = Field(min_length=1, max_length=20_000)
 
@@ -140,8 +158,10 @@ def unsafe_path(path: str) -> bool:
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The hub app: database migrated, orphan blobs collected, routes mounted."""
+def create_app(settings: Settings, extensions: Iterable[Callable[[FastAPI], None]] = ()) -> FastAPI:
+    """The hub app: database migrated, orphan blobs collected, routes mounted. Each of
+    `extensions` is called with the app last (the web pages, a layer above, add themselves
+    so: this module never imports them)."""
     settings.root.mkdir(parents=True, exist_ok=True)
     _, sessions = open_database(settings.database_url)
     store = BlobStore(settings.blob_url, settings.storage_options)
@@ -286,18 +306,20 @@ def create_app(settings: Settings) -> FastAPI:
             if found.record == record:
                 return record
             raise HubError(409, f"base {record['id']}@{record['revision']} is already registered")
-        session.add(
-            BaseRecord(
-                base_id=record["id"],
-                revision=record["revision"],
-                weights_sha256=record["weights_sha256"],
-                record=record,
-            )
+        row = BaseRecord(
+            base_id=record["id"],
+            revision=record["revision"],
+            weights_sha256=record["weights_sha256"],
+            record=record,
         )
+        session.add(row)
         try:
             session.commit()
         except IntegrityError:
             raise HubError(409, f"base {record['id']}@{record['revision']} is registered") from None
+        # Which published adapters fit the new base (e.g. a newer revision of their own).
+        community.fit_all_versions(session, hub.store, row)
+        session.commit()
         return record
 
     @app.get("/api/bases")
@@ -332,14 +354,19 @@ def create_app(settings: Settings) -> FastAPI:
     def search(
         who: Reader,
         session: DB,
-        q: Annotated[str | None, Query(max_length=200)] = None,
-        base: Annotated[str | None, Query(max_length=200)] = None,
-        modality: Annotated[list[str] | None, Query()] = None,
-        domain: Annotated[str | None, Query(max_length=100)] = None,
+        filters: Annotated[Filters, Depends(search_filters)],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> dict:
-        return {"results": search_versions(session, q, base, modality, domain, limit, offset)}
+        return {"results": run_search(session, filters, limit, offset)}
+
+    @app.get("/api/namespaces/{namespace}")
+    def publisher(namespace: str, who: Reader, session: DB) -> dict:
+        ns = session.scalar(select(Namespace).where(Namespace.name == namespace))
+        if ns is None:
+            raise HubError(404, f"no publisher {namespace} on this hub")
+        found = run_search(session, Filters(namespace=namespace, sort="recent"), 100, 0)
+        return {"namespace": namespace, "adapters": found}
 
     @app.get("/api/adapters/{namespace}/{name}")
     def show_adapter(namespace: str, name: str, who: Reader, session: DB) -> dict:
@@ -364,8 +391,45 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> dict:
         version = resolve(session, namespace, name, ref)
         if pull:
-            version.pulls += 1
+            community.count_pull(session, version)
             session.commit()
+        return version_json(session, version)
+
+    @app.get("/api/adapters/{namespace}/{name}/versions/{ref}/ratings")
+    def list_ratings(namespace: str, name: str, ref: str, who: Reader, session: DB) -> dict:
+        version = resolve(session, namespace, name, ref)
+        return {"ratings": community.ratings(session, version.id)}
+
+    @app.post("/api/adapters/{namespace}/{name}/versions/{ref}/ratings")
+    def add_rating(
+        namespace: str, name: str, ref: str, body: RatingIn, who: Writer, session: DB
+    ) -> dict:
+        version = resolve(session, namespace, name, ref)
+        with community_errors():
+            row = community.rate(session, version, who.namespace, body.stars, body.review)
+        session.commit()
+        return {"user": row.user, "stars": row.stars, "review": row.review}
+
+    @app.post("/api/adapters/{namespace}/{name}/versions/{ref}/reports", status_code=201)
+    def add_report(
+        namespace: str, name: str, ref: str, body: ReportIn, who: Writer, session: DB
+    ) -> dict:
+        version = resolve(session, namespace, name, ref)
+        with community_errors():
+            row = community.report(session, version, who.namespace, body.reason)
+        session.commit()
+        return {"id": row.id, "status": row.status}
+
+    @app.post("/api/adapters/{namespace}/{name}/versions/{ref}/deprecate")
+    def deprecate(
+        namespace: str, name: str, ref: str, body: DeprecateIn, who: Writer, session: DB
+    ) -> dict:
+        if who.namespace != namespace:
+            raise HubError(403, f"the token is for namespace {who.namespace}, not {namespace}")
+        version = resolve(session, namespace, name, ref)
+        with community_errors():
+            community.deprecate(session, version, body.note, body.replaced_by)
+        session.commit()
         return version_json(session, version)
 
     @app.post("/api/adapters/{namespace}/{name}/versions/{ref}/yank")
@@ -373,7 +437,7 @@ def create_app(settings: Settings) -> FastAPI:
         if who.namespace != namespace:
             raise HubError(403, f"the token is for namespace {who.namespace}, not {namespace}")
         version = resolve(session, namespace, name, ref)
-        version.yanked, version.yank_reason = True, body.reason
+        community.yank(session, version, body.reason)
         _point_latest(session, version.adapter_id)
         session.commit()
         return _version_brief(version)
@@ -381,7 +445,60 @@ def create_app(settings: Settings) -> FastAPI:
     from gemmaforge.hub.server.hf import add_hf_routes
 
     add_hf_routes(app, hub, Reader, DB)
+    for extend in extensions:
+        extend(app)
     return app
+
+
+def search_filters(
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    base: Annotated[str | None, Query(max_length=401, description="ID or ID@REVISION")] = None,
+    revision: Annotated[str | None, Query(max_length=200)] = None,
+    family: Annotated[str | None, Query(max_length=64)] = None,
+    modality: Annotated[list[str] | None, Query()] = None,
+    domain: Annotated[str | None, Query(max_length=100)] = None,
+    licence: Annotated[str | None, Query(max_length=100)] = None,
+    rank: Annotated[int | None, Query(ge=1, le=4096)] = None,
+    signer: Annotated[str | None, Query(max_length=128)] = None,
+    namespace: Annotated[str | None, Query(max_length=64)] = None,
+    metric: Annotated[
+        list[str] | None, Query(description="NAME>=VALUE (also <=, >, <, =); repeatable")
+    ] = None,
+    fits: Annotated[str | None, Query(max_length=401, description="ID@REVISION")] = None,
+    sort: Annotated[str, Query(pattern="^(" + "|".join(SORTS) + ")$")] = "relevance",
+) -> Filters:
+    """The search filters from a query string (the JSON API and the search page)."""
+    metrics = [m[:100] for m in (metric or [])][:10]
+    problems = metric_problems(metrics)
+    if problems:
+        raise HubError(422, "invalid metric filter", problems=problems)
+    return Filters(
+        q=q,
+        base=base,
+        revision=revision,
+        family=family,
+        modality=[m[:20] for m in (modality or []) if m][:3],
+        domain=domain,
+        licence=licence,
+        rank=rank,
+        signer=signer,
+        namespace=namespace,
+        metric=metrics,
+        fits=fits,
+        sort=sort,
+    )
+
+
+class community_errors:
+    """Turns a CommunityError into the matching 4xx HubError."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, community.CommunityError):
+            raise HubError(exc.status, str(exc)) from None
+        return False
 
 
 # ---- the commit ------------------------------------------------------------------------
@@ -442,6 +559,11 @@ def commit(hub: Hub, namespace: str, name: str, body: CommitIn) -> dict:
         modalities = gate.modalities(folder)
         card = (folder / CARD).read_text("utf-8", errors="replace") if CARD in files else ""
         provenance = _read_json(folder / PROVENANCE) if PROVENANCE in files else {}
+        rank = community.adapter_rank(folder)
+        with hub.sessions() as session:
+            all_bases = session.scalars(select(BaseRecord).order_by(BaseRecord.id)).all()
+        # Fits against every registered base, computed now while the files are at hand.
+        fits = community.fit_rows(folder, 0, all_bases)
 
     digest = version_digest(files)
     adapter_id = _ensure_adapter(hub, namespace, name)
@@ -460,6 +582,11 @@ def commit(hub: Hub, namespace: str, name: str, body: CommitIn) -> dict:
                 card=card,
                 provenance=provenance,
                 key_fingerprint=key.fingerprint,
+                family=base.family,
+                rank=rank,
+                search_text=community.search_text(
+                    name, card, body.domain, modalities, body.licence, base.family
+                ),
             )
             session.add(version)
             try:
@@ -475,6 +602,11 @@ def commit(hub: Hub, namespace: str, name: str, body: CommitIn) -> dict:
                         report=e.report,
                     )
                     for e in body.eval_reports
+                )
+                community.add_metrics(session, version.id, [e.report for e in body.eval_reports])
+                session.add_all(
+                    Fit(version_id=version.id, base_pk=f.base_pk, fits=f.fits, problems=f.problems)
+                    for f in fits
                 )
                 _point_latest(session, adapter_id, newest=version)
                 session.commit()
@@ -611,53 +743,17 @@ def version_json(session: Session, version: Version) -> dict:
             {"eval_set_sha256": e.eval_set_sha256, "report": e.report, "self_reported": True}
             for e in evals
         ],
+        "family": version.family,
+        "rank": version.rank,
+        "deprecated": version.deprecated,
+        "replaced_by": version.replaced_by,
+        "adapter_pulls": adapter.pulls,
+        "rating": round(adapter.rating_sum / adapter.rating_count, 2)
+        if adapter.rating_count
+        else None,
+        "ratings": community.ratings(session, version.id),
+        "fits": community.fits_of(session, version.id),
     }
-
-
-def search_versions(session, q, base, modalities, domain, limit, offset) -> list[dict]:
-    """The newest version that is not yanked of each adapter matching every filter: the
-    version its `latest` tag points to (kept so by every publish and yank), which spares a
-    group-by over all versions on every search."""
-    query = (
-        select(Version, Adapter.name, Namespace.name)
-        .select_from(Tag)
-        .join(Version, Version.id == Tag.version_id)
-        .join(Adapter, Adapter.id == Tag.adapter_id)
-        .join(Namespace, Namespace.id == Adapter.namespace_id)
-        .where(Tag.name == LATEST)
-    )
-    if base:
-        query = query.where(Version.base_id == base)
-    for modality in modalities or []:
-        query = query.where(Version.modalities.contains(modality[:20], autoescape=True))
-    if domain:
-        query = query.where(Version.domain == domain)
-    if q:
-        # contains(autoescape=True): a `%` or `_` in the query is matched literally.
-        words = q.lower()
-        query = query.where(
-            or_(
-                func.lower(Namespace.name + "/" + Adapter.name).contains(words, autoescape=True),
-                func.lower(Version.summary).contains(words, autoescape=True),
-                func.lower(func.coalesce(Version.domain, "")).contains(words, autoescape=True),
-            )
-        )
-    query = query.order_by(Version.id.desc()).limit(limit).offset(offset)
-    return [
-        {
-            "name": f"{ns}/{name}",
-            "version": v.version,
-            "digest": v.digest,
-            "base": f"{v.base_id}@{v.base_revision}",
-            "modalities": [m for m in v.modalities.split(",") if m],
-            "licence": v.licence,
-            "domain": v.domain,
-            "summary": v.summary,
-            "pulls": v.pulls,
-            "created_at": v.created_at.isoformat() + "Z",
-        }
-        for v, name, ns in session.execute(query)
-    ]
 
 
 def blob_response(hub: Hub, sha256: str, headers: dict | None, head: bool = False) -> Response:

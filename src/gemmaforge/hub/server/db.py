@@ -17,7 +17,9 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -88,6 +90,12 @@ class Adapter(Base):
     namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+    pulls: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", index=True)
+    """Pulls of all its versions (what "most pulled" sorts by)."""
+    rating_sum: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rating_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Stars over all its versions' ratings, kept with each rating so sorting by rating is
+    a column read, not an aggregate over every rating on every search."""
     namespace: Mapped[Namespace] = relationship()
 
 
@@ -114,6 +122,17 @@ class Version(Base):
     yank_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     pulls: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now, index=True)
+    family: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    """Model family of the base it was published for (gemma4, gemma3n, ...)."""
+    rank: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    """LoRA rank `r` from adapter_config.json."""
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
+    """What full-text search indexes: name, tags, domain, modalities, licence and the card
+    (SQLite: the FTS5 table `versions_fts`; PostgreSQL: the generated `search_tsv`)."""
+    deprecated: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The publisher's deprecation note (None: not deprecated)."""
+    replaced_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The newer version the deprecation note points to."""
     adapter: Mapped[Adapter] = relationship()
     files: Mapped[list[File]] = relationship(order_by="File.path")
 
@@ -147,6 +166,60 @@ class EvalReport(Base):
     eval_set_sha256: Mapped[str] = mapped_column(String(64))
     report: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+
+
+class Rating(Base):
+    """A token holder's stars (1-5) and short review of one version: one per user (the
+    token's namespace) per version; rating again edits it."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (UniqueConstraint("version_id", "user"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
+    user: Mapped[str] = mapped_column(String(64))
+    stars: Mapped[int] = mapped_column(Integer)
+    review: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+
+
+class Report(Base):
+    """Someone's "report this adapter": an admin reads them (`hub admin reports`)."""
+
+    __tablename__ = "reports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+    reporter: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    """open, yanked (an admin yanked the version) or dismissed."""
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+
+
+class Metric(Base):
+    """One number from a version's (self-reported) eval reports, for threshold filters."""
+
+    __tablename__ = "metrics"
+    # Led by version_id: a threshold filter asks "does this version have name >= x".
+    __table_args__ = (Index("ix_metrics_version_name_value", "version_id", "name", "value"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+
+
+class Fit(Base):
+    """Whether a version fits a registered base by the gate's shape check (`check_fits`):
+    computed at publish for every base, and for every version when a base is added."""
+
+    __tablename__ = "fits"
+    __table_args__ = (UniqueConstraint("version_id", "base_pk"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+    base_pk: Mapped[int] = mapped_column(ForeignKey("bases.id"), index=True)
+    fits: Mapped[bool] = mapped_column(Boolean)
+    problems: Mapped[list] = mapped_column(JSON)
 
 
 def make_engine(url: str) -> Engine:

@@ -135,8 +135,10 @@ def add_hf_routes(app: FastAPI, hub, Reader, DB) -> None:
             "Accept-Ranges": "bytes",
         }
         head = request.method == "HEAD"
-        if not head:
-            version.pulls += 1 if path == "adapter_config.json" else 0
+        if not head and path == "adapter_config.json":
+            from gemmaforge.hub.server.community import count_pull
+
+            count_pull(session, version)
             session.commit()
         wanted = RANGE.match(request.headers.get("range", ""))
         if wanted and not head and (wanted.group(1) or wanted.group(2)):

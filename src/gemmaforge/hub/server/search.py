@@ -1,0 +1,236 @@
+"""Hub search: full text over name, card and tags, filters, sorts, and facet counts.
+
+Full text is the database's own: SQLite FTS5 (`versions_fts`, porter stemming, ranked by
+bm25) or PostgreSQL's tsvector (`search_tsv`, ranked by ts_rank); both are kept in step with
+`versions.search_text` by the database (see migration 0002). A query's words are reduced
+to letters and digits and each is matched as a prefix, so no user text reaches either
+engine's query syntax. Only each adapter's `latest` version (the newest not yanked) is
+searched: a search answers "which adapters", not "which versions".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, column, desc, exists, func, literal_column, or_, select, table, text
+from sqlalchemy.orm import Session
+
+from gemmaforge.hub.server.db import (
+    Adapter,
+    BaseRecord,
+    Fit,
+    Metric,
+    Namespace,
+    Tag,
+    Version,
+)
+
+LATEST = "latest"
+SORTS = ("relevance", "pulls", "rating", "recent")
+METRIC = re.compile(r"^\s*([A-Za-z0-9_.\-]{1,64})\s*(>=|<=|>|<|=)\s*(-?[0-9]*\.?[0-9]+)\s*$")
+WORD = re.compile(r"\w+", re.UNICODE)
+FTS = table("versions_fts", column("rowid"))
+"""SQLite's FTS5 index of versions.search_text (made by migration 0002, not the ORM)."""
+
+
+@dataclass
+class Filters:
+    """What a search asks for; every field is optional and all given ones must hold."""
+
+    q: str | None = None
+    base: str | None = None
+    """Base id, or `ID@REVISION`."""
+    revision: str | None = None
+    family: str | None = None
+    modality: list[str] = field(default_factory=list)
+    domain: str | None = None
+    licence: str | None = None
+    rank: int | None = None
+    signer: str | None = None
+    """The signing namespace, or a prefix of the signing key's fingerprint."""
+    namespace: str | None = None
+    metric: list[str] = field(default_factory=list)
+    """Thresholds on self-reported eval metrics: `exact_match>=0.9`."""
+    fits: str | None = None
+    """`ID@REVISION` of a registered base the adapter must fit (by the shape check)."""
+    sort: str = "relevance"
+
+
+def metric_problems(metrics: list[str]) -> list[str]:
+    return [
+        f"metric filter {m!r} is not NAME OP NUMBER (e.g. exact_match>=0.9)"
+        for m in metrics
+        if not METRIC.match(m)
+    ]
+
+
+def _words(q: str) -> list[str]:
+    return [w.lower() for w in WORD.findall(q)][:12]
+
+
+def _split_base(ref: str) -> tuple[str, str | None]:
+    base_id, _, revision = ref.partition("@")
+    return base_id, revision or None
+
+
+def search_query(session: Session, f: Filters):
+    """The SELECT of (Version, adapter name, namespace name, Adapter) rows matching `f`."""
+    dialect = session.get_bind().dialect.name
+    query = (
+        select(Version, Adapter.name, Namespace.name, Adapter)
+        .select_from(Tag)
+        .join(Version, Version.id == Tag.version_id)
+        .join(Adapter, Adapter.id == Tag.adapter_id)
+        .join(Namespace, Namespace.id == Adapter.namespace_id)
+        .where(Tag.name == LATEST)
+    )
+    relevance = None
+    words = _words(f.q or "")
+    if words:
+        if dialect == "sqlite":
+            match = " ".join(f'"{w}"*' for w in words)
+            # The match runs once, as a subquery the LIMIT keeps SQLite from flattening:
+            # flattened, the planner ran the whole MATCH again for every candidate row.
+            found = (
+                select(
+                    FTS.c.rowid.label("id"),
+                    func.bm25(literal_column("versions_fts")).label("score"),
+                )
+                .where(text("versions_fts MATCH :fts").bindparams(fts=match))
+                .limit(1_000_000)
+                .subquery("fts")
+            )
+            query = query.join(found, found.c.id == Version.id)
+            relevance = found.c.score  # bm25: lower is better
+        elif dialect == "postgresql":
+            tsquery = " & ".join(f"{w}:*" for w in words)
+            query = query.where(
+                text("versions.search_tsv @@ to_tsquery('english', :tsq)").bindparams(tsq=tsquery)
+            )
+            relevance = text(
+                "ts_rank(versions.search_tsv, to_tsquery('english', :tsq_rank)) DESC"
+            ).bindparams(tsq_rank=tsquery)
+        else:  # another database: substring match on each word
+            for w in words:
+                query = query.where(func.lower(Version.search_text).contains(w, autoescape=True))
+    if f.base:
+        base_id, revision = _split_base(f.base)
+        query = query.where(Version.base_id == base_id)
+        if revision:
+            query = query.where(Version.base_revision == revision)
+    if f.revision:
+        query = query.where(Version.base_revision == f.revision)
+    if f.family:
+        query = query.where(Version.family == f.family)
+    for modality in f.modality:
+        query = query.where(Version.modalities.contains(modality[:20], autoescape=True))
+    if f.domain:
+        query = query.where(Version.domain == f.domain)
+    if f.licence:
+        query = query.where(func.lower(Version.licence) == f.licence.lower())
+    if f.rank is not None:
+        query = query.where(Version.rank == f.rank)
+    if f.namespace:
+        query = query.where(Namespace.name == f.namespace)
+    if f.signer:
+        # Each namespace has one pinned key, so "signed by NS" is "published in NS".
+        query = query.where(
+            or_(Namespace.name == f.signer, Version.key_fingerprint.startswith(f.signer))
+        )
+    for threshold in f.metric:
+        found = METRIC.match(threshold)
+        if not found:
+            continue
+        name, op, value = found[1], found[2], float(found[3])
+        compare = {
+            ">=": Metric.value >= value,
+            "<=": Metric.value <= value,
+            ">": Metric.value > value,
+            "<": Metric.value < value,
+            "=": Metric.value == value,
+        }[op]
+        query = query.where(
+            exists().where(Metric.version_id == Version.id, Metric.name == name, compare)
+        )
+    if f.fits:
+        base_id, revision = _split_base(f.fits)
+        condition = [BaseRecord.base_id == base_id]
+        if revision:
+            condition.append(BaseRecord.revision == revision)
+        query = query.where(
+            exists()
+            .where(Fit.version_id == Version.id, Fit.fits.is_(True), Fit.base_pk == BaseRecord.id)
+            .where(and_(*condition))
+        )
+    return query, relevance
+
+
+def search(session: Session, f: Filters, limit: int = 20, offset: int = 0) -> list[dict]:
+    query, relevance = search_query(session, f)
+    rating = Adapter.rating_sum * 1.0 / func.nullif(Adapter.rating_count, 0)
+    if f.sort == "pulls":
+        order = [desc(Adapter.pulls), desc(Version.id)]
+    elif f.sort == "rating":
+        order = [desc(func.coalesce(rating, 0)), desc(Adapter.rating_count), desc(Version.id)]
+    elif f.sort == "recent" or relevance is None:
+        order = [desc(Version.id)]
+    else:
+        order = [relevance, desc(Version.id)]
+    # Two steps: rank only ids (a sort of narrow rows), then load the page's rows. Sorting
+    # whole rows carried every match's card and provenance through the sorter.
+    page = query.with_only_columns(Version.id).order_by(*order).limit(limit).offset(offset)
+    ids = list(session.scalars(page))
+    if not ids:
+        return []
+    rows = session.execute(
+        select(Version, Adapter.name, Namespace.name, Adapter)
+        .join(Adapter, Adapter.id == Version.adapter_id)
+        .join(Namespace, Namespace.id == Adapter.namespace_id)
+        .where(Version.id.in_(ids))
+    ).all()
+    by_id = {row[0].id: row for row in rows}
+    return [result_json(*by_id[i]) for i in ids if i in by_id]
+
+
+def result_json(v: Version, name: str, ns: str, adapter: Adapter) -> dict:
+    return {
+        "name": f"{ns}/{name}",
+        "version": v.version,
+        "digest": v.digest,
+        "base": f"{v.base_id}@{v.base_revision}",
+        "family": v.family,
+        "rank": v.rank,
+        "modalities": [m for m in v.modalities.split(",") if m],
+        "licence": v.licence,
+        "domain": v.domain,
+        "summary": v.summary,
+        "signer": ns,
+        "key_fingerprint": v.key_fingerprint,
+        "pulls": adapter.pulls,
+        "rating": round(adapter.rating_sum / adapter.rating_count, 2)
+        if adapter.rating_count
+        else None,
+        "ratings": adapter.rating_count,
+        "deprecated": v.deprecated,
+        "created_at": v.created_at.isoformat() + "Z",
+    }
+
+
+def facets(session: Session, f: Filters) -> dict[str, list[tuple[str, int]]]:
+    """Counts per value of domain, family, licence, base and rank among the matches of `f`
+    (each counted with all filters applied). One query grouped by all five columns at once
+    (their combinations are few), summed per facet here: five grouped queries would each
+    redo the full-text match."""
+    from collections import Counter
+
+    query, _ = search_query(session, f)
+    fields = (Version.domain, Version.family, Version.licence, Version.base_id, Version.rank)
+    names = ("domain", "family", "licence", "base", "rank")
+    counters = {name: Counter() for name in names}
+    grouped = query.with_only_columns(*fields, func.count()).group_by(*fields)
+    for *values, n in session.execute(grouped.limit(10_000)):
+        for name, value in zip(names, values, strict=True):
+            if value is not None:
+                counters[name][str(value)] += n
+    return {name: counter.most_common(12) for name, counter in counters.items()}
