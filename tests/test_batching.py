@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from gemmaforge.data.batches.batching import BatchSpec, Position, batches
+from gemmaforge.data.batches.batching import Batching, Position, batches
 from gemmaforge.data.batches.collate import collate
 from gemmaforge.data.batches.epochs import MemoryExamples, batch_stream
 
@@ -37,9 +37,9 @@ def ids_of(batch) -> list[list[int]]:
 
 
 SPECS = {
-    "plain": BatchSpec(batch_size=4, max_tokens=64, seed=3),
-    "grouped": BatchSpec(batch_size=4, max_tokens=64, group_by_length=True, seed=3),
-    "packed": BatchSpec(batch_size=2, max_tokens=64, packing=True, seed=3),
+    "plain": Batching(batch_size=4, max_tokens=64, seed=3),
+    "grouped": Batching(batch_size=4, max_tokens=64, group_by_length=True, seed=3),
+    "packed": Batching(batch_size=2, max_tokens=64, packing=True, seed=3),
 }
 
 

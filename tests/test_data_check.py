@@ -235,7 +235,7 @@ def test_a_missing_file_is_one_error_before_the_tokenizer_loads(tmp_path, monkey
     def no_tokenizer(cfg):
         raise AssertionError("the tokenizer was loaded before the data was found missing")
 
-    monkeypatch.setattr(scan, "doctor_tokenizer", no_tokenizer)
+    monkeypatch.setattr(scan, "check_tokenizer", no_tokenizer)
     started = time.perf_counter()
     result = CliRunner().invoke(app, ["data", "check", str(tmp_path / "nope.jsonl")])
     assert result.exit_code == 2, result.output

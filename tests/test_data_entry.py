@@ -68,7 +68,7 @@ def forms(tmp_path):
 
 @pytest.mark.parametrize("form", ["list", "glob", "folder", "dataset_split"])
 def test_every_form_trains_and_checks_alike(form, forms, tiny_dir, tmp_path):
-    from gemmaforge.data.check.scan import check_dataset, doctor_tokenizer
+    from gemmaforge.data.check.scan import check_dataset, check_tokenizer
     from gemmaforge.train.trainer import train
 
     cfg = Config.model_validate(
@@ -83,7 +83,7 @@ def test_every_form_trains_and_checks_alike(form, forms, tiny_dir, tmp_path):
     assert report["rows_read"] == 24
     assert report["train_examples"] == 24
 
-    tok, default = doctor_tokenizer(cfg)
+    tok, default = check_tokenizer(cfg)
     checked = check_dataset(cfg, tok, default)
     assert checked.examples["rows_read"] == 24
     assert checked.exit_code() == 0

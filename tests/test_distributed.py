@@ -101,7 +101,7 @@ def assert_same_adapter(a, b):
 def test_shards_cover_every_row_once_per_epoch(tmp_path):
     """Streamed rows, grouped into global batches: across two ranks every row is trained
     exactly once per epoch, and no row by both."""
-    from gemmaforge.data.batches.batching import BatchSpec, Position
+    from gemmaforge.data.batches.batching import Batching, Position
     from gemmaforge.data.batches.epochs import batch_stream
     from gemmaforge.data.batches.streaming import open_stream
     from gemmaforge.data.examples.dataset import RowRenderer
@@ -129,7 +129,7 @@ def test_shards_cover_every_row_once_per_epoch(tmp_path):
     cfg = DataConfig(train=str(path), streaming="on", shuffle_buffer=8, val_fraction=0.0)
     renderer = RowRenderer(cfg, GEMMA3, tiny_tokenizer("gemma3"))
     source, _, _ = open_stream(cfg, open_sources(cfg), renderer, SkipLog(), seed=3)
-    spec = BatchSpec(batch_size=4, max_tokens=cfg.max_seq_length, seed=3)
+    spec = Batching(batch_size=4, max_tokens=cfg.max_seq_length, seed=3)
     seen = {0: [], 1: []}
     stream = batch_stream(source, spec, Position())
     batch = next(stream)

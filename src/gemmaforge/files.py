@@ -14,6 +14,8 @@ import json
 import os
 from pathlib import Path
 
+from gemmaforge.redact import redact_text
+
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write under a unique temp name (concurrent writers never share one), fsync, rename."""
@@ -31,7 +33,6 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    from gemmaforge.redact import redact_text
 
     write_bytes_atomic(path, redact_text(text).encode("utf-8"))
 

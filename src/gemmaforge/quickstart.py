@@ -26,8 +26,11 @@ from gemmaforge.config import Config, DataConfig, LoraConfig, ModelConfig, Train
 from gemmaforge.data.read.records import read_records
 from gemmaforge.errors import UserError, problem
 from gemmaforge.eval.metrics import exact_match, json_validity, matches
+from gemmaforge.files import write_json_atomic
 from gemmaforge.infer.generate import generate
-from gemmaforge.models.load import LoadedModel
+from gemmaforge.models.load import LoadedModel, load_model
+from gemmaforge.progress import Tracker, log_console
+from gemmaforge.train.trainer import train
 
 # 800 examples seen, one pass over the training file. The loss is near 0.001 by step 30, so the
 # rest is margin for other hardware and numerics (timings on two CPU cores: README).
@@ -74,10 +77,6 @@ def run_quickstart(output: str | Path = "runs/quickstart", steps: int | None = N
     A folder from an earlier quickstart or training run at `output` is replaced; any other
     non-empty folder is left alone and reported.
     """
-    from gemmaforge.files import write_json_atomic
-    from gemmaforge.models.load import load_model
-    from gemmaforge.progress import log_console
-    from gemmaforge.train.trainer import train
 
     output = Path(output)
     _check_output(output)
@@ -145,7 +144,6 @@ def run_quickstart(output: str | Path = "runs/quickstart", steps: int | None = N
 
 def _score(model, loaded: LoadedModel, conversations: list[list[dict]], what: str, console) -> dict:
     """Greedy replies to each conversation's prompt, scored against its final reply."""
-    from gemmaforge.progress import Tracker
 
     prompts = [messages[:-1] for messages in conversations]
     references = [messages[-1]["content"] for messages in conversations]

@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import time
 
+from gemmaforge.bench.worker import data_config
+from gemmaforge.config import LoraConfig as OurLora
+from gemmaforge.data.examples.render import IGNORE_INDEX
+from gemmaforge.models.lora import target_modules
+from gemmaforge.models.peft_compat import quiet_checkpointing_probe
+
 
 def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
     """Train `spec.steps` steps; per-step seconds and losses."""
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
-    from gemmaforge.bench.worker import data_config
-    from gemmaforge.config import LoraConfig as OurLora
     from gemmaforge.data.batches.collate import collate, pad_id
     from gemmaforge.data.examples.dataset import load_datasets
     from gemmaforge.data.examples.multimodal import media_encoder
-    from gemmaforge.data.examples.render import IGNORE_INDEX
     from gemmaforge.data.read.sources import open_sources
-    from gemmaforge.models.lora import target_modules
-    from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 
     media = media_encoder(loaded, data_config(spec))
     data = data_config(spec)

@@ -16,7 +16,14 @@ import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from gemmaforge.bench.worker import BenchSide
+from gemmaforge.config import TrainConfig
 from gemmaforge.errors import UserError, problem
+from gemmaforge.models.families import family_of
+from gemmaforge.models.load import resolve_device, resolve_dtype
+from gemmaforge.perf.measure import matmul_flops
+from gemmaforge.perf.plan import Settings, predict
+from gemmaforge.perf.shapes import read_config
 
 
 @dataclass(frozen=True)
@@ -110,8 +117,6 @@ def _tokenizer_and_media(model: str, media_kind: str | None):
     from transformers import AutoProcessor, AutoTokenizer
 
     from gemmaforge.data.examples.multimodal import MediaEncoder
-    from gemmaforge.models.families import family_of
-    from gemmaforge.perf.shapes import read_config
 
     path = Path(model)
     family = family_of(read_config(model), model)
@@ -158,10 +163,6 @@ def bench_config(
     import torch
 
     from gemmaforge.bench.synthetic import write_chat_rows
-    from gemmaforge.bench.worker import WorkerSpec
-    from gemmaforge.models.load import resolve_device, resolve_dtype
-    from gemmaforge.perf.measure import matmul_flops
-    from gemmaforge.perf.plan import Settings, predict
     from gemmaforge.perf.shapes import model_shape, read_config
 
     bench = CONFIGS[name]
@@ -198,7 +199,7 @@ def bench_config(
     )
     tokens = bench.batch_size * bench.seq_len
     for side in ("gemmaforge", "baseline"):
-        spec = WorkerSpec(
+        spec = BenchSide(
             side=side,
             model=model,
             data=str(data),
@@ -232,7 +233,6 @@ def bench_config(
 
 def _plan_train(train: dict) -> dict:
     """gemmaforge's side: its defaults, with the bench's --train settings over them."""
-    from gemmaforge.config import TrainConfig
 
     return {"loss_chunk_size": train.get("loss_chunk_size", TrainConfig().loss_chunk_size)}
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gemmaforge.data.examples.render import render
 from gemmaforge.errors import UserError, problem
 
 _WORDS = (
@@ -81,7 +82,6 @@ def write_chat_rows(
     `media_kind` ("image" or "audio") adds one such part per row; `media` is the model's
     MediaEncoder, which decides how many tokens it takes.
     """
-    from gemmaforge.data.examples.render import render
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

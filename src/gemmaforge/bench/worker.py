@@ -14,9 +14,14 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from gemmaforge.config import Config, DataConfig, LoraConfig, ModelConfig, TrainConfig
+from gemmaforge.models.load import load_model, resolve_device
+from gemmaforge.models.structure import decoder_layers
+from gemmaforge.perf.measure import PeakMemory, device_base_bytes
+
 
 @dataclass
-class WorkerSpec:
+class BenchSide:
     side: str
     """gemmaforge or baseline."""
     model: str
@@ -50,23 +55,20 @@ class WorkerResult:
     """Decoder layers recomputed in the backward pass."""
 
 
-def model_config(spec: WorkerSpec):
-    from gemmaforge.config import ModelConfig
+def model_config(spec: BenchSide):
 
     return ModelConfig(name_or_path=spec.model, dtype=spec.dtype, device=spec.device)
 
 
-def data_config(spec: WorkerSpec):
-    from gemmaforge.config import DataConfig
+def data_config(spec: BenchSide):
 
     return DataConfig(train=spec.data, max_seq_length=spec.seq_len, val_fraction=0.0)
 
 
-def run_gemmaforge(spec: WorkerSpec, loaded) -> tuple[list[float], list[float], int]:
+def run_gemmaforge(spec: BenchSide, loaded) -> tuple[list[float], list[float], int]:
     """gemmaforge's own trainer, exactly as `gemmaforge train` runs it."""
     from rich.console import Console
 
-    from gemmaforge.config import Config, LoraConfig, TrainConfig
     from gemmaforge.train.trainer import train
 
     cfg = Config(
@@ -93,16 +95,13 @@ def run_gemmaforge(spec: WorkerSpec, loaded) -> tuple[list[float], list[float], 
 
 
 def checkpointed(base) -> int:
-    from gemmaforge.models.structure import decoder_layers
 
     return sum(bool(layer.gradient_checkpointing) for layer in decoder_layers(base))
 
 
 def main(argv: list[str]) -> None:
-    from gemmaforge.models.load import load_model, resolve_device
-    from gemmaforge.perf.measure import PeakMemory, device_base_bytes
 
-    spec = WorkerSpec(**json.loads(Path(argv[0]).read_text()))
+    spec = BenchSide(**json.loads(Path(argv[0]).read_text()))
     device = resolve_device(spec.device)
     # Both sides import the same libraries before the baseline memory is read, so the peak
     # above it is the model and training, not the code.

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from gemmaforge.dashboard.app import serve
 from gemmaforge.errors import UserError, problem
 
 PortOption = Annotated[
@@ -34,6 +35,5 @@ def dashboard(
                 for run in missing
             ]
         )
-    from gemmaforge.dashboard.app import serve
 
     serve(runs, port, on_ready=lambda url: typer.echo(f"Dashboard: {url}  (Ctrl-C to stop)"))

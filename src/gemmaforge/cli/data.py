@@ -1,4 +1,4 @@
-"""The `data` verbs: `gemmaforge data check CONFIG|PATH`, the dataset doctor.
+"""The `data` verbs: `gemmaforge data check CONFIG|PATH`, the dataset checker.
 
 `cli/__init__.py` registers them on its `data` sub-app (so they run guarded like every verb); the
 work is in `data/check/scan.py`. The tokenizer and transformers are imported inside the verb.
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from gemmaforge.config_load import load_config
 
 HELP = "Check a dataset before training on it."
 
@@ -71,9 +73,8 @@ def check(
     """
     from rich.console import Console
 
-    from gemmaforge.config_load import load_config
     from gemmaforge.data.check.report import print_report
-    from gemmaforge.data.check.scan import check_dataset, doctor_tokenizer, open_data
+    from gemmaforge.data.check.scan import check_dataset, check_tokenizer, open_data
 
     is_config = Path(target).suffix.lower() in CONFIG_SUFFIXES
     flags = {
@@ -87,7 +88,7 @@ def check(
     sources = open_data(cfg)
     status = Console(stderr=True)
     with status.status("loading the tokenizer") as spinner:
-        tok, default = doctor_tokenizer(cfg)
+        tok, default = check_tokenizer(cfg)
         spinner.update("checking rows")
         report = check_dataset(
             cfg, tok, default, lambda rows: spinner.update(f"checked {rows} rows"), sources

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from gemmaforge.models.doctor import as_dicts, blocking, run_checks
+
 STYLES = {"ok": "green", "info": "cyan", "warn": "yellow", "fail": "bold red"}
 
 
@@ -23,8 +25,6 @@ def doctor(
     """
     from rich.console import Console
     from rich.table import Table
-
-    from gemmaforge.models.doctor import as_dicts, blocking, run_checks
 
     checks = run_checks(output)
     if as_json:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from gemmaforge.export import export as run_export
+
 
 def export(
     run: Annotated[Path, typer.Argument(help="Finished run folder.", show_default=False)],
@@ -24,7 +26,6 @@ def export(
 ) -> None:
     """Export a run as a merged model, PEFT adapter, GGUF, Ollama model or MLX adapter
     (docs/export.md)."""
-    from gemmaforge.export import export as run_export
 
     out = run_export(run, fmt, output, overwrite=overwrite, gguf_type=gguf_type, base=base)
     typer.echo(f"Wrote {fmt} export to {out}")

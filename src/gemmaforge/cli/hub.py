@@ -12,9 +12,18 @@ from typing import Annotated
 
 import typer
 
+from gemmaforge import signing
 from gemmaforge.cli.common import new_app
 from gemmaforge.config_load import COMMAND_LINE
 from gemmaforge.errors import UserError, problem
+from gemmaforge.hub import bases
+from gemmaforge.hub.client.api import HubClient, split_name
+from gemmaforge.hub.client.config import save_login
+from gemmaforge.hub.client.publish import publish as run_publish
+from gemmaforge.hub.client.pull import pull as run_pull
+from gemmaforge.hub.client.pull import verify_folder
+from gemmaforge.hub.server import Settings
+from gemmaforge.hub.web import serve as run
 
 HELP = "Publish, find, pull and verify adapters on a gemmaforge hub (or run one)."
 
@@ -57,7 +66,6 @@ ModelOpt = Annotated[
 
 
 def _client(url: str | None, token: str | None):
-    from gemmaforge.hub.client.api import HubClient
 
     return HubClient(url, token)
 
@@ -95,8 +103,6 @@ def serve(
     burst: Annotated[int, typer.Option(min=1, help="Requests allowed at once per token.")] = 500,
 ) -> None:
     """Run a hub server (FastAPI; SQLite or PostgreSQL; local or S3 blobs)."""
-    from gemmaforge.hub.server import Settings
-    from gemmaforge.hub.web import serve as run
 
     settings = Settings(
         root=root,
@@ -144,7 +150,6 @@ def keygen(
     folder: Annotated[Path, typer.Argument(help="Folder for private.pem and public.pem.")],
 ) -> None:
     """Make a signing key pair (EC P-256): FOLDER/private.pem, FOLDER/public.pem."""
-    from gemmaforge import signing
 
     private, public = signing.keygen(folder)
     typer.echo(f"Wrote {private} (keep it secret) and {public} (register it: hub keys add)")
@@ -165,7 +170,6 @@ def login(
     token: Annotated[str, typer.Option(help="An API token from `hub token create`.")],
 ) -> None:
     """Remember URL and TOKEN for the hub verbs (a file readable by you only)."""
-    from gemmaforge.hub.client.config import save_login
 
     client = _client(url, token)
     client.health()
@@ -182,7 +186,6 @@ def base_add(
     token: TokenOpt = None,
 ) -> None:
     """Register a base model: its weight shapes (from headers), tokenizer and template hashes."""
-    from gemmaforge.hub import bases
 
     record = bases.read_base(model, id, revision, licence)
     data = record.to_json()
@@ -210,7 +213,6 @@ def publish(
     token: TokenOpt = None,
 ) -> None:
     """Check, sign and upload a run's adapter, card and provenance (never its data)."""
-    from gemmaforge.hub.client.publish import publish as run_publish
 
     done = run_publish(_client(hub, token), run, name, version, key, licence, domain, base, hf_card)
     typer.echo(
@@ -290,7 +292,6 @@ def show(
     token: TokenOpt = None,
 ) -> None:
     """Show an adapter's versions, or one version's files, base, provenance and evals."""
-    from gemmaforge.hub.client.api import split_name
 
     client = _client(hub, token)
     namespace, name, version = split_name(ref)
@@ -327,7 +328,6 @@ def pull(
     token: TokenOpt = None,
 ) -> None:
     """Download, verify (hashes, signature, and with --model shapes), then place at --to."""
-    from gemmaforge.hub.client.pull import pull as run_pull
 
     pulled = run_pull(_client(hub, token), ref, to, model)
     for warning in pulled.warnings:
@@ -348,7 +348,6 @@ def verify(
     ] = None,
 ) -> None:
     """Check a pulled folder again: signature, file rules and, with --model, shapes."""
-    from gemmaforge.hub.client.pull import verify_folder
 
     origin = verify_folder(folder, model, key)
     what = f"{origin['name']}@{origin['version']}" if "name" in origin else origin["digest"][:16]

@@ -12,8 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gemmaforge.bench.compare import CONFIGS, DEFAULT_CONFIGS
+from gemmaforge.bench.compare import CONFIGS, DEFAULT_CONFIGS, run_bench
 from gemmaforge.cli.common import ConfigArg, OverridesArg, resolve, with_config_flags
+from gemmaforge.files import write_json_atomic
+from gemmaforge.perf.plan import make_plan
 
 GiB = 2**30
 
@@ -36,7 +38,6 @@ def plan(
 def print_plan(cfg, processes: int = 1) -> None:
     """Print the prediction for `cfg` (a Config); exit 1 when it does not fit."""
     from gemmaforge.data.examples.dataset import media_per_row
-    from gemmaforge.perf.plan import make_plan
 
     result = make_plan(cfg, media_per_row(cfg.data) if cfg.data.train else None, processes)
     out = Console(highlight=False)
@@ -98,9 +99,6 @@ def bench(
     """Benchmark gemmaforge's trainer against a transformers Trainer + PEFT LoRA, each in its
     own process: tokens/s, peak memory, ratios, MFU (docs/performance.md)."""
     from dataclasses import asdict
-
-    from gemmaforge.bench.compare import run_bench
-    from gemmaforge.files import write_json_atomic
 
     err = Console(stderr=True, highlight=False)
     train: dict = {}

@@ -8,6 +8,10 @@ from typing import Annotated
 
 import typer
 
+from gemmaforge import signing
+from gemmaforge.record.export import write_export
+from gemmaforge.record.verify import load_record, verify_run
+
 RunArg = Annotated[
     Path, typer.Argument(help="Run folder (the --output of train).", show_default=False)
 ]
@@ -34,7 +38,6 @@ def verify(
 
     Exit code: 0 when everything is as recorded, 1 on any drift, 2 if it cannot run.
     """
-    from gemmaforge.record.verify import verify_run
 
     result = verify_run(run, data, public_key)
     for line in result.checked:
@@ -54,8 +57,6 @@ def sign(
     ],
 ) -> None:
     """Sign a finished run folder (every file, the record included) with model-signing."""
-    from gemmaforge import signing
-    from gemmaforge.record.verify import load_record
 
     load_record(run)  # only finished runs with a record are signed
     signature = signing.sign(run, key)
@@ -71,7 +72,6 @@ def record(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
 ) -> None:
     """Export a run's record for auditors: a model card, SPDX 3.0 or a CycloneDX ML-BOM."""
-    from gemmaforge.record.export import write_export
     from gemmaforge.record.verify import load_record
 
     typer.echo(f"Wrote {write_export(load_record(run), fmt, output)}")

@@ -18,6 +18,7 @@ from gemmaforge.cli.common import (
 from gemmaforge.config_load import COMMAND_LINE, dump_config
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import TINY_FAMILIES
+from gemmaforge.runs import RunFolder
 
 
 @with_config_flags
@@ -71,7 +72,6 @@ def train(
 
 def resume_hint(cfg) -> str:
     """What an interrupted training run kept, and the command that continues it."""
-    from gemmaforge.runs import RunFolder
     from gemmaforge.train.checkpoint import list_checkpoints
 
     folder = RunFolder(Path(cfg.train.output_dir))

@@ -15,6 +15,8 @@ import typer
 
 from gemmaforge.config_load import COMMAND_LINE
 from gemmaforge.errors import UserError, problem
+from gemmaforge.infer.session import open_session
+from gemmaforge.infer.stream import Sampling
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 TaskName = Literal[
@@ -161,7 +163,6 @@ def generate(
             )
         prompt = sys.stdin.read()
     from gemmaforge.infer.chat import generate_once
-    from gemmaforge.infer.stream import Sampling
 
     session, name = _session(model, adapter, device)
     media = [("image", str(path)) for path in image or []]
@@ -257,7 +258,6 @@ def serve(
 ) -> None:
     """Serve an OpenAI-compatible API (/v1/chat/completions) for a base model and adapters."""
     from gemmaforge.infer.serve import serve as run_server
-    from gemmaforge.infer.session import open_session
 
     specs = [_adapter_spec(spec) for spec in adapter or []]
     if model is None and not specs:

@@ -20,7 +20,10 @@ from typing import Annotated, Any
 
 import typer
 
+from gemmaforge.config_load import load_config
 from gemmaforge.errors import UserError, problem
+from gemmaforge.perf.plan import GiB, make_plan
+from gemmaforge.perf.shapes import model_shape, read_config
 
 TASKS: dict[str, tuple[str, str | None, str]] = {
     # task: (data format it expects, tower it needs, what it is)
@@ -209,7 +212,6 @@ def run_wizard(asker: Asker) -> None:
 
 
 def _config(values: dict[str, Any]):
-    from gemmaforge.config_load import load_config
 
     return load_config(None, [], values)
 
@@ -241,12 +243,12 @@ def check_data(values: dict[str, Any]) -> dict:
     """`data check` on the data (the bundled Gemma tokenizer counts tokens): findings shown with
     their fixes, the report returned as its --json dict."""
     from gemmaforge.data.check.report import print_report
-    from gemmaforge.data.check.scan import check_dataset, doctor_tokenizer
+    from gemmaforge.data.check.scan import check_dataset, check_tokenizer
 
     cfg = _config(values)
     out = _console()
     with out.status("checking the data"):
-        tok, default = doctor_tokenizer(cfg)
+        tok, default = check_tokenizer(cfg)
         report = check_dataset(cfg, tok, default)
     print_report(report, out, 5)
     return report.to_dict()
@@ -276,7 +278,6 @@ def model_candidates() -> list[str]:
 def predict(values: dict[str, Any], model: str, report: dict) -> tuple[str, bool]:
     """(line describing memory and time per epoch, fits) for `model` on the data."""
     from gemmaforge.data.examples.dataset import media_per_row
-    from gemmaforge.perf.plan import GiB, make_plan
 
     cfg = _config({**values, "model.name_or_path": model})
     try:
@@ -304,7 +305,6 @@ def _duration(seconds: float) -> str:
 def _has_tower(model: str, tower: str | None) -> bool:
     if tower is None:
         return True
-    from gemmaforge.perf.shapes import model_shape, read_config
 
     try:
         return model_shape(read_config(model), model).tower_params.get(tower, 0) > 0

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gemmaforge.dashboard.read import charts, config_rows, duration, load_runs, signature
+
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8760
 POLL_SECONDS = 1.0
@@ -33,7 +35,6 @@ def _templates():
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    from gemmaforge.dashboard.read import duration
 
     env.filters["duration"] = duration
     env.filters["num"] = _num
@@ -52,8 +53,6 @@ def create_app(roots: list[Path], poll_seconds: float = POLL_SECONDS):
     """The FastAPI app showing the run folders `roots` (side by side when several)."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
-
-    from gemmaforge.dashboard.read import charts, config_rows, load_runs, signature
 
     roots = [Path(root) for root in roots]
     env = _templates()

@@ -23,14 +23,23 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from gemmaforge.data.batches.collate import collator_for
 from gemmaforge.data.examples.dataset import read_rows, split_indices
 from gemmaforge.data.examples.formats import Conversation, detect_format, to_conversation
+from gemmaforge.data.examples.multimodal import media_encoder
+from gemmaforge.data.examples.render import render, render_text
 from gemmaforge.data.examples.skiplog import SkipLog
+from gemmaforge.data.examples.tools import parse_calls
 from gemmaforge.data.read.records import raise_if_problems
 from gemmaforge.data.read.sources import open_sources, resolve_sources
 from gemmaforge.errors import UserError, problem
+from gemmaforge.eval.report import write_report
 from gemmaforge.eval.tasks import TASKS, pick_task
+from gemmaforge.infer.generate import generate
+from gemmaforge.infer.load import load_run
+from gemmaforge.progress import Tracker, log_console
 from gemmaforge.runs import Run, open_run
+from gemmaforge.train.loss import mean_loss
 
 SIDES = ("base", "adapter")
 
@@ -120,10 +129,6 @@ def evaluate(
     """Score base and adapter; write RUN/eval/N/report.{md,json} and loss_curve.png (N: one
     more than the last evaluation's) and the same as the latest in RUN/eval/; return the
     report."""
-    from gemmaforge.data.examples.multimodal import media_encoder
-    from gemmaforge.eval.report import write_report
-    from gemmaforge.infer.load import load_run
-    from gemmaforge.progress import Tracker, log_console
 
     console = console or log_console()
     if task != "auto" and task not in TASKS:
@@ -215,7 +220,6 @@ def summary_line(report: dict) -> str:
 
 def _render(conversations: list[Conversation], loaded, media) -> list:
     """Rendered examples whose labels are the reference (the last reply, or all the text)."""
-    from gemmaforge.data.examples.render import render, render_text
 
     problems, examples = [], []
     for c in conversations:
@@ -257,8 +261,6 @@ def _generate(
     calling: bool,
     progress=None,
 ) -> list[str]:
-    from gemmaforge.data.examples.tools import parse_calls
-    from gemmaforge.infer.generate import generate
 
     replies = generate(
         model,
@@ -304,8 +306,6 @@ def _calls_reference(conv: Conversation) -> str:
 
 def _perplexity(model, loaded, run: Run, examples: list, batch_size: int, media) -> float:
     """exp(mean loss per reference token), with training's own validation-loss code."""
-    from gemmaforge.data.batches.collate import collator_for
-    from gemmaforge.train.loss import mean_loss
 
     collate = collator_for(loaded, media)
     chunk = run.config.train.loss_chunk_size

@@ -21,6 +21,7 @@ import importlib
 from pathlib import Path
 
 from gemmaforge.errors import UserError, problem
+from gemmaforge.runs import open_run
 
 FORMATS = {
     "merged": "merged",
@@ -49,7 +50,6 @@ def export(
     `base` replaces the run's recorded base path (same weights: the sha256 is checked).
     """
     from gemmaforge.export.common import Job, check_base_path, output_problems, staged_output
-    from gemmaforge.runs import open_run
 
     output, found = Path(output), []
     if fmt not in FORMATS:

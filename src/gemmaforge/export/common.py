@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from gemmaforge.errors import UserError, problem
-from gemmaforge.runs import Run
+from gemmaforge.infer.load import load_run
+from gemmaforge.models.bases import base_sha256, run_base
+from gemmaforge.runs import Run, check_base
 
 # config.json dtype names -> the dtype a merged checkpoint is saved in. A GGUF base has no
 # single dtype: its dequantised weights are exact only in fp32, so fp32 is what it keeps.
@@ -96,9 +98,6 @@ def check_base_path(run: Run, base: str) -> None:
     """Refuse `base` unless its weights hash to the run's base (without loading them)."""
     from types import SimpleNamespace
 
-    from gemmaforge.models.bases import base_sha256
-    from gemmaforge.runs import check_base
-
     path = Path(base).expanduser()
     if not path.exists():
         raise UserError(
@@ -128,9 +127,6 @@ def merge(run: Run, base: str | None = None) -> Merged:
     the LoRA delta at full precision; the result is cast back to the base's stored dtype.
     """
     import torch
-
-    from gemmaforge.infer.load import load_run
-    from gemmaforge.models.bases import run_base
 
     base = base or run_base(run, "--base")
     stored = source_dtype(base)

@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 
 from gemmaforge import signing
 from gemmaforge.errors import UserError, problem
+from gemmaforge.files import write_json_atomic, write_text_atomic
 from gemmaforge.hub.bases import (
     GEMMA_LICENCE,
     SHARE_ALIKE_PREFIXES,
@@ -726,8 +727,6 @@ def name_base(adapter_dir: Path, base_id: str, revision: str) -> None:
     matter, its `base_model` and `base_model:adapter:` tag (what the Hugging Face Hub reads).
     Refuses a bad reference. Run before signing: it changes files."""
     import yaml
-
-    from gemmaforge.files import write_json_atomic, write_text_atomic
 
     found = check_base_reference(base_id, revision)
     if found:

@@ -27,6 +27,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gemmaforge import limits
+from gemmaforge.errors import UserError
+
 MAX_DEPTH = 64
 """Deepest JSON nesting accepted in a request (a real one is under 10 levels)."""
 _BRACKETS = re.compile(rb"[\[\]{}]+")
@@ -187,7 +190,6 @@ def to_messages(
     """The request's messages as gemmaforge conversation turns; media parts become
     `{"type": "image" | "audio", "ref": path}`, data written into `media_dir`."""
     from gemmaforge.data.examples.formats import fold_tool_messages
-    from gemmaforge.errors import UserError
 
     messages = []
     for i, message in enumerate(request.messages):
@@ -276,7 +278,6 @@ def _image_ref(url: str, allow_paths: bool, spill: Path, param: str) -> str:
         "invalid_image",
         param,
     )
-    from gemmaforge import limits
 
     cap = limits.current().max_media_bytes
     try:

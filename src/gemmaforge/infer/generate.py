@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from gemmaforge.data.batches.collate import Collator
 from gemmaforge.data.examples.render import RenderedExample, render_prompt_example
 from gemmaforge.models.families import Family
 
@@ -53,7 +54,6 @@ def stop_token_ids(tokenizer: Any, family: Family) -> list[int]:
 def media_inputs(example: RenderedExample, media: Any, dtype: Any, device: Any) -> dict:
     """The inputs besides ids and mask that one rendered prompt needs on a multimodal model
     (modality type ids, pixel / audio features), built by training's own batch code."""
-    from gemmaforge.data.batches.collate import Collator
 
     # One prompt, no padding: the pad id is never used.
     collator = Collator(pad_id=0, type_key=media.type_key, media=media, dtype=dtype)

@@ -3,6 +3,9 @@ training (the same dtype policy, the same image budget, the base checked by sha2
 
 from __future__ import annotations
 
+from gemmaforge.models.bases import run_base
+from gemmaforge.models.load import load_model
+from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 from gemmaforge.runs import Run, check_base
 
 
@@ -14,10 +17,7 @@ def load_run(run: Run, base: str | None = None, device: str = "auto", dtype: str
     from peft import PeftModel
 
     from gemmaforge.data.read.sources import configure_storage
-    from gemmaforge.models.bases import run_base
-    from gemmaforge.models.load import load_model
     from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
-    from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 
     configure_storage(run.config.data)  # media URLs in eval rows and requests
 

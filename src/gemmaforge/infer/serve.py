@@ -36,6 +36,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from gemmaforge import limits
+from gemmaforge.data.examples.tools import split_reply
 from gemmaforge.errors import UserError
 from gemmaforge.infer.api import ApiError, ChatRequest, parse_request, to_messages
 from gemmaforge.infer.generate import stop_token_ids
@@ -286,7 +288,6 @@ def _prompt(session: Session, chat: ChatRequest, allow_media_paths: bool) -> Pro
 def _check_text_size(session: Session, chat: ChatRequest) -> None:
     """Refuse text that cannot fit before tokenizing it: tokenizing megabytes takes a worker
     for tens of seconds and GBs, only to find it is too long."""
-    from gemmaforge import limits
 
     limit = session.context_length
     if limit is None:
@@ -454,7 +455,6 @@ def reply_message(tokenizer, reply) -> tuple[dict, str | None]:
     """The OpenAI message of a Gemma 4 reply: `content`, `reasoning_content` from the thinking
     channel, `tool_calls` parsed from the call tokens; finish_reason `tool_calls` when the
     model called a tool."""
-    from gemmaforge.data.examples.tools import split_reply
 
     text = tokenizer.decode(reply.ids, skip_special_tokens=False)
     content, reasoning, calls = split_reply(text)

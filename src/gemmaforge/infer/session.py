@@ -32,6 +32,9 @@ from typing import Any
 from gemmaforge.config import DataConfig, ModelConfig
 from gemmaforge.data.examples.render import render_prompt_example
 from gemmaforge.errors import UserError, problem
+from gemmaforge.models.families import text_config
+from gemmaforge.models.load import load_model
+from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 from gemmaforge.runs import Run, RunFolder, check_base, open_run
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -167,7 +170,6 @@ class Session:
     @property
     def context_length(self) -> int | None:
         """Longest sequence (prompt + reply) the model was built for, if its config says."""
-        from gemmaforge.models.families import text_config
 
         return getattr(text_config(self.model.config), "max_position_embeddings", None)
 
@@ -211,7 +213,6 @@ class Session:
         from peft import PeftModel
 
         from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
-        from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 
         source = self.adapters[name]
         if name not in self._active:
@@ -236,7 +237,6 @@ def open_session(
 ) -> Session:
     """Load the base model (`model`, else the base the first run adapter was trained on) and
     check every run adapter against it. `adapters` is (name, path) pairs."""
-    from gemmaforge.models.load import load_model
 
     names = [name for name, _ in adapters]
     twice = sorted({name for name in names if names.count(name) > 1})

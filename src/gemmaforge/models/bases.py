@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gemmaforge.cache import read_json, write_json
+from gemmaforge.errors import UserError, problem
 from gemmaforge.files import sha256_files
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
@@ -129,7 +130,6 @@ def run_base(run, option: str = "--model") -> str:
     """The base to load for `run` (a `runs.Run`): its hub id, or a local path holding weights
     with the run's hash, wherever they are now (`locate`). A UserError naming `option` (the
     verb's own flag for a base path) when it is nowhere to be found."""
-    from gemmaforge.errors import UserError, problem
 
     if is_hub(run.base_sha256):
         return run.base_model

@@ -14,6 +14,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gemmaforge.models.load import bf16_supported, resolve_device
+
 GIB = 2**30
 
 # torchvision is built against one torch minor: 2.N pairs with 0.(N+15) (2.4 -> 0.19, ...,
@@ -137,8 +139,6 @@ def check_device() -> list[Check]:
     import platform
 
     import torch
-
-    from gemmaforge.models.load import bf16_supported, resolve_device
 
     device = resolve_device("auto")
     if device.type == "cuda":

@@ -20,9 +20,11 @@ from typing import Any
 
 from gemmaforge.config import ModelConfig
 from gemmaforge.errors import UserError, problem
+from gemmaforge.models import gguf_cache
 from gemmaforge.models.bases import WEIGHT_SUFFIXES as WEIGHT_SUFFIXES
 from gemmaforge.models.bases import base_sha256
 from gemmaforge.models.families import Family, family_of
+from gemmaforge.progress import stage
 
 
 @dataclass
@@ -236,9 +238,6 @@ def _load_gguf(path: Path, dtype) -> dict:
     """A GGUF's model, dequantised: from the cache of dequantised bases when this file (by
     hash) was read before, else converted (minutes for a large file) and cached."""
     from transformers import AutoModelForCausalLM, GgufConfig
-
-    from gemmaforge.models import gguf_cache
-    from gemmaforge.progress import stage
 
     sha = base_sha256(path)
     cached = gguf_cache.lookup(sha, dtype)

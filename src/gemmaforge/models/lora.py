@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from gemmaforge.config import LoraConfig
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import TEXT_LINEARS, lora_target_regex
+from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 from gemmaforge.models.structure import TOWER_MODULES, inner
 
 # Per tower: the submodules of `model.model` that make it up (encoder, then its projection
@@ -134,8 +135,6 @@ def apply_lora(model, cfg: LoraConfig):
     base, and checkpointing is non-reentrant, so inputs need no `requires_grad`).
     """
     from peft import get_peft_model
-
-    from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 
     quiet_checkpointing_probe()
 

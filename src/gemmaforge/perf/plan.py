@@ -24,7 +24,9 @@ from dataclasses import dataclass, replace
 
 from gemmaforge.config import Config
 from gemmaforge.errors import UserError, problem
-from gemmaforge.perf.shapes import ModelShape
+from gemmaforge.models.load import check_quantize, resolve_device, resolve_dtype
+from gemmaforge.perf.measure import available_bytes, matmul_flops
+from gemmaforge.perf.shapes import ModelShape, model_shape, read_config
 
 GiB = 2**30
 MiB = 2**20
@@ -240,9 +242,6 @@ def make_plan(
 ) -> Plan:
     """Predict the run `cfg` describes, on this machine, per process when `processes` (DDP,
     one machine) train it; a UserError when it cannot fit."""
-    from gemmaforge.models.load import check_quantize, resolve_device, resolve_dtype
-    from gemmaforge.perf.measure import available_bytes, matmul_flops
-    from gemmaforge.perf.shapes import model_shape, read_config
 
     if not cfg.model.name_or_path:
         raise UserError(problem("model.name_or_path", "no model given", "pass --model PATH"))

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gemmaforge.errors import UserError, problem
+from gemmaforge.files import write_text_atomic
 
 FORMATS = ("model-card", "spdx", "cyclonedx")
 NAMESPACE = "https://gemmaforge.invalid/spdx/"
@@ -354,7 +355,6 @@ def cyclonedx(record: dict) -> str:
 
 
 def write_export(record: dict, fmt: str, output: Path) -> Path:
-    from gemmaforge.files import write_text_atomic
 
     write_text_atomic(Path(output), export(record, fmt))
     return Path(output)

@@ -9,9 +9,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gemmaforge import __version__, netguard
 from gemmaforge.files import write_json_atomic, write_text_atomic
 from gemmaforge.models.load import LoadedModel
+from gemmaforge.record.build import build_record
 from gemmaforge.runs import RunFolder
+from gemmaforge.train import artifacts
+from gemmaforge.train.checkpoint import replace_dir
+from gemmaforge.train.loop import status_line
 from gemmaforge.train.prepare import Prepared
 
 
@@ -28,8 +33,6 @@ class TrainResult:
 
 
 def finish(run: Prepared, console: Any) -> TrainResult:
-    from gemmaforge.train import artifacts
-    from gemmaforge.train.loop import status_line
 
     t, folder = run.training, run.training.folder
     model = t.model
@@ -84,7 +87,6 @@ def padding_line(share: float, data) -> str:
 
 
 def _save_adapter(folder: RunFolder, model, loaded: LoadedModel) -> None:
-    from gemmaforge.train.checkpoint import replace_dir
 
     tmp = folder.tmp("adapter")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -94,8 +96,6 @@ def _save_adapter(folder: RunFolder, model, loaded: LoadedModel) -> None:
 
 
 def run_full_record(run: Prepared, report, final: dict) -> dict:
-    from gemmaforge import netguard
-    from gemmaforge.record.build import build_record
 
     guard = netguard.active()
     return build_record(
@@ -111,7 +111,6 @@ def run_full_record(run: Prepared, report, final: dict) -> dict:
 def run_record(loaded: LoadedModel) -> dict:
     """The machine-readable facts downstream verbs (eval, export, serve) check an adapter
     against: which base it was trained on, by hash."""
-    from gemmaforge import __version__
 
     # The base as given (relative paths included), where it was (absolute) and what it is (by
     # hash): a run moved to another folder or machine finds its base again by hash.

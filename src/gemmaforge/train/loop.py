@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from gemmaforge.config import TrainConfig
-from gemmaforge.data.batches.batching import BatchSpec, Position
+from gemmaforge.data.batches.batching import Batching, Position
 from gemmaforge.data.batches.collate import Collator, collator_for
 from gemmaforge.data.batches.epochs import ExampleSource, batch_stream, batches_per_epoch
 from gemmaforge.data.examples.render import IGNORE_INDEX
@@ -33,7 +33,7 @@ class LoopData:
     train: ExampleSource
     val: list
     collate: Collator
-    spec: BatchSpec
+    spec: Batching
 
 
 @dataclass
@@ -83,7 +83,7 @@ def build(
         train=train,
         val=val,
         collate=collator_for(loaded, media, packed=data_cfg.packing),
-        spec=BatchSpec(
+        spec=Batching(
             batch_size=cfg.batch_size,
             max_tokens=data_cfg.max_seq_length,
             packing=data_cfg.packing,

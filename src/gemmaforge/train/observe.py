@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from gemmaforge.data.examples.render import IGNORE_INDEX, RenderedExample
 from gemmaforge.files import append_jsonl
+from gemmaforge.train.artifacts import truncate_metrics
+from gemmaforge.train.trackers import Trackers
 
 if TYPE_CHECKING:
     from gemmaforge.train.loop import Training
@@ -59,8 +61,6 @@ def notify(t: Training, record: dict) -> None:
 def attach(run: Prepared, console: Any) -> Iterator[None]:
     """Install the run's observers (samples, trackers) for the `with` block, on the main
     process; trackers are flushed and closed when it ends, however it ends."""
-    from gemmaforge.train.artifacts import truncate_metrics
-    from gemmaforge.train.trackers import Trackers
 
     t = run.training
     cfg = run.cfg.train

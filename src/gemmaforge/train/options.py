@@ -11,14 +11,17 @@ import os
 
 from gemmaforge.config import Config
 from gemmaforge.errors import UserError, problem
+from gemmaforge.models.load import resolve_device
 from gemmaforge.models.structure import decoder_layers
+from gemmaforge.perf.measure import available_bytes
+from gemmaforge.perf.plan import AUTO_SHARE, predict, settings_from_config
+from gemmaforge.perf.shapes import model_shape
 
 GiB = 2**30
 
 
 def check_options(cfg: Config) -> None:
     """Refuse option combinations that cannot do what they promise on the chosen device."""
-    from gemmaforge.models.load import resolve_device
 
     problems = []
     if cfg.train.offload_activations:
@@ -52,9 +55,6 @@ def checkpointed_layers(model, cfg: Config, device, dtype, processes: int = 1) -
     weights within `plan.AUTO_SHARE` of what the device has free now (`perf/plan.py`), so a run
     that fits comfortably keeps every activation and runs at full speed.
     """
-    from gemmaforge.perf.measure import available_bytes
-    from gemmaforge.perf.plan import AUTO_SHARE, predict, settings_from_config
-    from gemmaforge.perf.shapes import model_shape
 
     layers = len(decoder_layers(model.get_base_model()))
     choice = cfg.train.gradient_checkpointing

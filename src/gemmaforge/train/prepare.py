@@ -11,14 +11,22 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gemmaforge.config import Config
-from gemmaforge.data.examples.dataset import DataReport
+from gemmaforge.config_load import dump_config
+from gemmaforge.data.batches.epochs import MemoryExamples
+from gemmaforge.data.batches.streaming import open_stream
+from gemmaforge.data.examples.dataset import DataReport, load_datasets, rows_have_problems
+from gemmaforge.data.examples.multimodal import media_encoder
 from gemmaforge.data.examples.skiplog import SkipLog
-from gemmaforge.data.read.sources import DataSources
+from gemmaforge.data.read.sources import DataSources, configure_storage, open_sources
 from gemmaforge.errors import UserError, problem
 from gemmaforge.files import write_json_atomic, write_text_atomic
-from gemmaforge.models.load import LoadedModel
+from gemmaforge.models.load import LoadedModel, load_model, load_tokenizer, resolve_device
+from gemmaforge.models.lora import apply_lora
+from gemmaforge.models.structure import release_unused_towers
 from gemmaforge.runs import RunFolder
 from gemmaforge.train import loop
+from gemmaforge.train.checkpoint import list_checkpoints
+from gemmaforge.train.options import apply_options, check_options, checkpointed_layers
 
 RESUME_SECTIONS = ("model", "data", "lora")
 """Config sections a resumed run must share with the run it continues."""
@@ -45,13 +53,6 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     import numpy as np
     import torch
     from accelerate import Accelerator
-
-    from gemmaforge.data.examples.dataset import rows_have_problems
-    from gemmaforge.data.examples.multimodal import media_encoder
-    from gemmaforge.data.read.sources import configure_storage, open_sources
-    from gemmaforge.models.load import load_model, resolve_device
-    from gemmaforge.models.lora import apply_lora
-    from gemmaforge.train.options import apply_options, check_options, checkpointed_layers
 
     check_options(cfg)
     configure_storage(cfg.data)
@@ -134,9 +135,7 @@ def _quiet_console():
 def _raise_data_problems(cfg: Config, sources: DataSources) -> None:
     """Render the data as training would, with the model's tokenizer and processor but no
     weights, raising its one UserError that lists every problem."""
-    from gemmaforge.data.examples.dataset import load_datasets
     from gemmaforge.data.examples.multimodal import media_encoder
-    from gemmaforge.models.load import load_tokenizer
 
     tok = load_tokenizer(cfg.model)
     media = media_encoder(tok, cfg.data)
@@ -145,8 +144,6 @@ def _raise_data_problems(cfg: Config, sources: DataSources) -> None:
 
 def open_data(cfg: Config, sources: DataSources, loaded: LoadedModel, media, skips: SkipLog):
     """(training example source, validation examples, report): in memory, or streamed."""
-    from gemmaforge.data.batches.epochs import MemoryExamples
-    from gemmaforge.data.batches.streaming import open_stream
     from gemmaforge.data.examples.dataset import RowRenderer, load_datasets
 
     if sources.streaming:
@@ -168,7 +165,6 @@ def open_data(cfg: Config, sources: DataSources, loaded: LoadedModel, media, ski
 
 
 def _release_towers(cfg, loaded, report, train_source, val_set, console) -> None:
-    from gemmaforge.models.structure import release_unused_towers
 
     if report.streaming:
         if loaded.processor is not None:
@@ -184,7 +180,6 @@ def _release_towers(cfg, loaded, report, train_source, val_set, console) -> None
 def prepare_run_dir(cfg: Config, sources: DataSources) -> RunFolder:
     """The run folder, new (or replaced with train.overwrite) or, with train.resume, the one
     being continued; refused when that would lose or mix up a run."""
-    from gemmaforge.train.checkpoint import list_checkpoints
 
     folder = RunFolder(cfg.train.output_dir)
     if sources.streaming and not cfg.train.max_steps:
@@ -230,8 +225,6 @@ def prepare_run_dir(cfg: Config, sources: DataSources) -> RunFolder:
 def _check_same_run(folder: RunFolder, cfg: Config) -> None:
     """Resuming with other model/data/LoRA settings would silently train something else."""
     import yaml
-
-    from gemmaforge.config_load import dump_config
 
     saved = yaml.safe_load(folder.config.read_text(encoding="utf-8"))
     # config.yaml is written redacted: compare like with like.

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from gemmaforge.config import Config
 from gemmaforge.models.load import LoadedModel
-from gemmaforge.train.finish import TrainResult
+from gemmaforge.progress import Tracker, log_console
+from gemmaforge.redact import redacting
+from gemmaforge.train.finish import TrainResult, finish
+from gemmaforge.train.loop import run_loop
+from gemmaforge.train.observe import attach
+from gemmaforge.train.prepare import prepare
 
 
 def train(cfg: Config, loaded: LoadedModel | None = None, console=None) -> TrainResult:
     """Train LoRA per `cfg`. Given `loaded`, its model is adapted in place (no second load)."""
-    from gemmaforge.progress import Tracker, log_console
-    from gemmaforge.redact import redacting
-    from gemmaforge.train.finish import finish
-    from gemmaforge.train.loop import run_loop
-    from gemmaforge.train.observe import attach
-    from gemmaforge.train.prepare import prepare
 
     console = redacting(console or log_console())
     run = prepare(cfg, loaded, console)

@@ -59,7 +59,7 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class BatchSpec:
+class Batching:
     batch_size: int
     max_tokens: int
     packing: bool = False
@@ -67,7 +67,7 @@ class BatchSpec:
     seed: int = 0
 
 
-def batches(items: Iterable[Item], epoch: int, spec: BatchSpec) -> Iterator[Batch]:
+def batches(items: Iterable[Item], epoch: int, spec: Batching) -> Iterator[Batch]:
     """The micro-batches of one epoch's `items`, in order."""
     if spec.packing:
         return _packed(items, epoch, spec)
@@ -80,7 +80,7 @@ def _length(item: Item) -> int:
     return len(item.example.input_ids)
 
 
-def _plain(items: Iterable[Item], epoch: int, spec: BatchSpec) -> Iterator[Batch]:
+def _plain(items: Iterable[Item], epoch: int, spec: Batching) -> Iterator[Batch]:
     pending: list[Item] = []
     for item in items:
         if len(pending) == spec.batch_size:
@@ -91,7 +91,7 @@ def _plain(items: Iterable[Item], epoch: int, spec: BatchSpec) -> Iterator[Batch
         yield Batch([[i.example] for i in pending], Position(epoch, pending[-1].n + 1))
 
 
-def _packed(items: Iterable[Item], epoch: int, spec: BatchSpec) -> Iterator[Batch]:
+def _packed(items: Iterable[Item], epoch: int, spec: Batching) -> Iterator[Batch]:
     rows: list[list] = []
     used = spec.max_tokens  # tokens in the last row; "full" so the first item opens a row
     last_n = -1
@@ -110,7 +110,7 @@ def _packed(items: Iterable[Item], epoch: int, spec: BatchSpec) -> Iterator[Batc
         yield Batch(rows, Position(epoch, last_n + 1))
 
 
-def _grouped(items: Iterable[Item], epoch: int, spec: BatchSpec) -> Iterator[Batch]:
+def _grouped(items: Iterable[Item], epoch: int, spec: Batching) -> Iterator[Batch]:
     size = spec.batch_size * GROUP_BATCHES
     group: list[Item] = []
     for item in items:
@@ -122,7 +122,7 @@ def _grouped(items: Iterable[Item], epoch: int, spec: BatchSpec) -> Iterator[Bat
         yield from _emit_group(group, epoch, spec, next_start=group[-1].n + 1)
 
 
-def _emit_group(group: list[Item], epoch: int, spec: BatchSpec, next_start: int):
+def _emit_group(group: list[Item], epoch: int, spec: Batching, next_start: int):
     ordered = sorted(group, key=_length, reverse=True)
     cut = [ordered[i : i + spec.batch_size] for i in range(0, len(ordered), spec.batch_size)]
     # Seeded by the group's first ordinal, so a resumed run draws the same batch order.

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from gemmaforge.data.batches.batching import Batch, BatchSpec, Item, Position, batches
+from gemmaforge.data.batches.batching import Batch, Batching, Item, Position, batches
 from gemmaforge.errors import UserError, problem
 
 
@@ -39,7 +39,7 @@ class MemoryExamples:
             yield Item(n, self.examples[order[n]])
 
 
-def batch_stream(source: ExampleSource, spec: BatchSpec, position: Position) -> Iterator[Batch]:
+def batch_stream(source: ExampleSource, spec: Batching, position: Position) -> Iterator[Batch]:
     """Endless micro-batches from `position` on, epoch after epoch."""
     epoch, start, skip = position.epoch, position.start, position.skip
     while True:
@@ -61,6 +61,6 @@ def batch_stream(source: ExampleSource, spec: BatchSpec, position: Position) -> 
         epoch, start, skip = epoch + 1, 0, 0
 
 
-def batches_per_epoch(source: MemoryExamples, spec: BatchSpec) -> int:
+def batches_per_epoch(source: MemoryExamples, spec: Batching) -> int:
     """Micro-batches in the first epoch (packing makes this depend on the order a little)."""
     return sum(1 for _ in batches(source.items(0, 0), 0, spec))

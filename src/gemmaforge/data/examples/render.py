@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from gemmaforge.data.examples.tools import format_call, format_declaration, format_response
 from gemmaforge.errors import UserError, problem
 from gemmaforge.models.families import Family
 
@@ -111,7 +112,6 @@ class _Vocab:
     def tool_step(self, step: dict[str, Any], out: _Sequence, train: bool) -> None:
         """The model's calls (trained), then the results (not trained, except the first
         `<|tool_response>`: generating it is how the model stops to wait for the result)."""
-        from gemmaforge.data.examples.tools import format_call, format_response
 
         calls = "".join(
             f"<|tool_call>{format_call(c['name'], c['arguments'])}<tool_call|>"
@@ -229,7 +229,6 @@ def _system_body(
 ) -> None:
     """The system turn's body when it carries the thinking switch or tool declarations:
     `<|think|>\n`, the system prompt, `<|tool>declaration:...<tool|>` per tool."""
-    from gemmaforge.data.examples.tools import format_declaration
 
     content = turn.content
     if thinks:

@@ -29,9 +29,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from gemmaforge import netguard
+from gemmaforge import limits, netguard
 from gemmaforge.config import DataConfig
 from gemmaforge.data.read import media_cache, remote
+from gemmaforge.data.read.media_files import resolve_media_path
 from gemmaforge.data.read.records import (
     JSONL_SUFFIXES,
     BadRow,
@@ -150,7 +151,6 @@ def open_sources(cfg: DataConfig, *, need_train: bool = True) -> DataSources:
     "is it remote, does it exist, should it stream" has one answer. All problems are raised
     at once."""
     netguard.allow_data(cfg)
-    from gemmaforge import limits
 
     limits.apply(cfg)
     problems: list[str] = []
@@ -524,7 +524,6 @@ def _map_llamafactory(record: Record, mapping: dict[str, Any]) -> Record:
 
 def _iter_mediafolder(source: SourceFile) -> Iterator[Record | BadRow]:
     """Metadata rows whose `file_name` (relative to the folder) becomes `image` or `audio`."""
-    from gemmaforge.data.read.media_files import resolve_media_path
 
     metadata, so = source.metadata, source.storage_options
     assert metadata is not None

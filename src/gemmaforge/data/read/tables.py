@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gemmaforge.data.read import media_cache
+from gemmaforge.data.read.media_files import describe_content, resolve_media_path
 from gemmaforge.data.read.records import BadRow, Record
 from gemmaforge.data.read.remote import is_url, open_remote, options, parent
 from gemmaforge.errors import UserError, problem
@@ -85,7 +86,6 @@ def _rows(name: str, batches, base: str) -> Iterator[Record]:
 
 def _media_value(value: Any, base: str) -> Any:
     """An embedded image/clip becomes a file path; every other value is left as it is."""
-    from gemmaforge.data.read.media_files import describe_content, resolve_media_path
 
     if isinstance(value, dict) and set(value) <= MEDIA_STRUCT_KEYS | {"sampling_rate"}:
         data, ref = value.get("bytes"), value.get("path")

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from gemmaforge.errors import UserError, problem
 from gemmaforge.files import sha256_file
+from gemmaforge.hub.client.config import load_login
 
 TIMEOUT = (10, 300)
 CHUNK = 1 << 20
@@ -32,7 +33,6 @@ def split_name(ref: str) -> tuple[str, str, str | None]:
 
 class HubClient:
     def __init__(self, url: str | None = None, token: str | None = None):
-        from gemmaforge.hub.client.config import load_login
 
         saved_url, saved_token = load_login()
         self.url = (url or saved_url or "").rstrip("/")

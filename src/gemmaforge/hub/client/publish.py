@@ -16,9 +16,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from gemmaforge import signing
 from gemmaforge.errors import UserError, problem
-from gemmaforge.files import sha256_file
-from gemmaforge.hub.client.api import HubClient
+from gemmaforge.files import read_jsonl, sha256_file
+from gemmaforge.hub import bases, gate
+from gemmaforge.hub.client.api import HubClient, split_name
 from gemmaforge.hub.client.card import adapter_card
 from gemmaforge.runs import RunFolder, open_run
 
@@ -38,7 +40,6 @@ class Published:
 
 def public_key_of(private_key: Path, out: Path) -> Path:
     """Write the public half of a private key to `out` (for the local gate run)."""
-    from gemmaforge import signing
 
     out.write_bytes(signing.public_key_of(Path(private_key)))
     return out
@@ -47,7 +48,6 @@ def public_key_of(private_key: Path, out: Path) -> Path:
 def base_for_run(client: HubClient, run, claimed: str | None):
     """The registered base: the one claimed (`ID@REV`), else the one whose weights hash
     matches the run's base model."""
-    from gemmaforge.hub import bases
 
     if claimed:
         base_id, sep, revision = claimed.rpartition("@")
@@ -79,7 +79,6 @@ def base_for_run(client: HubClient, run, claimed: str | None):
 
 def build_folder(run_dir: Path, out: Path, base, licence: str, hf_card: bool, domain=None) -> Path:
     """Lay out the folder to publish (unsigned) in `out`."""
-    from gemmaforge.hub import gate
 
     run = open_run(run_dir)
     folder = RunFolder(run.dir)
@@ -110,7 +109,6 @@ def build_folder(run_dir: Path, out: Path, base, licence: str, hf_card: bool, do
 def _loss_points(metrics_file: Path, most: int = 500) -> list[dict]:
     """Step, loss and eval loss from the run's metrics.jsonl (thinned to `most` points), so
     the hub can draw the loss curve; nothing else of the log is published."""
-    from gemmaforge.files import read_jsonl
 
     if not metrics_file.is_file():
         return []
@@ -146,7 +144,6 @@ def publish(
     """Build, gate, sign and upload `run_dir` as `name@version`."""
     from gemmaforge import signing
     from gemmaforge.hub import gate
-    from gemmaforge.hub.client.api import split_name
 
     namespace, adapter, _ = split_name(name)
     run = open_run(run_dir)

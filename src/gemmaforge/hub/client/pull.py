@@ -17,8 +17,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gemmaforge import signing
 from gemmaforge.errors import UserError, problem
 from gemmaforge.files import sha256_file, write_json_atomic
+from gemmaforge.hub import gate
 from gemmaforge.hub.client.api import HubClient, split_name
 from gemmaforge.hub.client.config import cache_dir
 
@@ -131,8 +133,6 @@ def _origin(info: dict) -> dict:
 
 def check_folder(folder: Path, key_file: Path, files: dict[str, str] | None = None) -> list[str]:
     """Hashes (when a manifest is given), the gate's file rules, and the signature."""
-    from gemmaforge import signing
-    from gemmaforge.hub import gate
 
     problems = []
     if files is not None:

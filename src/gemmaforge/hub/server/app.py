@@ -46,7 +46,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from gemmaforge import signing
 from gemmaforge.errors import UserError
+from gemmaforge.hub import bases, gate
 from gemmaforge.hub.server import auth, community
 from gemmaforge.hub.server.db import (
     Adapter,
@@ -60,6 +62,7 @@ from gemmaforge.hub.server.db import (
     Version,
     open_database,
 )
+from gemmaforge.hub.server.hf import add_hf_routes
 from gemmaforge.hub.server.search import SORTS, Filters, metric_problems
 from gemmaforge.hub.server.search import search as run_search
 from gemmaforge.hub.server.settings import Settings
@@ -442,8 +445,6 @@ def create_app(settings: Settings, extensions: Iterable[Callable[[FastAPI], None
         session.commit()
         return _version_brief(version)
 
-    from gemmaforge.hub.server.hf import add_hf_routes
-
     add_hf_routes(app, hub, Reader, DB)
     for extend in extensions:
         extend(app)
@@ -506,7 +507,6 @@ class community_errors:
 
 def commit(hub: Hub, namespace: str, name: str, body: CommitIn) -> dict:
     """Run the gate on the assembled folder, then insert the version in one transaction."""
-    from gemmaforge.hub import bases, gate
 
     files = body.files
     bad = sorted(path for path in files if unsafe_path(path))
@@ -855,7 +855,6 @@ def _base_record(body: dict) -> dict:
 
 
 def _fingerprint(pem: str) -> str:
-    from gemmaforge import signing
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "public.pem"

@@ -15,6 +15,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gemmaforge.hub import bases as base_models
+from gemmaforge.hub import gate
 from gemmaforge.hub.server.db import (
     Adapter,
     BaseRecord,
@@ -194,8 +196,6 @@ def open_reports(session: Session, everything: bool = False) -> list[dict]:
 
 def fit_rows(folder: Path, version_id: int, bases: list[BaseRecord]) -> list[Fit]:
     """The gate's `check_fits` of the adapter in `folder` against each base."""
-    from gemmaforge.hub import bases as base_models
-    from gemmaforge.hub import gate
 
     rows = []
     for record in bases:
