@@ -94,7 +94,9 @@ def test_every_pair_format_gives_the_same_pair(row):
 
 def test_unpaired_kto_row_and_media_placeholders(tmp_path):
     row = {
-        "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}],
+        "prompt": [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}
+        ],
         "completion": [{"role": "assistant", "content": "A cat."}],
         "label": False,
         "images": ["cat.png"],
@@ -219,3 +221,135 @@ def write_pairs(path, rows):
         for row in rows:
             handle.write(json.dumps(row) + "\n")
     return path
+
+
+GOOD = ("blue", "green", "red", "gold", "pink", "grey", "teal", "white")
+BAD = ("cat", "dog", "fish", "bird", "cow", "frog", "mouse", "horse")
+
+
+def preference_rows(n, seed, prompts):
+    """Pairs where a colour is preferred to an animal, whatever the prompt."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        prompt = rng.choice(prompts)
+        good, bad = rng.choice(GOOD), rng.choice(BAD)
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": prompt}],
+                "chosen": [{"role": "assistant", "content": f"I pick {good}."}],
+                "rejected": [{"role": "assistant", "content": f"I pick {bad}."}],
+            }
+        )
+    return rows
+
+
+TRAIN_PROMPTS = [f"Question {i}: pick one thing." for i in range(12)]
+HELD_OUT_PROMPTS = [f"Another one, number {i}?" for i in range(6)]
+
+
+def pref_config(model_dir, train, val, out, **train_kwargs):
+    from gemmaforge.config import Config
+
+    return Config.model_validate(
+        {
+            "model": {"name_or_path": str(model_dir), "dtype": "fp32"},
+            "data": {"train": str(train), "validation": str(val)},
+            "lora": {"r": 8, "alpha": 16},
+            "train": {
+                "output_dir": str(out),
+                "batch_size": 8,
+                "lr": 5e-3,
+                "warmup_steps": 0,
+                "seed": 0,
+                **train_kwargs,
+            },
+        }
+    )
+
+
+def accuracy(model, loaded, val_path, cfg):
+    from gemmaforge.data.batches.collate import collator_for
+    from gemmaforge.data.batches.pairs import PairCollator
+    from gemmaforge.data.examples.preference import load_preference_datasets
+    from gemmaforge.data.read.sources import open_sources
+    from gemmaforge.train.preference import evaluate_pairs
+
+    data = cfg.data.model_copy(update={"train": str(val_path), "validation": None})
+    data = data.model_copy(update={"val_fraction": 0.0})
+    examples, _, _ = load_preference_datasets(
+        data, open_sources(data), loaded.family, loaded.tokenizer, 0, "orpo"
+    )
+    scoring = cfg.train.model_copy(update={"objective": "orpo"})  # needs no reference
+    collate = PairCollator(collator_for(loaded))
+    return evaluate_pairs(model, examples, collate, 16, loaded.device, scoring)
+
+
+@pytest.mark.slow
+def test_dpo_learns_a_held_out_preference(tiny_dir, tmp_path):
+    """The base model picks colours over animals at about chance on held-out prompts; after
+    DPO it does on > 90% of them. Reward metrics are logged every step."""
+    from gemmaforge.models.load import load_model
+    from gemmaforge.train.trainer import train
+
+    train_path = write_pairs(tmp_path / "train.jsonl", preference_rows(64, 0, TRAIN_PROMPTS))
+    val_path = write_pairs(tmp_path / "val.jsonl", preference_rows(32, 1, HELD_OUT_PROMPTS))
+    cfg = pref_config(
+        tiny_dir("gemma3"),
+        train_path,
+        val_path,
+        tmp_path / "run",
+        objective="dpo",
+        max_steps=12,
+        beta=0.5,
+        lr=1e-2,
+        eval_every=6,
+    )
+    loaded = load_model(cfg.model)
+    before = accuracy(loaded.model, loaded, val_path, cfg)["preference_accuracy"]
+    result = train(cfg, loaded)
+    after = accuracy(result.model, loaded, val_path, cfg)["preference_accuracy"]
+    assert before < 0.75
+    assert after > 0.9
+    metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
+    for key in ("reward_margin", "reward_accuracy", "logp_chosen", "logp_rejected"):
+        assert key in metrics[-1]
+    assert metrics[-1]["reward_margin"] > metrics[0]["reward_margin"]
+    assert metrics[-1]["eval_reward_accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_kto_lowers_undesirable_replies(tiny_dir, tmp_path):
+    """KTO on labelled replies (colour replies desirable, animal ones not, as unpaired rows)
+    lowers the log-probability of held-out undesirable replies and raises desirable ones."""
+    from gemmaforge.models.load import load_model
+    from gemmaforge.train.trainer import train
+
+    rows = []
+    for row in preference_rows(48, 0, TRAIN_PROMPTS):
+        rows.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
+        rows.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
+    train_path = write_pairs(tmp_path / "train.jsonl", rows)
+    val_path = write_pairs(tmp_path / "val.jsonl", preference_rows(32, 1, HELD_OUT_PROMPTS))
+    cfg = pref_config(
+        tiny_dir("gemma3"),
+        train_path,
+        val_path,
+        tmp_path / "run",
+        objective="kto",
+        max_steps=10,
+        beta=0.5,
+        lr=1e-2,
+        precompute_ref_logps=True,
+    )
+    loaded = load_model(cfg.model)
+    before = accuracy(loaded.model, loaded, val_path, cfg)
+    result = train(cfg, loaded)
+    after = accuracy(result.model, loaded, val_path, cfg)
+    assert after["logp_rejected"] < before["logp_rejected"] - 1.0
+    assert after["logp_chosen"] > before["logp_chosen"]
+    assert (result.run_dir / "ref_logps.json").is_file()
+    metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
+    assert metrics[-1]["reward_margin"] > metrics[0]["reward_margin"]

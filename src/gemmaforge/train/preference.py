@@ -30,6 +30,7 @@ REFERENCE = ("dpo", "kto")
 EXTRA_KEYS = ("pairs", "desirable", "ref_logps")
 """Batch keys the preference collator adds; never passed to the model."""
 STATS = (
+    "preference_accuracy",
     "reward_chosen",
     "reward_rejected",
     "reward_accuracy",
@@ -113,6 +114,8 @@ def objective_losses(
         "reward_margin": (reward_c - reward_r).sum().item(),
         "logp_chosen": logps[:pairs].detach().sum().item(),
         "logp_rejected": logps[pairs:].detach().sum().item(),
+        # The model itself (not the implicit reward) rates the chosen reply more likely.
+        "preference_accuracy": (logps[:pairs] > logps[pairs:]).float().sum().item(),
         "units": float(pairs),
     }
     return losses, stats
@@ -219,8 +222,9 @@ def validation(model, examples, collate, cfg: TrainConfig, device) -> dict:
     """The loop's validation record: eval_loss, and the held-out reward accuracy / margin."""
     metrics = evaluate_pairs(model, examples, collate, cfg.batch_size, device, cfg)
     out = {"eval_loss": metrics["loss"], "eval_reward_margin": metrics["reward_margin"]}
-    if "reward_accuracy" in metrics:
-        out["eval_reward_accuracy"] = metrics["reward_accuracy"]
+    for key in ("reward_accuracy", "preference_accuracy"):
+        if key in metrics:
+            out[f"eval_{key}"] = metrics[key]
     return out
 
 
