@@ -353,3 +353,36 @@ def test_kto_lowers_undesirable_replies(tiny_dir, tmp_path):
     assert (result.run_dir / "ref_logps.json").is_file()
     metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
     assert metrics[-1]["reward_margin"] > metrics[0]["reward_margin"]
+
+
+def test_data_check_suggests_the_objective(tiny_dir, tmp_path):
+    """Under sft, preference rows are one finding whose fix names the objective; with
+    train.objective=dpo the same file checks clean."""
+    from typer.testing import CliRunner
+
+    from gemmaforge.cli import app
+
+    path = write_pairs(tmp_path / "train.jsonl", preference_rows(6, 0, TRAIN_PROMPTS))
+    runner = CliRunner()
+    sft = runner.invoke(
+        app, ["data", "check", str(path), "--model", str(tiny_dir("gemma3")), "--json"]
+    )
+    assert sft.exit_code == 1, sft.output
+    findings = json.loads(sft.stdout)["findings"]
+    # One finding for the file (not one per row); training sft would have nothing left.
+    assert [f["kind"] for f in findings] == ["preference_data", "no_examples"]
+    assert "set train.objective=dpo" in findings[0]["message"]
+    dpo = runner.invoke(
+        app,
+        [
+            "data",
+            "check",
+            str(path),
+            "--model",
+            str(tiny_dir("gemma3")),
+            "--json",
+            "train.objective=dpo",
+        ],
+    )
+    assert dpo.exit_code == 0, dpo.output
+    assert json.loads(dpo.stdout)["findings"] == []
