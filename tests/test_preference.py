@@ -319,6 +319,17 @@ def test_dpo_learns_a_held_out_preference(tiny_dir, tmp_path):
     assert metrics[-1]["reward_margin"] > metrics[0]["reward_margin"]
     assert metrics[-1]["eval_reward_accuracy"] > 0.9
 
+    # `eval` picks the preference task for a DPO run and scores the run's validation pairs.
+    from gemmaforge.eval.evaluate import evaluate
+
+    report = evaluate(result.run_dir, device="cpu")
+    assert report["task"] == "preference" and report["examples_scored"] == 32
+    scores = report["metrics"]
+    assert scores["base"]["preference_accuracy"] == pytest.approx(before)
+    assert scores["adapter"]["preference_accuracy"] == pytest.approx(after)
+    assert report["reward_accuracy"] > 0.9
+    assert "preference_accuracy" in (result.run_dir / "eval" / "report.md").read_text()
+
 
 @pytest.mark.slow
 def test_kto_lowers_undesirable_replies(tiny_dir, tmp_path):

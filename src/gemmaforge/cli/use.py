@@ -26,6 +26,7 @@ TaskName = Literal[
     "translation",
     "summary",
     "perplexity",
+    "preference",
 ]
 
 ModelOpt = Annotated[

@@ -15,6 +15,7 @@ more than its name says.
 | translation | bleu, chrf (sacrebleu, 0-100) | chrf |
 | summary | rouge_l (F1 of the longest common subsequence of words) | rouge_l |
 | perplexity | perplexity only, no generation | - |
+| preference | preference_accuracy: chosen reply the likelier (eval/preference.py) | - |
 
 Every task also reports perplexity (computed in `eval/evaluate.py`, from the loss on the
 references).
@@ -169,6 +170,8 @@ TASKS: dict[str, Task] = {
         Task("translation", "chrf", False, translation, _chrf),
         Task("summary", "rouge_l", False, summary, rouge_l),
         Task("perplexity", "perplexity", True, None, None),
+        # Preference pairs: scored by eval/preference.py, no generation.
+        Task("preference", "preference_accuracy", False, None, None),
     )
 }
 
