@@ -397,3 +397,32 @@ def test_data_check_suggests_the_objective(tiny_dir, tmp_path):
     )
     assert dpo.exit_code == 0, dpo.output
     assert json.loads(dpo.stdout)["findings"] == []
+
+
+def test_plan_counts_two_sequences_and_the_reference_forward(tiny_dir):
+    """DPO rows cost two sequences of activations and a reference forward's compute; the
+    cached reference log-probs take that forward away; plan says so."""
+    from typer.testing import CliRunner
+
+    from gemmaforge.cli import app
+    from gemmaforge.config import Config
+    from gemmaforge.perf.plan import predict, settings_from_config
+    from gemmaforge.perf.shapes import model_shape, read_config
+
+    folder = str(tiny_dir("gemma3"))
+    shape = model_shape(read_config(folder))
+
+    def settings(**train):
+        cfg = Config.model_validate({"model": {"name_or_path": folder}, "train": train})
+        return settings_from_config(cfg, shape, 2, (), 1 << 40)
+
+    sft, dpo = settings(), settings(objective="dpo")
+    cached = settings(objective="dpo", precompute_ref_logps=True)
+    assert (dpo.sequences_per_row, dpo.reference_forward) == (2, True)
+    assert (cached.sequences_per_row, cached.reference_forward) == (2, False)
+    p_sft, p_dpo, p_cached = (predict(shape, s) for s in (sft, dpo, cached))
+    assert p_dpo.parts["activations"] == 2 * p_sft.parts["activations"]
+    assert p_dpo.step_flops > p_cached.step_flops > 1.9 * p_sft.step_flops
+    out = CliRunner().invoke(app, ["plan", "--model", folder, "train.objective=dpo"])
+    assert out.exit_code == 0, out.output
+    assert "2 sequences per row" in " ".join(out.output.split())
