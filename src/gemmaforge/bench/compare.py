@@ -28,6 +28,8 @@ class BenchConfig:
     seq_len: int
     media: str | None = None
     description: str = ""
+    objective: str = "sft"
+    """sft, or dpo: preference pairs against TRL's DPOTrainer + PEFT."""
 
 
 CONFIGS = {
@@ -46,8 +48,18 @@ CONFIGS = {
     "tiny-image": BenchConfig("gemma4", 4, 256, "image", "tiny Gemma 4, one image per row"),
     "tiny-audio": BenchConfig("gemma4", 4, 256, "audio", "tiny Gemma 4, one clip per row"),
     "tiny-text": BenchConfig("gemma3", 2, 64, description="tiny Gemma 3 (for tests)"),
+    "dpo-gemma3-270m": BenchConfig(
+        "gemma3-270m",
+        2,
+        256,
+        description="real Gemma 3 270M, DPO pairs (2 x 256 tokens per row) vs TRL DPOTrainer",
+        objective="dpo",
+    ),
+    "dpo-tiny": BenchConfig(
+        "gemma3", 2, 64, description="tiny Gemma 3, DPO vs TRL (for tests)", objective="dpo"
+    ),
 }
-DEFAULT_CONFIGS = tuple(name for name in CONFIGS if name != "tiny-text")
+DEFAULT_CONFIGS = tuple(name for name in CONFIGS if name not in ("tiny-text", "dpo-tiny"))
 
 
 @dataclass
@@ -147,7 +159,7 @@ def bench_config(
 ) -> BenchResult:
     import torch
 
-    from gemmaforge.bench.synthetic import write_chat_rows
+    from gemmaforge.bench.synthetic import write_chat_rows, write_preference_rows
     from gemmaforge.bench.worker import WorkerSpec
     from gemmaforge.models.load import resolve_device, resolve_dtype
     from gemmaforge.perf.measure import matmul_flops
@@ -160,9 +172,20 @@ def bench_config(
     model = build_model(bench.model, folder)
     family, tokenizer, media = _tokenizer_and_media(model, bench.media)
     rows = bench.batch_size * steps
-    data = write_chat_rows(
-        folder / "data", family, tokenizer, bench.seq_len, rows, media_kind=bench.media, media=media
-    )
+    pairs = bench.objective != "sft"
+    if pairs:
+        data = write_preference_rows(folder / "data", family, tokenizer, bench.seq_len, rows)
+        train = {**(train or {}), "objective": bench.objective}
+    else:
+        data = write_chat_rows(
+            folder / "data",
+            family,
+            tokenizer,
+            bench.seq_len,
+            rows,
+            media_kind=bench.media,
+            media=media,
+        )
     device = resolve_device("auto")
     dtype = resolve_dtype("auto", device)
     peak_flops = matmul_flops(device, dtype)
@@ -173,6 +196,8 @@ def bench_config(
         towers_kept=(("vision",) if bench.media == "image" else ("audio",)) if bench.media else (),
         trained_fraction=0.5,
         dtype_bytes=dtype.itemsize,
+        sequences_per_row=2 if pairs else 1,
+        reference_forward=pairs,
         **_plan_train(train or {}),
     )
     result = BenchResult(
@@ -186,7 +211,7 @@ def bench_config(
         matmul_flops=peak_flops,
         model_flops_per_token=predict(shape, settings).model_flops_per_token,
     )
-    tokens = bench.batch_size * bench.seq_len
+    tokens = bench.batch_size * bench.seq_len * (2 if pairs else 1)
     for side in ("gemmaforge", "baseline"):
         spec = WorkerSpec(
             side=side,
