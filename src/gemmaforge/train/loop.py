@@ -170,7 +170,8 @@ def run_loop(t: Training, progress) -> LoopState:
             acc.backward(loss_sum * world / max(step_tokens, 1))
             loss_total += loss_sum.item()
         loss_total = _sum_over_ranks(acc, [loss_total])[0]
-        stats = dict(zip(stats, _sum_over_ranks(acc, list(stats.values())), strict=True))
+        if preference.is_preference(cfg):  # every rank has the same keys (take_stats)
+            stats = dict(zip(stats, _sum_over_ranks(acc, list(stats.values())), strict=True))
         if cfg.max_grad_norm:
             acc.clip_grad_norm_(t.model.parameters(), cfg.max_grad_norm)
         lr = t.scheduler.get_last_lr()[0]

@@ -175,13 +175,12 @@ def loss_units(cfg: TrainConfig, batch: dict) -> int:
 
 
 def take_stats(loss, into: dict[str, float], weight: float) -> None:
-    """Add the metric sums of `loss`'s last forward to `into` (a row of weight 0 is a
-    padding copy, not data)."""
+    """Add the metric sums of `loss`'s last forward, times `weight`, to `into`: a row of
+    weight 0 is a padding copy, not data, but its keys are added all the same, so every
+    process sums the same list over the processes."""
     module = getattr(loss, "module", loss)
-    stats = getattr(module, "stats", None)
-    if stats and weight:
-        for key, value in stats.items():
-            into[key] = into.get(key, 0.0) + value
+    for key, value in (getattr(module, "stats", None) or {}).items():
+        into[key] = into.get(key, 0.0) + value * weight
 
 
 def step_metrics(cfg: TrainConfig, sums: dict[str, float]) -> dict[str, float]:
