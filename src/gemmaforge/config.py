@@ -222,6 +222,27 @@ class TrainConfig(Section):
     compile: bool = False
     """Compile each decoder layer with torch.compile (minutes of compiling first; see
     docs/performance.md for when it pays)."""
+    objective: Literal["sft", "dpo", "orpo", "simpo", "kto"] = "sft"
+    """sft: supervised (chat, completion rows); dpo / orpo / simpo: preference pairs (chosen vs
+    rejected reply); kto: replies labelled good or bad. Never switched for you: `data check`
+    suggests one when it sees preference rows (docs/preference.md)."""
+    beta: float = Field(0.1, gt=0)
+    """dpo / kto: strength of the pull towards the reference (base) model; lower drifts further."""
+    dpo_loss: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    """dpo: loss on the reward margin: sigmoid (DPO), ipo (squared, IPO) or hinge (SLiC)."""
+    orpo_lambda: float = Field(0.1, ge=0)
+    """orpo: weight of the odds-ratio term added to the chosen reply's cross-entropy."""
+    simpo_beta: float = Field(2.0, gt=0)
+    """simpo: scale of the length-normalised (mean per token) log-probability reward."""
+    simpo_gamma: float = Field(1.0, ge=0)
+    """simpo: target reward margin between chosen and rejected replies."""
+    kto_desirable_weight: float = Field(1.0, gt=0)
+    """kto: weight of the loss on replies labelled desirable (label true)."""
+    kto_undesirable_weight: float = Field(1.0, gt=0)
+    """kto: weight of the loss on replies labelled undesirable (label false)."""
+    precompute_ref_logps: bool = False
+    """dpo / kto: compute the reference model's log-probabilities of every training row once,
+    before the first step, and cache them in the run folder (no reference forward per step)."""
     offload_activations: bool = False
     """With gradient_checkpointing=true on a GPU: keep the checkpointed activations in host memory
     instead of device memory (slower steps, longer sequences). Refused on CPU, where it

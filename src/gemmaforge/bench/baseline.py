@@ -99,6 +99,94 @@ def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
     return timer.seconds, losses
 
 
+def run_dpo_baseline(spec, loaded) -> tuple[list[float], list[float]]:
+    """TRL's DPOTrainer with a new PEFT adapter (reference: the adapter disabled, as in
+    gemmaforge), its defaults otherwise, on the same pairs.
+
+    TRL tokenises its rows itself, and the bench's GGUF tokenizer has no chat template, so it
+    gets the standard (text) format: the prompt and each reply decoded from gemmaforge's own
+    rendering with their turn tokens; TRL adds `<bos>` and an `<eos>` after each reply (one
+    token more per sequence than gemmaforge)."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    from gemmaforge.bench.worker import data_config
+    from gemmaforge.config import LoraConfig as OurLora
+    from gemmaforge.data.examples.preference import load_preference_datasets
+    from gemmaforge.data.examples.render import IGNORE_INDEX
+    from gemmaforge.data.read.sources import open_sources
+    from gemmaforge.models.lora import target_modules
+
+    data = data_config(spec)
+    tok = loaded.tokenizer
+    examples, _, _ = load_preference_datasets(
+        data, open_sources(data), loaded.family, tok, spec.seed, "dpo"
+    )
+    rows = []
+    for ex in examples:
+        start = next(i for i, label in enumerate(ex.chosen.labels) if label != IGNORE_INDEX)
+        rows.append(
+            {
+                "prompt": tok.decode(ex.chosen.input_ids[1:start]),
+                "chosen": tok.decode(ex.chosen.input_ids[start:]),
+                "rejected": tok.decode(ex.rejected.input_ids[start:]),
+            }
+        )
+    names = [n for ns in target_modules(loaded.model, OurLora(r=spec.lora_r)).values() for n in ns]
+    lora = LoraConfig(
+        r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules=names, task_type="CAUSAL_LM"
+    )
+    timer = _step_timer()
+    args = DPOConfig(
+        output_dir=spec.run_dir,
+        per_device_train_batch_size=spec.batch_size,
+        max_steps=spec.steps,
+        learning_rate=2e-4,
+        beta=0.1,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=spec.seed,
+        use_cpu=loaded.device.type == "cpu",
+        bf16=loaded.dtype == torch.bfloat16,
+        max_length=None,
+        gradient_checkpointing=bool(spec.train.get("gradient_checkpointing")),
+        disable_tqdm=True,
+    )
+    trainer = DPOTrainer(
+        model=loaded.model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        peft_config=lora,
+        callbacks=[timer],
+    )
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return timer.seconds, losses
+
+
+def _step_timer():
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        """Seconds per optimizer step (batch fetch, forward, backward, update)."""
+
+        def __init__(self):
+            self.seconds: list[float] = []
+            self.started = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds.append(time.perf_counter() - self.started)
+
+    return StepTimer()
+
+
 def _with_types(batch: dict, key: str) -> dict:
     import torch
 

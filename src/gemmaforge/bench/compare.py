@@ -35,6 +35,8 @@ class BenchConfig:
     seq_len: int
     media: str | None = None
     description: str = ""
+    objective: str = "sft"
+    """sft, or dpo: preference pairs against TRL's DPOTrainer + PEFT."""
 
 
 CONFIGS = {
@@ -53,8 +55,18 @@ CONFIGS = {
     "tiny-image": BenchConfig("gemma4", 4, 256, "image", "tiny Gemma 4, one image per row"),
     "tiny-audio": BenchConfig("gemma4", 4, 256, "audio", "tiny Gemma 4, one clip per row"),
     "tiny-text": BenchConfig("gemma3", 2, 64, description="tiny Gemma 3 (for tests)"),
+    "dpo-gemma3-270m": BenchConfig(
+        "gemma3-270m",
+        2,
+        256,
+        description="real Gemma 3 270M, DPO pairs (2 x 256 tokens per row) vs TRL DPOTrainer",
+        objective="dpo",
+    ),
+    "dpo-tiny": BenchConfig(
+        "gemma3", 2, 64, description="tiny Gemma 3, DPO vs TRL (for tests)", objective="dpo"
+    ),
 }
-DEFAULT_CONFIGS = tuple(name for name in CONFIGS if name != "tiny-text")
+DEFAULT_CONFIGS = tuple(name for name in CONFIGS if name not in ("tiny-text", "dpo-tiny"))
 
 
 @dataclass
@@ -162,7 +174,7 @@ def bench_config(
 ) -> BenchResult:
     import torch
 
-    from gemmaforge.bench.synthetic import write_chat_rows
+    from gemmaforge.bench.synthetic import write_chat_rows, write_preference_rows
     from gemmaforge.perf.shapes import model_shape, read_config
 
     bench = CONFIGS[name]
@@ -171,9 +183,20 @@ def bench_config(
     model = build_model(bench.model, folder)
     family, tokenizer, media = _tokenizer_and_media(model, bench.media)
     rows = bench.batch_size * steps
-    data = write_chat_rows(
-        folder / "data", family, tokenizer, bench.seq_len, rows, media_kind=bench.media, media=media
-    )
+    pairs = bench.objective != "sft"
+    if pairs:
+        data = write_preference_rows(folder / "data", family, tokenizer, bench.seq_len, rows)
+        train = {**(train or {}), "objective": bench.objective}
+    else:
+        data = write_chat_rows(
+            folder / "data",
+            family,
+            tokenizer,
+            bench.seq_len,
+            rows,
+            media_kind=bench.media,
+            media=media,
+        )
     device = resolve_device("auto")
     dtype = resolve_dtype("auto", device)
     peak_flops = matmul_flops(device, dtype)
@@ -184,6 +207,8 @@ def bench_config(
         towers_kept=(("vision",) if bench.media == "image" else ("audio",)) if bench.media else (),
         trained_fraction=0.5,
         dtype_bytes=dtype.itemsize,
+        sequences_per_row=2 if pairs else 1,
+        reference_forward=pairs,
         **_plan_train(train or {}),
     )
     result = BenchResult(
@@ -197,7 +222,7 @@ def bench_config(
         matmul_flops=peak_flops,
         model_flops_per_token=predict(shape, settings).model_flops_per_token,
     )
-    tokens = bench.batch_size * bench.seq_len
+    tokens = bench.batch_size * bench.seq_len * (2 if pairs else 1)
     for side in ("gemmaforge", "baseline"):
         spec = BenchSide(
             side=side,

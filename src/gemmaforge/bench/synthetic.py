@@ -131,3 +131,27 @@ def write_chat_rows(
     path = folder / "train.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def write_preference_rows(folder: Path, family, tokenizer, seq_len: int, rows: int) -> Path:
+    """Preference pairs for the DPO benchmark, in TRL's conversational format: the chat rows
+    of `write_chat_rows`, each reply chosen and the same words reversed rejected (single-token
+    words: both replies have the same length, so every sequence is exactly `seq_len`)."""
+    chats = write_chat_rows(folder, family, tokenizer, seq_len, rows)
+    lines = []
+    for line in chats.read_text(encoding="utf-8").splitlines():
+        user, reply = json.loads(line)["messages"]
+        words = reply["content"].split(" ")
+        # The first word stays first: render strips it of its space (see write_chat_rows).
+        rejected = " ".join([words[0], *reversed(words[1:])])
+        if rejected == reply["content"]:
+            rejected = " ".join([words[0], words[0], *words[2:]])
+        pair = {
+            "prompt": [user],
+            "chosen": [reply],
+            "rejected": [{"role": "assistant", "content": rejected}],
+        }
+        lines.append(json.dumps(pair))
+    path = folder / "pairs.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

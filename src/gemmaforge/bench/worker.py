@@ -89,7 +89,7 @@ def run_gemmaforge(spec: BenchSide, loaded) -> tuple[list[float], list[float], i
     records = [json.loads(line) for line in lines]
     # Every example is exactly seq_len tokens (bench/synthetic.py), so a step's input tokens
     # are batch x seq_len and its duration follows from the logged tokens per second.
-    tokens = spec.batch_size * spec.seq_len
+    tokens = spec.batch_size * spec.seq_len * (2 if cfg.train.objective != "sft" else 1)
     seconds = [tokens / r["tokens_per_second"] for r in records]
     return seconds, [r["loss"] for r in records], checkpointed(result.model.get_base_model())
 
@@ -116,9 +116,10 @@ def main(argv: list[str]) -> None:
     if spec.side == "gemmaforge":
         seconds, losses, layers = run_gemmaforge(spec, loaded)
     else:
-        from gemmaforge.bench.baseline import run_baseline
+        from gemmaforge.bench.baseline import run_baseline, run_dpo_baseline
 
-        seconds, losses = run_baseline(spec, loaded)
+        dpo = spec.train.get("objective") == "dpo"
+        seconds, losses = (run_dpo_baseline if dpo else run_baseline)(spec, loaded)
         layers = checkpointed(loaded.model)
     result = WorkerResult(
         side=spec.side,

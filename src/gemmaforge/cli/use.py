@@ -29,6 +29,7 @@ TaskName = Literal[
     "translation",
     "summary",
     "perplexity",
+    "preference",
 ]
 
 ModelOpt = Annotated[

@@ -54,6 +54,22 @@ class EvalData:
 def eval_data(run: Run, data: str | None = None, limit: int | None = None) -> EvalData:
     """The rows to score: `data`, else the run's validation file, else its held-out split."""
     cfg = run.config.data
+    rows, source = eval_rows(run, data)
+    fmt = cfg.format if cfg.format != "auto" else detect_format(rows[0], cfg)
+    problems, conversations = [], []
+    for record in rows[:limit]:
+        try:
+            conversations.append(to_conversation(record, fmt, cfg))
+        except UserError as err:
+            problems.extend(err.problems)
+    raise_if_problems(problems)
+    return EvalData(conversations, source)
+
+
+def eval_rows(run: Run, data: str | None = None) -> tuple[list, str]:
+    """(rows, where they came from in words): `data`, else the run's validation file, else
+    the rows its seeded split held out."""
+    cfg = run.config.data
     validation = None
     if data:
         path, sources = data, resolve_sources(data, cfg.storage_options)
@@ -84,15 +100,7 @@ def eval_data(run: Run, data: str | None = None, limit: int | None = None) -> Ev
             )
         rows = [rows[i] for i in keep]
         source = f"{path}: the {len(keep)} rows training held out (seed {seed})"
-    fmt = cfg.format if cfg.format != "auto" else detect_format(rows[0], cfg)
-    problems, conversations = [], []
-    for record in rows[:limit]:
-        try:
-            conversations.append(to_conversation(record, fmt, cfg))
-        except UserError as err:
-            problems.extend(err.problems)
-    raise_if_problems(problems)
-    return EvalData(conversations, source)
+    return rows, source
 
 
 def _check_unchanged(run: Run, files: list) -> None:
@@ -136,6 +144,10 @@ def evaluate(
             problem(None, f"unknown task {task!r}", f"choose auto or one of {', '.join(TASKS)}")
         )
     run = open_run(run_dir)
+    if task == "preference" or (task == "auto" and run.config.train.objective != "sft"):
+        from gemmaforge.eval.preference import evaluate_preference
+
+        return evaluate_preference(run, data, batch_size, limit, device, console)
     rows = eval_data(run, data, limit)
     chats = [c for c in rows.conversations if c.text is None]
     calling = task == "tool_calls" or (task == "auto" and _calls_tools(chats))

@@ -16,6 +16,7 @@ more than its name says.
 | summary | rouge_l (F1 of the longest common subsequence of words) | rouge_l |
 | tool_calls | exact_match (every call's name and arguments), name_accuracy | 1 / 0 |
 | perplexity | perplexity only, no generation | - |
+| preference | preference_accuracy: chosen reply the likelier (eval/preference.py) | - |
 
 Every task also reports perplexity (computed in `eval/evaluate.py`, from the loss on the
 references).
@@ -194,6 +195,8 @@ TASKS: dict[str, Task] = {
         Task("summary", "rouge_l", False, summary, rouge_l),
         Task("tool_calls", "exact_match", False, tool_calls, _tool_match),
         Task("perplexity", "perplexity", True, None, None),
+        # Preference pairs: scored by eval/preference.py, no generation.
+        Task("preference", "preference_accuracy", False, None, None),
     )
 }
 

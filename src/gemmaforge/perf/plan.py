@@ -69,6 +69,11 @@ class Settings:
     trained_fraction: float = 1.0
     """Share of tokens with a label (the loss runs at these positions only)."""
     dtype_bytes: int = 2
+    sequences_per_row: int = 1
+    """2 for preference pairs (dpo, orpo, simpo): chosen and rejected in one forward."""
+    reference_forward: bool = False
+    """dpo / kto without precomputed reference log-probs: a no-grad forward of the base
+    model (adapter off) per micro-batch; compute, not memory (nothing of it is kept)."""
     plain_trainer: bool = False
     """A plain transformers Trainer + PEFT (the benchmark's baseline): the whole batch's
     logits, and PEFT's fp32 copy of each adapted layer's input."""
@@ -79,6 +84,10 @@ class Settings:
             parts.append(f"accum {self.grad_accum}")
         checkpointed = self.checkpointed_layers
         parts.append(f"checkpointing {checkpointed} layers" if checkpointed else "no checkpointing")
+        if self.sequences_per_row > 1:
+            parts.append(f"{self.sequences_per_row} sequences per row")
+        if self.reference_forward:
+            parts.append("a reference forward per batch")
         return ", ".join(parts)
 
 
@@ -109,7 +118,7 @@ def layer_bytes_per_token(shape: ModelShape, dtype_bytes: int, plain_peft: bool 
 
 
 def predict(shape: ModelShape, s: Settings) -> Prediction:
-    tokens = s.batch_size * s.seq_len
+    tokens = s.batch_size * s.seq_len * s.sequences_per_row
     labelled = max(1, round(tokens * s.trained_fraction))
     kept_towers = sum(n for t, n in shape.tower_params.items() if t in s.towers_kept)
     text_params = shape.layer_params + shape.embedding_params + shape.other_text_params
@@ -164,7 +173,11 @@ def step_flops(shape: ModelShape, s: Settings, tokens: int, labelled: int) -> fl
     # A plain Trainer runs the head on every position; gemmaforge's fused loss on the labelled
     # ones only, its forward and input gradient once each (train/loss.py).
     head_positions = tokens if s.plain_trainer else labelled
-    return tokens * per_token + 4 * shape.hidden * shape.vocab * head_positions
+    flops = tokens * per_token + 4 * shape.hidden * shape.vocab * head_positions
+    if s.reference_forward:
+        # Forward only: the frozen matmuls, attention, and the head at labelled positions.
+        flops += tokens * (2 * linear + attention) + 2 * shape.hidden * shape.vocab * labelled
+    return flops
 
 
 def step_seconds(prediction: Prediction, matmul_flops: float) -> float:
@@ -215,6 +228,9 @@ def settings_from_config(
         lora_targets=tuple(cfg.lora.targets) if cfg.lora.targets else None,
         towers_kept=kept,
         dtype_bytes=dtype_bytes,
+        sequences_per_row=2 if cfg.train.objective in ("dpo", "orpo", "simpo") else 1,
+        reference_forward=cfg.train.objective in ("dpo", "kto")
+        and not cfg.train.precompute_ref_logps,
     )
     choice = cfg.train.gradient_checkpointing
     if choice == "auto":

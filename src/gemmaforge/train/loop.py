@@ -17,12 +17,12 @@ from gemmaforge.config import TrainConfig
 from gemmaforge.data.batches.batching import Batching, Position
 from gemmaforge.data.batches.collate import Collator, collator_for
 from gemmaforge.data.batches.epochs import ExampleSource, batch_stream, batches_per_epoch
-from gemmaforge.data.examples.render import IGNORE_INDEX
+from gemmaforge.data.batches.pairs import PairCollator
 from gemmaforge.files import append_jsonl
 from gemmaforge.plots import plot_loss_curve
 from gemmaforge.runs import RunFolder
-from gemmaforge.train import artifacts, checkpoint, observe
-from gemmaforge.train.loss import LossModule, mean_loss
+from gemmaforge.train import artifacts, checkpoint, observe, preference
+from gemmaforge.train.loss import mean_loss
 
 
 @dataclass
@@ -79,10 +79,13 @@ def build(
 ) -> Training:
     """A Training for `model` (LoRA attached) on the given examples, optimizer and schedule
     sized to the run, prepared by Accelerate."""
+    collate = collator_for(loaded, media, packed=data_cfg.packing)
+    if preference.is_preference(cfg):
+        collate = PairCollator(collate)
     data = LoopData(
         train=train,
         val=val,
-        collate=collator_for(loaded, media, packed=data_cfg.packing),
+        collate=collate,
         spec=Batching(
             batch_size=cfg.batch_size,
             max_tokens=data_cfg.max_seq_length,
@@ -93,7 +96,9 @@ def build(
     )
     steps = total_steps(cfg, data)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
-    loss, optimizer = accelerator.prepare(LossModule(model, cfg.loss_chunk_size), optimizer)
+    if preference.is_preference(cfg) and cfg.precompute_ref_logps:
+        preference.precompute_reference(model, data, cfg, folder, accelerator.device)
+    loss, optimizer = accelerator.prepare(preference.loss_module(model, cfg), optimizer)
     return Training(model, loss, optimizer, scheduler, accelerator, data, cfg, folder, steps)
 
 
@@ -116,12 +121,21 @@ def make_optimizer(model, cfg: TrainConfig, steps: int):
 
 
 def validation_loss(t: Training) -> float | None:
+    return validation_record(t)["eval_loss"]
+
+
+def validation_record(t: Training) -> dict:
+    """`eval_loss` (None without validation data), and for preference objectives the held-out
+    reward accuracy and margin."""
     if not t.data.val:
-        return None
+        return {"eval_loss": None}
     device = t.accelerator.device
-    return mean_loss(
+    if preference.is_preference(t.cfg):
+        return preference.validation(t.model, t.data.val, t.data.collate, t.cfg, device)
+    loss = mean_loss(
         t.model, t.data.val, t.data.collate, t.cfg.batch_size, device, t.cfg.loss_chunk_size
     )
+    return {"eval_loss": loss}
 
 
 def run_loop(t: Training, progress) -> LoopState:
@@ -142,22 +156,25 @@ def run_loop(t: Training, progress) -> LoopState:
         state.position = batches[-1].after
         shards = [shard(batch.rows, rank, world) for batch in batches]
         tensors = [data.collate(rows, device) for rows, _ in shards]
-        counts = [0, 0, 0]  # labelled tokens, input tokens, token slots of this rank's rows
+        counts = [0, 0, 0]  # loss units (labelled tokens; pairs), input tokens, token slots
         for batch, (rows, weight) in zip(tensors, shards, strict=True):
             if weight:
-                counts[0] += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                counts[0] += preference.loss_units(cfg, batch)
                 counts[1] += sum(len(ex.input_ids) for row in rows for ex in row)
                 counts[2] += batch["input_ids"].numel()
         # Normalise by the whole step's labelled tokens over every rank, so every token weighs
         # the same whatever micro-batch and process it landed in. DDP averages gradients over
         # the processes; multiplying by their number turns that average into this sum.
         step_tokens, input_tokens, slots = (int(n) for n in _sum_over_ranks(acc, counts))
-        loss_total = 0.0
+        loss_total, stats = 0.0, {}
         for batch, (_, weight) in zip(tensors, shards, strict=True):
             loss_sum = t.loss(batch) * weight
+            preference.take_stats(t.loss, stats, weight)
             acc.backward(loss_sum * world / max(step_tokens, 1))
             loss_total += loss_sum.item()
         loss_total = _sum_over_ranks(acc, [loss_total])[0]
+        if preference.is_preference(cfg):  # every rank has the same keys (take_stats)
+            stats = dict(zip(stats, _sum_over_ranks(acc, list(stats.values())), strict=True))
         norm = (
             acc.clip_grad_norm_(t.model.parameters(), cfg.max_grad_norm)
             if cfg.max_grad_norm
@@ -181,10 +198,11 @@ def run_loop(t: Training, progress) -> LoopState:
             "padding": (slots - input_tokens) / slots,
             "epoch": _epoch(state.position, data.train.size),
             **observe.facts(t, norm),
+            **preference.step_metrics(cfg, stats),
         }
         last = state.step == t.steps
         if (cfg.eval_every and state.step % cfg.eval_every == 0) or (last and data.val):
-            record["eval_loss"] = validation_loss(t)
+            record.update(validation_record(t))
         if acc.is_main_process and (
             state.step % cfg.log_every == 0 or last or "eval_loss" in record
         ):
@@ -263,6 +281,10 @@ def status_line(record: dict) -> str:
     text = (
         f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['tokens_per_second']:.0f} tok/s"
     )
+    if "reward_accuracy" in record or "reward_margin" in record:
+        text += f"  margin {record['reward_margin']:.3f}"
+        if "reward_accuracy" in record:
+            text += f"  acc {record['reward_accuracy']:.2f}"
     if record.get("eval_loss") is not None:
         text += f"  eval {record['eval_loss']:.4f}"
     return text

@@ -142,3 +142,94 @@ def mean_loss(model, examples: list, collate, batch_size: int, device, chunk_siz
         total, count = total + loss_sum.item(), count + tokens
     model.train(was_training)
     return total / max(count, 1)
+
+
+class _LinearTokenLogProbs(torch.autograd.Function):
+    """Log-probability of each `targets` token under `rows @ weight.T` (soft-capped), one value
+    per row of `rows`, chunk by chunk: the preference objectives' per-sequence sums are built
+    from these without the [tokens x vocab] logits ever existing in full.
+
+    A token's log-probability depends only on its own hidden row, so its gradient with respect
+    to that row, d logp / d h = (onehot - softmax) @ W (through the soft-cap), is computed in
+    the forward pass while the chunk's logits exist, and the backward pass only scales each row
+    by the incoming per-token gradient: exact, with no logits stored or recomputed. The LM
+    head's gradient (when it is trained) sums over tokens with those per-token weights, so it
+    is accumulated in the backward pass, recomputing each chunk's logits once.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, weight, targets, softcap, chunk_size):
+        want_rows, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        out = torch.empty(rows.shape[0], dtype=torch.float32, device=rows.device)
+        unit = torch.empty_like(rows) if want_rows else None
+        for start in range(0, rows.shape[0], chunk_size):
+            h = rows[start : start + chunk_size]
+            t = targets[start : start + chunk_size]
+            grad, capped = _chunk_log_softmax(h, weight, softcap)
+            picked = torch.arange(h.shape[0], device=t.device)
+            out[start : start + chunk_size] = grad[picked, t]
+            if want_rows:
+                _onehot_minus_softmax(grad, picked, t, capped)
+                unit[start : start + chunk_size] = torch.mm(grad.to(weight.dtype), weight)
+        ctx.save_for_backward(
+            unit if want_rows else torch.empty(0),
+            rows if want_weight else torch.empty(0),
+            weight if want_weight else torch.empty(0),
+            targets if want_weight else torch.empty(0),
+        )
+        ctx.wanted = (want_rows, want_weight)
+        ctx.softcap, ctx.chunk_size = softcap, chunk_size
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        unit, rows, weight, targets = ctx.saved_tensors
+        want_rows, want_weight = ctx.wanted
+        grad_rows = unit * grad_output.to(unit.dtype)[:, None] if want_rows else None
+        grad_weight = None
+        if want_weight:
+            grad_weight = torch.zeros_like(weight, dtype=torch.float32)
+            for start in range(0, rows.shape[0], ctx.chunk_size):
+                h = rows[start : start + ctx.chunk_size]
+                t = targets[start : start + ctx.chunk_size]
+                grad, capped = _chunk_log_softmax(h, weight, ctx.softcap)
+                picked = torch.arange(h.shape[0], device=t.device)
+                _onehot_minus_softmax(grad, picked, t, capped)
+                grad.mul_(grad_output[start : start + ctx.chunk_size, None])
+                grad_weight.addmm_(grad.T, h.float())
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_rows, grad_weight, None, None, None
+
+
+def _chunk_log_softmax(h, weight, softcap):
+    """fp32 log-softmax of one chunk's (soft-capped) logits, and the tanh of the cap."""
+    logits = torch.mm(h, weight.T).float()
+    capped = None
+    if softcap:
+        capped = torch.tanh(logits / softcap)
+        logits = capped * softcap
+    return torch.log_softmax(logits, dim=-1), capped
+
+
+def _onehot_minus_softmax(logp, picked, targets, capped) -> None:
+    """In place: log-probabilities -> d logp[target] / d (pre-cap) logits."""
+    logp.exp_().neg_()
+    logp[picked, targets] += 1
+    if capped is not None:
+        logp.mul_(capped.square_().neg_().add_(1))
+
+
+def row_log_probs(model, batch: dict, chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of the batch: the summed log-probability of its labelled tokens (fp32, with
+    gradients) and how many there are. One example per row (no packing)."""
+    decoder, head, softcap = model_parts(model)
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    hidden = decoder(**inputs, use_cache=False).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    token_logps = _LinearTokenLogProbs.apply(
+        hidden[:, :-1][keep], head.weight, targets[keep], softcap, chunk_size
+    )
+    row_of = keep.nonzero()[:, 0]
+    sums = torch.zeros(keep.shape[0], dtype=torch.float32, device=token_logps.device)
+    return sums.index_add(0, row_of, token_logps), keep.sum(dim=1)

@@ -16,6 +16,7 @@ from gemmaforge.data.batches.epochs import MemoryExamples
 from gemmaforge.data.batches.streaming import open_stream
 from gemmaforge.data.examples.dataset import DataReport, load_datasets, rows_have_problems
 from gemmaforge.data.examples.multimodal import media_encoder
+from gemmaforge.data.examples.preference import load_preference_datasets
 from gemmaforge.data.examples.skiplog import SkipLog
 from gemmaforge.data.read.sources import DataSources, configure_storage, open_sources
 from gemmaforge.errors import UserError, problem
@@ -146,6 +147,8 @@ def open_data(cfg: Config, sources: DataSources, loaded: LoadedModel, media, ski
     """(training example source, validation examples, report): in memory, or streamed."""
     from gemmaforge.data.examples.dataset import RowRenderer, load_datasets
 
+    if cfg.train.objective != "sft":
+        return _open_preference(cfg, sources, loaded, media, skips)
     if sources.streaming:
         renderer = RowRenderer(cfg.data, loaded.family, loaded.tokenizer, media)
         return open_stream(cfg.data, sources, renderer, skips, cfg.train.seed)
@@ -161,6 +164,26 @@ def open_data(cfg: Config, sources: DataSources, loaded: LoadedModel, media, ski
                 "set data.packing=false (data.group_by_length=true also cuts padding)",
             )
         )
+    return MemoryExamples(train_set, cfg.train.seed), val_set, report
+
+
+def _open_preference(cfg: Config, sources: DataSources, loaded: LoadedModel, media, skips):
+    """Preference pairs (or KTO replies) in memory: streamed and packed rows are refused."""
+    from gemmaforge.data.batches.epochs import MemoryExamples
+
+    objective = cfg.train.objective
+    if sources.streaming or cfg.data.packing:
+        setting = "data.packing" if cfg.data.packing else "data.streaming"
+        raise UserError(
+            problem(
+                setting,
+                f"train.objective={objective} reads preference rows into memory, unpacked",
+                "set data.packing=false and data.streaming=off (group_by_length cuts padding)",
+            )
+        )
+    train_set, val_set, report = load_preference_datasets(
+        cfg.data, sources, loaded.family, loaded.tokenizer, cfg.train.seed, objective, media, skips
+    )
     return MemoryExamples(train_set, cfg.train.seed), val_set, report
 
 

@@ -22,6 +22,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "unreadable_file": ("error", "files that cannot be read"),
     "unreadable_row": ("error", "rows that cannot be read (encoding, JSON, CSV fields)"),
     "schema": ("error", "rows that do not fit the data format"),
+    "preference_data": ("error", "preference rows, and train.objective is sft"),
     "empty_text": ("error", "empty text or messages"),
     "missing_media": ("error", "missing images or audio"),
     "unreadable_media": ("error", "unreadable images or audio"),

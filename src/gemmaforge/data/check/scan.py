@@ -33,6 +33,7 @@ from gemmaforge.data.examples.dataset import RowRenderer, fit_length, split_indi
 from gemmaforge.data.examples.formats import Conversation, detect_format, to_conversation
 from gemmaforge.data.examples.media import MediaError, MediaPolicy, load_audio, load_image
 from gemmaforge.data.examples.multimodal import media_encoder
+from gemmaforge.data.examples.preference import preference_kind, render_preference, to_preference
 from gemmaforge.data.examples.render import ROLES, RenderedExample
 from gemmaforge.data.read.records import BadRow, Record
 from gemmaforge.data.read.sources import (
@@ -120,6 +121,7 @@ class _Scan:
         self.validation: str | None = None
         """The validation source read (data.validation, or a split folder's own)."""
         self.findings: list[Finding] = []
+        self.preference_files: set[str] = set()
         self.sources: dict[str, dict[str, Any]] = {}
         self.files: list[str] = []
         self.file_index: dict[str, int] = {}
@@ -190,6 +192,8 @@ class _Scan:
     # -- one row ---------------------------------------------------------------------------
 
     def _check_record(self, split: str, record: Record) -> None:
+        if self._preference(split, record):
+            return
         fmt = self._format(record)
         if fmt is None:
             return
@@ -222,6 +226,45 @@ class _Scan:
         if split == "train":
             self.kept_train += kept
             self._label(conv)
+
+    def _preference(self, split: str, record: Record) -> bool:
+        """Preference rows (docs/preference.md): suggested objective under sft, else converted,
+        rendered and length-checked as training does. True when the row was handled here."""
+
+        kind = preference_kind(record.row)
+        objective = self.cfg.train.objective
+        if objective == "sft":
+            if kind is None:
+                return False
+            if record.path not in self.preference_files:
+                self.preference_files.add(record.path)
+                fix = (
+                    "set train.objective=kto"
+                    if kind == "unpaired"
+                    else ("set train.objective=dpo (or orpo, simpo, kto)")
+                )
+                what = (
+                    "holds KTO rows (prompt/completion/label)"
+                    if kind == "unpaired"
+                    else ("holds preference pairs (chosen/rejected)")
+                )
+                self._add(
+                    "preference_data",
+                    record.path,
+                    record.line,
+                    [problem(record.where, f"{what}, which supervised training cannot use", fix)],
+                )
+            return True
+        try:
+            pref = to_preference(record, self.data)
+            example = render_preference(pref, self.tok.family, self.tok.tokenizer, self.encoder)
+        except UserError as err:
+            self._add("schema", record.path, record.line, err.problems)
+            return True
+        kept = all(self._fit("text", seq, record) for seq in example.sequences)
+        if split == "train":
+            self.kept_train += kept
+        return True
 
     def _check_media(self, parts: list[dict[str, str]], record: Record) -> bool:
         """Decode every image and clip (facts + validity); False if training would not use
