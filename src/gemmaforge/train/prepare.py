@@ -60,7 +60,8 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     # Sources are resolved before the model loads (minutes for a large one): a mistyped path,
     # an empty glob or a missing split fails at once.
     sources = open_sources(cfg.data)
-    if loaded is None and rows_have_problems(cfg.data, sources):
+    # (Preference rows are checked by their own loader, which knows their formats.)
+    if loaded is None and cfg.train.objective == "sft" and rows_have_problems(cfg.data, sources):
         # Every row is parsed and converted before the weights load (and before an old run
         # is replaced); when one is bad, every problem is listed with the tokenizer alone:
         # a data error in seconds, not after minutes of loading weights.

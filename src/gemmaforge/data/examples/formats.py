@@ -69,9 +69,9 @@ MAX_INLINE_MEDIA_BYTES = 64 << 20
 """Largest image or clip read from a data: URL or a base64 field (decoded size)."""
 
 PREFERENCE_FIX = (
-    "gemmaforge trains supervised fine-tuning only (no DPO/ORPO/KTO yet): keep the preferred "
-    "answers as a messages file ({'messages': [..., {'role': 'assistant', 'content': "
-    "CHOSEN}]}) and drop the rejected ones"
+    "train it with a preference objective: train.objective=dpo (or orpo, simpo; kto for "
+    "rows labelled good or bad; docs/preference.md); for supervised fine-tuning keep the "
+    "preferred answers as a messages file and drop the rejected ones"
 )
 
 
@@ -164,7 +164,9 @@ def _refuse_unsupported_rows(record: Record) -> None:
                 record.where,
                 "this is preference data (KTO: a boolean 'label' marks each answer good or "
                 "bad); trained as a chat, the answers marked false would be learned too",
-                PREFERENCE_FIX.replace("drop the rejected ones", "drop the rows labelled false"),
+                PREFERENCE_FIX.replace(
+                    "dpo (or orpo, simpo; kto for rows labelled good or bad;", "kto ("
+                ).replace("drop the rejected ones", "drop the rows labelled false"),
             )
         )
 
