@@ -51,6 +51,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_good_one(tiny_run, tmp_p
         str(run),
         "--resume",
         "train.max_steps=31",
+        "--reschedule",
         file_limit=state_size // 2,
     )
     out = done.stdout + done.stderr

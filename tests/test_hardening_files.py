@@ -111,6 +111,6 @@ def test_an_untampered_checkpoint_still_resumes(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run("plain"), run)
     args = ("train", str(run / "config.yaml"), "--output", str(run), "--resume")
-    done = gemmaforge(*args, "train.max_steps=32")
+    done = gemmaforge(*args, "train.max_steps=32", "--reschedule")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed from step 30" in done.stdout + done.stderr

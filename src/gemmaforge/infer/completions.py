@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from gemmaforge.infer import serve
 from gemmaforge.infer.api import ApiError
@@ -74,7 +73,9 @@ def parse_completion(body: bytes) -> CompletionRequest:
     return request
 
 
-def register(app: FastAPI, session: Session, authorize, max_request_bytes: int, stops) -> None:
+def register(
+    app: FastAPI, session: Session, authorize, max_request_bytes: int, stops, live
+) -> None:
     """Add `POST /v1/completions` to `app` (see the module docstring)."""
 
     @app.post("/v1/completions", dependencies=[Depends(authorize)])
@@ -93,10 +94,10 @@ def register(app: FastAPI, session: Session, authorize, max_request_bytes: int, 
                 "context_length_exceeded",
                 "prompt",
             )
-        completion = TextCompletion(session, completion_request, Prompt(ids), stops)
+        completion = TextCompletion(session, completion_request, Prompt(ids), stops, live)
         if completion_request.stream:
             return serve._EventStream(completion.events())
-        return JSONResponse(await run_in_threadpool(completion.whole))
+        return JSONResponse(await serve._unless_disconnected(request, completion))
 
 
 class TextCompletion(_Completion):
@@ -107,7 +108,7 @@ class TextCompletion(_Completion):
         self.id = f"cmpl-{self.id.removeprefix('chatcmpl-')}"
 
     def whole(self) -> dict:
-        with self.session.use(self.chat.model) as model, self._stream(model) as stream:
+        with self._generating() as stream:
             for _ in stream:
                 pass
         reply = stream.reply
@@ -116,14 +117,18 @@ class TextCompletion(_Completion):
         return {**self._head("text_completion"), "choices": [choice], "usage": _usage(reply)}
 
     def events(self) -> Iterator[str]:
-        with self.session.use(self.chat.model) as model, self._stream(model) as stream:
-            try:
+        try:
+            with self._generating() as stream:
                 for delta in stream:
                     yield self._text_chunk(delta, None)
-            except Exception as err:
-                message = f"generation failed: {type(err).__name__}: {err}"
-                yield _event(ApiError(500, message, kind="server_error").body())
-                return
+        except ApiError as err:
+            yield _event(err.body())
+            return
+        except Exception as err:
+            # The status line is already sent: the error can only travel in the stream.
+            message = f"generation failed: {type(err).__name__}: {err}"
+            yield _event(ApiError(500, message, kind="server_error").body())
+            return
         yield self._text_chunk("", stream.reply.finish_reason)
         if self.chat.stream_options and self.chat.stream_options.include_usage:
             usage = _usage(stream.reply)

@@ -160,7 +160,7 @@ def create_app(
 
     from gemmaforge.infer import completions  # /v1/completions: plain prompt completion
 
-    completions.register(app, session, authorize, max_request_bytes, stops)
+    completions.register(app, session, authorize, max_request_bytes, stops, live)
     return app
 
 

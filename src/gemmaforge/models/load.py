@@ -371,7 +371,7 @@ def check_family_first(
         raise UserError(
             problem(
                 where or source,
-                f"has no readable config.json ({err})",
+                f"is not a model folder: it has no readable config.json ({err})",
                 "pass a folder with config.json and weights",
             )
         ) from None
