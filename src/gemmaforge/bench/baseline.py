@@ -112,12 +112,8 @@ def run_dpo_baseline(spec, loaded) -> tuple[list[float], list[float]]:
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from gemmaforge.bench.worker import data_config
-    from gemmaforge.config import LoraConfig as OurLora
     from gemmaforge.data.examples.preference import load_preference_datasets
-    from gemmaforge.data.examples.render import IGNORE_INDEX
     from gemmaforge.data.read.sources import open_sources
-    from gemmaforge.models.lora import target_modules
 
     data = data_config(spec)
     tok = loaded.tokenizer

@@ -124,7 +124,6 @@ def serve(
 @token_app.command("create")
 def token_create(namespace: str, root: RootOpt, db: DbOpt = None) -> None:
     """Create an API token for NAMESPACE (shown once; the hub stores only its hash)."""
-    from gemmaforge.hub.server import Settings
     from gemmaforge.hub.server.auth import NAMESPACE, create_token
     from gemmaforge.hub.server.db import open_database
 
@@ -362,7 +361,6 @@ def yank(
     token: TokenOpt = None,
 ) -> None:
     """Mark a version yanked: search and `latest` skip it; pulling it warns."""
-    from gemmaforge.hub.client.api import split_name
 
     namespace, name, version = split_name(ref)
     if not version:
@@ -376,7 +374,6 @@ app.add_typer(admin_app, name="admin")
 
 
 def _admin_sessions(root: Path, db: str | None):
-    from gemmaforge.hub.server import Settings
     from gemmaforge.hub.server.db import open_database
 
     settings = Settings(root=root, db_url=db)
@@ -418,7 +415,6 @@ def admin_yank(
     ] = None,
 ) -> None:
     """Yank any namespace's version (an admin on the server machine)."""
-    from gemmaforge.hub.client.api import split_name
     from gemmaforge.hub.server.app import HubError, _point_latest, resolve
     from gemmaforge.hub.server.community import yank as do_yank
 

@@ -72,6 +72,5 @@ def record(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
 ) -> None:
     """Export a run's record for auditors: a model card, SPDX 3.0 or a CycloneDX ML-BOM."""
-    from gemmaforge.record.verify import load_record
 
     typer.echo(f"Wrote {write_export(load_record(run), fmt, output)}")

@@ -203,7 +203,6 @@ def chat(
 ) -> None:
     """Chat in the terminal (multi-turn): /reset clears the history, /exit or Ctrl-D ends."""
     from gemmaforge.infer.chat import chat_loop
-    from gemmaforge.infer.stream import Sampling
 
     session, name = _session(model, adapter, device)
     sampling = Sampling(max_new_tokens, temperature, top_p=top_p, top_k=top_k, seed=seed)
@@ -282,7 +281,6 @@ def serve(
 
 def _session(model: str | None, adapter: str | None, device: str):
     """The loaded model for generate/chat, and the name of the model to talk to."""
-    from gemmaforge.infer.session import open_session
 
     if model is None and adapter is None:
         raise UserError(

@@ -302,8 +302,6 @@ def _check_image(data: bytes, param: str) -> None:
 
     from PIL import Image, UnidentifiedImageError
 
-    from gemmaforge import limits
-
     cap = limits.current().max_image_pixels
     try:
         with warnings.catch_warnings():

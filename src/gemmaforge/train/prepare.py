@@ -137,7 +137,6 @@ def _quiet_console():
 def _raise_data_problems(cfg: Config, sources: DataSources) -> None:
     """Render the data as training would, with the model's tokenizer and processor but no
     weights, raising its one UserError that lists every problem."""
-    from gemmaforge.data.examples.multimodal import media_encoder
 
     tok = load_tokenizer(cfg.model)
     media = media_encoder(tok, cfg.data)
@@ -170,7 +169,6 @@ def open_data(cfg: Config, sources: DataSources, loaded: LoadedModel, media, ski
 
 def _open_preference(cfg: Config, sources: DataSources, loaded: LoadedModel, media, skips):
     """Preference pairs (or KTO replies) in memory: streamed and packed rows are refused."""
-    from gemmaforge.data.batches.epochs import MemoryExamples
 
     objective = cfg.train.objective
     if sources.streaming or cfg.data.packing:

@@ -142,8 +142,6 @@ def publish(
     folder: Path | None = None,
 ) -> Published:
     """Build, gate, sign and upload `run_dir` as `name@version`."""
-    from gemmaforge import signing
-    from gemmaforge.hub import gate
 
     namespace, adapter, _ = split_name(name)
     run = open_run(run_dir)
@@ -195,7 +193,6 @@ def upload_folder(
     evals: list[dict] | None = None,
 ) -> dict:
     """Upload every file of a signed folder (those the hub lacks), then commit the version."""
-    from gemmaforge.hub.client.api import split_name
 
     namespace, adapter, _ = split_name(name)
     files = {

@@ -828,7 +828,6 @@ def _read_json(path: Path) -> dict:
 def _base_record(body: dict) -> dict:
     """A BaseModel's JSON, checked field by field (a malformed record registered now would
     break every later publish against it) and normalised through `bases.BaseModel`."""
-    from gemmaforge.hub import bases
 
     try:
         model = bases.BaseModel.from_json(body)
