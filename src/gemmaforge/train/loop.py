@@ -207,7 +207,7 @@ def run_loop(t: Training, progress) -> LoopState:
             state.step % cfg.log_every == 0 or last or "eval_loss" in record
         ):
             append_jsonl(t.folder.metrics, record)
-        if "eval_loss" in record:
+        if acc.is_main_process and "eval_loss" in record:
             # The loss plot follows the run: updated at each validation (RUN/loss.png).
             plot_loss_curve(t.folder.metrics, t.folder.loss_plot)
         state.final = record
@@ -234,8 +234,9 @@ def _sum_over_ranks(accelerator, values: list) -> list:
     """`values` summed over every process (unchanged on one)."""
     if accelerator.num_processes == 1:
         return values
-    total = accelerator.reduce(torch.tensor(values, dtype=torch.float64, device="cpu"), "sum")
-    return total.tolist()
+    # On the process group's own device: NCCL reduces CUDA tensors only, gloo CPU ones.
+    summed = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    return accelerator.reduce(summed, "sum").tolist()
 
 
 def save(t: Training) -> Path:
