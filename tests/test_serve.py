@@ -9,7 +9,6 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,8 +17,8 @@ from pathlib import Path
 
 import openai
 import pytest
-import uvicorn
 
+import loopback
 from gemmaforge.infer.serve import create_app
 from gemmaforge.infer.session import open_session
 from gemmaforge.runs import open_run
@@ -29,33 +28,11 @@ SKY = QUESTIONS[0]
 KEY = "sk-test-key"
 
 
-class Server:
-    """uvicorn serving `app` in a thread, on a port the OS picked (no race for it)."""
-
-    def __init__(self, app):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+class Server(loopback.Server):
+    """The loopback server, with an `openai` client for it."""
 
     def client(self, key: str = "unused") -> openai.OpenAI:
         return openai.OpenAI(base_url=self.url, api_key=key, max_retries=0, timeout=120)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
