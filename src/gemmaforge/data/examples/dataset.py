@@ -136,22 +136,29 @@ def load_datasets(
     val, val_dropped, val_cut = fit_length(val, cfg, notes, skips)
     if not train:
         raise UserError([_all_too_long(cfg), *notes[:10]])
-    report = DataReport(
+    report = summarise(
+        files, train, val, source, train_dropped + val_dropped, train_cut + val_cut, skips, notes
+    )
+    return train, val, report
+
+
+def summarise(files, train, val, validation, dropped, truncated, skips, notes=()) -> DataReport:
+    """The report of rendered train / validation examples (SFT and preference loading alike)."""
+    return DataReport(
         files=files,
         rows_read=sum(f.rows for f in files),
         train_examples=len(train),
         val_examples=len(val),
-        validation=source,
-        dropped_overlong=train_dropped + val_dropped,
-        truncated=train_cut + val_cut,
+        validation=validation,
+        dropped_overlong=dropped,
+        truncated=truncated,
         train_tokens=sum(len(ex.input_ids) for ex in train),
         trained_tokens=sum(ex.num_trained for ex in train),
         images=sum(m.kind == "image" for ex in train for m in ex.media),
         audio_clips=sum(m.kind == "audio" for ex in train for m in ex.media),
         skipped=skips.total,
-        notes=notes,
+        notes=list(notes),
     )
-    return train, val, report
 
 
 def rows_have_problems(cfg: DataConfig, sources: DataSources) -> bool:

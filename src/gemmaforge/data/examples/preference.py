@@ -25,12 +25,12 @@ from typing import Any
 
 from gemmaforge.config import DataConfig
 from gemmaforge.data.examples.dataset import (
-    DataReport,
     FileReport,
     _all_too_long,
     fit_one,
     read_rows,
     split_indices,
+    summarise,
 )
 from gemmaforge.data.examples.formats import SHAREGPT_ROLES, _content, _list, _text
 from gemmaforge.data.examples.media import MediaDropped
@@ -390,18 +390,7 @@ def load_preference_datasets(
     raise_if_problems(problems)
     if not train:
         raise UserError(_all_too_long(cfg))
-    report = DataReport(
-        files=files,
-        rows_read=sum(f.rows for f in files),
-        train_examples=len(train),
-        val_examples=len(val),
-        validation=validation,
-        dropped_overlong=train_dropped + val_dropped,
-        truncated=train_cut + val_cut,
-        train_tokens=sum(len(ex.input_ids) for ex in train),
-        trained_tokens=sum(ex.num_trained for ex in train),
-        images=sum(m.kind == "image" for ex in train for m in ex.media),
-        audio_clips=sum(m.kind == "audio" for ex in train for m in ex.media),
-        skipped=skips.total,
+    report = summarise(
+        files, train, val, validation, train_dropped + val_dropped, train_cut + val_cut, skips
     )
     return train, val, report
