@@ -22,7 +22,7 @@ from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
     """Train `spec.steps` steps; per-step seconds and losses."""
     from peft import LoraConfig, get_peft_model
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from gemmaforge.data.batches.collate import collate, pad_id
     from gemmaforge.data.examples.dataset import load_datasets
@@ -58,20 +58,7 @@ def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
         plain = collator
         collator = lambda batch: _with_types(plain(batch), media.type_key)  # noqa: E731
 
-    class StepTimer(TrainerCallback):
-        """Seconds per optimizer step (batch fetch, forward, backward, update)."""
-
-        def __init__(self):
-            self.seconds: list[float] = []
-            self.started = 0.0
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.started = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.seconds.append(time.perf_counter() - self.started)
-
-    timer = StepTimer()
+    timer = _step_timer()
     args = TrainingArguments(
         output_dir=spec.run_dir,
         per_device_train_batch_size=spec.batch_size,
