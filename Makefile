@@ -20,7 +20,13 @@ $(STAMP): pyproject.toml constraints.txt
 quickstart: $(STAMP)
 	$(BIN)/gemmaforge quickstart
 
-test: $(STAMP)
+# Google's Gemma 4 chat template, for the template-equality tests (not committed: taken from
+# the llama-cpp-python source package on PyPI; tools/official_templates.py).
+TEMPLATES := .cache/templates/google-gemma-4-31B-it.jinja
+$(TEMPLATES): tools/official_templates.py
+	$(BIN)/python tools/official_templates.py
+
+test: $(STAMP) $(TEMPLATES)
 	$(BIN)/ruff check src tests tools
 	$(BIN)/ruff format --check src tests tools
 	$(BIN)/python -m pytest -m "not slow" -q --durations=15

@@ -133,7 +133,7 @@ def test_reasoning_fields_render_into_the_thinking_channel(tmp_path, tok, train_
         ("\n", False),
         *turn("user", "2+2?"),
         ("<|turn>", False), ("model\n", False),
-        ("<|channel>", train_thinking), ("thought\nTwo and two.", train_thinking),
+        ("<|channel>", train_thinking), ("thought\nTwo and two.\n", train_thinking),
         ("<channel|>", train_thinking),
         ("4", True), ("<turn|>", True), ("\n", False),
     ]  # fmt: skip
@@ -159,7 +159,7 @@ def test_thinking_switch_joins_an_existing_system_turn_and_history_reasoning_is_
         ("<turn|>", False), ("\n", False),
         *turn("user", "a"), *turn("model", "b", True), *turn("user", "c"),
         ("<|turn>", False), ("model\n", False),
-        ("<|channel>", True), ("thought\nnew", True), ("<channel|>", True),
+        ("<|channel>", True), ("thought\nnew\n", True), ("<channel|>", True),
         ("d", True), ("<turn|>", True), ("\n", False),
     ]  # fmt: skip
     check(example, tok, pieces)
@@ -536,10 +536,11 @@ def test_data_check_agrees_on_split_folders_inline_images_and_loss_flags(tiny_di
 
 # -- Gemma 4 tool calling and thinking, against the official chat template -----------------
 
-TEMPLATE = Path(__file__).parent / "data" / "templates" / "gemma4-31B-it-interleaved.jinja"
-"""Google's Gemma 4 chat template (llama.cpp keeps a copy as models/templates/
-google-gemma-4-31B-it-interleaved.jinja). Not vendored in this repository: put it there, or
-point GEMMAFORGE_GEMMA4_TEMPLATE at a copy, to run the byte-for-byte comparisons."""
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / ".cache" / "templates" / "google-gemma-4-31B-it.jinja"
+"""Google's Gemma 4 chat template, as llama.cpp keeps it (models/templates/). Not committed
+here: `make test` takes it from the llama-cpp-python source package on PyPI
+(tools/official_templates.py); GEMMAFORGE_GEMMA4_TEMPLATE may point at another copy."""
 
 TOOLS = [
     {"type": "function", "function": {
@@ -570,19 +571,22 @@ OPENAI_TOOL_CHAT = [
     {"role": "assistant", "content": "21 C and clear at noon."},
 ]  # fmt: skip
 
-# The same conversation as the template takes it: results on the message that called.
-TEMPLATE_TOOL_CHAT = [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "Weather in Paris?"},
-    {"role": "assistant", "content": "", "reasoning_content": "Need the weather.",
-     "tool_calls": [{"function": {"name": "get_weather",
-                                  "arguments": {"city": "Paris", "days": 2}}}],
-     "tool_responses": [{"name": "get_weather", "response": {"temp": 21, "sky": "clear"}}]},
-    {"role": "assistant", "content": "21 C and clear at noon.",
-     "reasoning_content": "And the time.",
-     "tool_calls": [{"function": {"name": "now", "arguments": {}}}],
-     "tool_responses": [{"name": "now", "response": "noon"}]},
-]  # fmt: skip
+
+def as_served(messages: list[dict]) -> list[dict]:
+    """The conversation as an OpenAI-compatible server hands it to the template: call
+    arguments decoded from their JSON strings (the template writes a string as it is)."""
+    out = []
+    for message in messages:
+        calls = message.get("tool_calls")
+        if calls:
+            calls = [
+                {**c, "function": {**c["function"], "arguments": json.loads(a)
+                                   if isinstance(a := c["function"]["arguments"], str) else a}}
+                for c in calls
+            ]  # fmt: skip
+            message = {**message, "tool_calls": calls}
+        out.append(message)
+    return out
 
 
 def official_template() -> str:
@@ -590,7 +594,10 @@ def official_template() -> str:
 
     path = Path(os.environ.get("GEMMAFORGE_GEMMA4_TEMPLATE", TEMPLATE))
     if not path.is_file():
-        pytest.skip(f"the official Gemma 4 chat template is not at {path}")
+        message = f"the official Gemma 4 chat template is not at {path} (make test fetches it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     return path.read_text()
 
 
@@ -604,14 +611,14 @@ def template_ids(tok, messages, **kwargs) -> list[int]:
 def test_tool_calls_render_as_the_official_template(tmp_path, tok):
     row = {"messages": OPENAI_TOOL_CHAT, "tools": TOOLS}
     (example,) = rendered(tok, write(tmp_path, "tools.jsonl", [row]))
-    ids = template_ids(tok, TEMPLATE_TOOL_CHAT, tools=TOOLS, enable_thinking=True)
+    ids = template_ids(tok, as_served(OPENAI_TOOL_CHAT), tools=TOOLS, enable_thinking=True)
     assert example.input_ids == ids
     # Trained: reasoning, calls, the <|tool_response> that stops the model, the answer; not
     # the results the tool wrote.
     trained = tok.decode([t for t in example.labels if t != IGNORE_INDEX])
     assert trained == (
-        '<|channel>thought\nNeed the weather.<channel|><|tool_call>call:get_weather{city:<|"|>'
-        'Paris<|"|>,days:2}<tool_call|><|tool_response><|channel>thought\nAnd the time.'
+        '<|channel>thought\nNeed the weather.\n<channel|><|tool_call>call:get_weather{city:<|"|>'
+        'Paris<|"|>,days:2}<tool_call|><|tool_response><|channel>thought\nAnd the time.\n'
         "<channel|><|tool_call>call:now{}<tool_call|><|tool_response>21 C and clear at noon."
         "<turn|>"
     )
@@ -644,7 +651,7 @@ def test_thinking_renders_as_the_official_template_generates(tmp_path, tok):
         add_generation_prompt=True,
         enable_thinking=True,
     )
-    text = prompt + "<|channel>thought\nTwo and two.<channel|>4<turn|>\n"
+    text = prompt + "<|channel>thought\nTwo and two.\n<channel|>4<turn|>\n"
     assert example.input_ids == tok(text, add_special_tokens=False)["input_ids"]
 
 

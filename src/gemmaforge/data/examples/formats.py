@@ -276,17 +276,12 @@ def _tool_calls(record: Record, key: str, calls: Any) -> list[dict[str, Any]]:
 
 
 def _tool_result(record: Record, key: str, item: dict, content: Any) -> Message:
-    """A tool result message; JSON-object text becomes an object (Gemma 4 writes results
-    as `response:NAME{key:value}`), other text stays text."""
+    """A tool result message. Text stays text, JSON or not: the official template writes a
+    string result as `response:NAME{value:<|"|>TEXT<|"|>}` (OpenAI clients send results as
+    strings), and an object (a row that holds one) as `response:NAME{key:value}`."""
     if isinstance(content, list):
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    value: Any = _text(record, f"{key}.content", content)
-    try:
-        parsed = json.loads(value)
-        if isinstance(parsed, dict):
-            value = parsed
-    except json.JSONDecodeError:
-        pass
+    value = content if isinstance(content, dict) else _text(record, f"{key}.content", content)
     return {
         "role": "tool",
         "content": "",

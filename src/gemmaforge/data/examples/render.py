@@ -102,11 +102,12 @@ class _Vocab:
     def thinking(
         self, text: str | None, out: _Sequence, train: bool, where: str | None = None
     ) -> None:
-        """`<|channel>thought\n{text}<channel|>`, when there is reasoning."""
+        """`<|channel>thought\n{text}\n<channel|>`, when there is reasoning (as the official
+        template writes it)."""
         if not text:
             return
         out.add([self.channel_start], train=train)
-        out.add(self.encode_typed(f"thought\n{text}", where), train=train)
+        out.add(self.encode_typed(f"thought\n{text}\n", where), train=train)
         out.add([self.channel_end], train=train)
 
     def tool_step(self, step: dict[str, Any], out: _Sequence, train: bool) -> None:

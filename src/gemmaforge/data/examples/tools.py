@@ -3,13 +3,14 @@ parsed back out of generated text.
 
 Gemma 4 writes structured values in its own notation, not JSON: strings between `<|"|>`
 tokens, object keys sorted case-insensitively, no spaces (`{location:<|"|>Paris<|"|>,days:3}`).
-The functions here reproduce what the official chat template (Jinja) writes for a tool
-declaration (`<|tool>declaration:NAME{...}<tool|>`), a call (`<|tool_call>call:NAME{...}
-<tool_call|>`) and a response (`<|tool_response>response:NAME{...}<tool_response|>`), including
-its quirks (an unclosed `parameters:{` without a `type`, the comma before `properties` of a
-nested object), so that training renders exactly what the model is prompted with. They are
-written here rather than by running the template because rendering is done piece by piece
-(see render.py); tests/test_formats_peers.py compares both on the same conversations.
+The functions here reproduce what the official chat template (Jinja; the revision llama.cpp
+keeps as models/templates/google-gemma-4-31B-it.jinja) writes for a tool declaration
+(`<|tool>declaration:NAME{...}<tool|>`), a call (`<|tool_call>call:NAME{...}<tool_call|>`) and
+a response (`<|tool_response>response:NAME{...}<tool_response|>`), including its quirks (an
+unclosed `parameters:{` without a `type`), so that training renders exactly what the model is
+prompted with. They are written here rather than by running the template because rendering
+is done piece by piece (see render.py); tests/test_formats_peers.py compares both on the same
+conversations.
 """
 
 from __future__ import annotations
@@ -59,33 +60,33 @@ def _required(items: Any) -> str:
 
 
 def _parameters(properties: dict[str, Any]) -> str:
-    """The template's `format_parameters`: each non-standard property as `name:{...}`."""
+    """The template's `format_parameters`: each non-standard property as `name:{...}`, its
+    fields in the template's order (description, enum or items, nullable, nested properties
+    and required, type)."""
     out = []
     for key, value in _sorted(properties):
         if key in STANDARD_KEYS:
             continue
         value = value if isinstance(value, dict) else {}
-        body, comma = "", False
+        fields = []
         if value.get("description"):
-            body += f"description:{QUOTE}{value['description']}{QUOTE}"
-            comma = True
-        if value.get("nullable"):
-            body += ("," if comma else "") + "nullable:true"
-            comma = True
+            fields.append(f"description:{QUOTE}{value['description']}{QUOTE}")
         kind = _type_of(value)
         if kind == "STRING" and value.get("enum"):
-            body += ("," if comma else "") + "enum:" + format_value(value["enum"])
-            comma = True
-        elif kind == "OBJECT":
-            nested = value.get("properties")
-            body += ",properties:{"
-            body += _parameters(nested if isinstance(nested, dict) else value) + "}"
-            if value.get("required"):
-                body += ",required:[" + _required(value["required"]) + "]"
+            fields.append("enum:" + format_value(value["enum"]))
         elif kind == "ARRAY" and isinstance(value.get("items"), dict) and value["items"]:
-            body += ",items:{" + _items(value["items"]) + "}"
-        body += ("," if comma else "") + f"type:{QUOTE}{kind}{QUOTE}"
-        out.append(f"{key}:{{{body}}}")
+            fields.append("items:{" + _items(value["items"]) + "}")
+        if value.get("nullable"):
+            fields.append("nullable:true")
+        if kind == "OBJECT":
+            nested = value.get("properties")
+            fields.append(
+                "properties:{" + _parameters(nested if isinstance(nested, dict) else value) + "}"
+            )
+            if value.get("required"):
+                fields.append("required:[" + _required(value["required"]) + "]")
+        fields.append(f"type:{QUOTE}{kind}{QUOTE}")
+        out.append(f"{key}:{{{','.join(fields)}}}")
     return ",".join(out)
 
 
