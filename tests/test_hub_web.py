@@ -18,11 +18,11 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
+from browser import browser, screenshot  # noqa: F401 (browser is a fixture)
 from gemmaforge.cli import app as cli_app
 from gemmaforge.hub.client.publish import publish
 from gemmaforge.hub.server import Settings
 from gemmaforge.hub.web.render import card_html, loss_svg
-from hub_browser import browser, screenshot  # noqa: F401 (browser is a fixture)
 from hub_support import BASE_ID, BASE_REVISION, HubServer, set_up_publisher, train_tiny
 
 EVIL = """
