@@ -246,27 +246,22 @@ def _load_gguf(path: Path, dtype) -> dict:
         model = AutoModelForCausalLM.from_pretrained(
             str(cached), dtype=dtype, local_files_only=True, trust_remote_code=False
         )
-        return {
-            "model": model,
-            "tokenizer": parts.tokenizer,
-            "processor": None,
-            "family": parts.family,
-            "sha256": sha,
-        }
-    size = f"{path.stat().st_size / 2**20:,.0f} MiB"
-    with stage(f"reading {path.name} ({size}: tokenizer, then dequantising; once per file)"):
-        parts = _gguf_tokenizer(path)
-        # Always dequantise: LoRA trains against dense weights, and transformers otherwise
-        # keeps packed blocks whenever the optional `kernels` package happens to be installed.
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent),
-            gguf_file=path.name,
-            dtype=dtype,
-            quantization_config=GgufConfig(gguf_file=path.name, dequantize=True),
-            trust_remote_code=False,
-        )
-        _drop_quantization_marker(model)
-        gguf_cache.store(model, parts.tokenizer, sha, dtype)
+    else:
+        size = f"{path.stat().st_size / 2**20:,.0f} MiB"
+        with stage(f"reading {path.name} ({size}: tokenizer, then dequantising; once per file)"):
+            parts = _gguf_tokenizer(path)
+            # Always dequantise: LoRA trains against dense weights, and transformers otherwise
+            # keeps packed blocks whenever the optional `kernels` package happens to be
+            # installed.
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path.parent),
+                gguf_file=path.name,
+                dtype=dtype,
+                quantization_config=GgufConfig(gguf_file=path.name, dequantize=True),
+                trust_remote_code=False,
+            )
+            _drop_quantization_marker(model)
+            gguf_cache.store(model, parts.tokenizer, sha, dtype)
     return {
         "model": model,
         "tokenizer": parts.tokenizer,
