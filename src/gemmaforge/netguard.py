@@ -12,8 +12,8 @@ What is allowed (each rule remembers the setting that allowed it, for the log an
   gs:// -> Google Cloud Storage, hf:// -> the Hugging Face hub), the host of
   `data.storage_options.endpoint_url`, and `data.allow_hosts` (for media URLs inside rows);
 - the Hugging Face hub and its CDN with `model.allow_download` (plus `HF_ENDPOINT`'s host);
-- the hub client's `GEMMAFORGE_HUB_URL`, and `GEMMAFORGE_ALLOW_HOSTS` (comma-separated
-  `host[:port]`, e.g. an HTTPS proxy);
+- the hub client's `GEMMAFORGE_HUB_URL` (or its saved login's URL, when read), and
+  `GEMMAFORGE_ALLOW_HOSTS` (comma-separated `host[:port]`, e.g. an HTTPS proxy);
 - listening: `bind` is never refused (a listening socket is not egress) and a loopback
   connection to a port this process bound (serve's own socket) is allowed;
 - non-IP sockets (AF_UNIX, netlink) are allowed: they do not leave the machine.

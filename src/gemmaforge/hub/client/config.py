@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from gemmaforge import netguard
 from gemmaforge.errors import UserError, problem
 
 
@@ -49,6 +50,9 @@ def load_login() -> tuple[str | None, str | None]:
             raise UserError(
                 problem(str(path), "is not valid JSON", "run `gemmaforge hub login URL --token T`")
             ) from None
-        url = url or saved.get("url")
+        if url is None and saved.get("url"):
+            url = saved["url"]
+            # The login file names the hub as GEMMAFORGE_HUB_URL would: the guard allows it.
+            netguard.allow_url(url, f"the hub login ({path})")
         token = token or saved.get("token")
     return url, token
