@@ -748,9 +748,7 @@ def version_json(session: Session, version: Version) -> dict:
         "deprecated": version.deprecated,
         "replaced_by": version.replaced_by,
         "adapter_pulls": adapter.pulls,
-        "rating": round(adapter.rating_sum / adapter.rating_count, 2)
-        if adapter.rating_count
-        else None,
+        "rating": round(adapter.rating, 2) if adapter.rating_count else None,
         "ratings": community.ratings(session, version.id),
         "fits": community.fits_of(session, version.id),
     }

@@ -166,21 +166,24 @@ def search_query(session: Session, f: Filters):
     return query, relevance
 
 
-def search(session: Session, f: Filters, limit: int = 20, offset: int = 0) -> list[dict]:
+def ranked_ids(session: Session, f: Filters, limit: int = 20, offset: int = 0):
+    """The SELECT of the ids of one page of matches of `f`, in `f.sort`'s order."""
     query, relevance = search_query(session, f)
-    rating = Adapter.rating_sum * 1.0 / func.nullif(Adapter.rating_count, 0)
     if f.sort == "pulls":
         order = [desc(Adapter.pulls), desc(Version.id)]
-    elif f.sort == "rating":
-        order = [desc(func.coalesce(rating, 0)), desc(Adapter.rating_count), desc(Version.id)]
+    elif f.sort == "rating":  # columns the index ix_adapters_rating holds, in its order
+        order = [desc(Adapter.rating), desc(Adapter.rating_count), desc(Version.id)]
     elif f.sort == "recent" or relevance is None:
         order = [desc(Version.id)]
     else:
         order = [relevance, desc(Version.id)]
     # Two steps: rank only ids (a sort of narrow rows), then load the page's rows. Sorting
     # whole rows carried every match's card and provenance through the sorter.
-    page = query.with_only_columns(Version.id).order_by(*order).limit(limit).offset(offset)
-    ids = list(session.scalars(page))
+    return query.with_only_columns(Version.id).order_by(*order).limit(limit).offset(offset)
+
+
+def search(session: Session, f: Filters, limit: int = 20, offset: int = 0) -> list[dict]:
+    ids = list(session.scalars(ranked_ids(session, f, limit, offset)))
     if not ids:
         return []
     rows = session.execute(
@@ -208,9 +211,7 @@ def result_json(v: Version, name: str, ns: str, adapter: Adapter) -> dict:
         "signer": ns,
         "key_fingerprint": v.key_fingerprint,
         "pulls": adapter.pulls,
-        "rating": round(adapter.rating_sum / adapter.rating_count, 2)
-        if adapter.rating_count
-        else None,
+        "rating": round(adapter.rating, 2) if adapter.rating_count else None,
         "ratings": adapter.rating_count,
         "deprecated": v.deprecated,
         "created_at": v.created_at.isoformat() + "Z",
