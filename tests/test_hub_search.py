@@ -183,7 +183,7 @@ def hub(request, tmp_path_factory):
 
         pg = start_postgres()
         settings.db_url = pg.url
-    server = HubServer(settings)
+    server = HubServer(settings, web=True)  # the API and the search page
     seed(server.app.state.hub.sessions)
     yield server
     server.stop()
@@ -294,6 +294,22 @@ def test_facets_count_each_value_with_all_the_other_filters(hub):
         for params, expected in FACET_CASES:
             found = {k: dict(v) for k, v in facets(session, Filters(**params)).items()}
             assert found == expected, params
+
+
+def test_search_page_shows_the_facet_counts(hub):
+    """The page lists each facet's values with those counts: with finance and rank 8 chosen,
+    the domain facet still offers legal (1) and the rank facet rank 4 (1)."""
+    import re
+
+    html = requests.get(f"{hub.url}/search", params={"domain": "finance", "rank": 8}, timeout=30)
+    html = html.text
+    shown = {}
+    for facet, items in re.findall(r'data-facet="(\w+)">(.*?)</ul>', html, re.DOTALL):
+        pairs = re.findall(r">([^<]+)</a> <span class=\"muted\">(\d+)</span>", items)
+        shown[facet] = {value: int(n) for value, n in pairs}
+    assert shown["domain"] == {"finance": 2, "legal": 1}
+    assert shown["rank"] == {"8": 2, "4": 1}
+    assert shown["licence"] == {"apache-2.0": 2}
 
 
 def test_bad_metric_filter_is_a_clear_422(hub):

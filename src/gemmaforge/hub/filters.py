@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from gemmaforge.errors import UserError, problem
 
@@ -56,23 +56,14 @@ class Filters(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _blank_is_unset(cls, value):
-        """An empty form field means "any": "" becomes None, and empty list items go."""
-        if isinstance(value, str) and not value.strip():
-            return None
+    def _blank_is_unset(cls, value, info: ValidationInfo):
+        """An empty form field means "any": "" or None is the field's default (None, no
+        items, or relevance), and empty list items go."""
         if isinstance(value, list):
             return [v for v in value if not (isinstance(v, str) and not v.strip())]
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return cls.model_fields[info.field_name].get_default()
         return value
-
-    @field_validator("modality", "metric", mode="before")
-    @classmethod
-    def _none_is_empty(cls, value):
-        return [] if value is None else value
-
-    @field_validator("sort", mode="before")
-    @classmethod
-    def _default_sort(cls, value):
-        return "relevance" if value is None else value
 
     @field_validator("metric")
     @classmethod
