@@ -301,8 +301,8 @@ def test_search_page_shows_the_facet_counts(hub):
     the domain facet still offers legal (1) and the rank facet rank 4 (1)."""
     import re
 
-    html = requests.get(f"{hub.url}/search", params={"domain": "finance", "rank": 8}, timeout=30)
-    html = html.text
+    params = {"domain": "finance", "rank": 8}
+    html = requests.get(f"{hub.url}/search", params=params, timeout=30).text
     shown = {}
     for facet, items in re.findall(r'data-facet="(\w+)">(.*?)</ul>', html, re.DOTALL):
         pairs = re.findall(r">([^<]+)</a> <span class=\"muted\">(\d+)</span>", items)
@@ -310,6 +310,13 @@ def test_search_page_shows_the_facet_counts(hub):
     assert shown["domain"] == {"finance": 2, "legal": 1}
     assert shown["rank"] == {"8": 2, "4": 1}
     assert shown["licence"] == {"apache-2.0": 2}
+    # The filter form as a browser submits it, every box empty but one: blanks mean "any".
+    form = {"q": "", "base": "", "fits": "", "licence": "MIT", "signer": "", "metric": ""}
+    form |= {"modality": "", "sort": "relevance"}
+    response = requests.get(f"{hub.url}/search", params=form, timeout=30)
+    assert response.status_code == 200, response.text
+    assert 'id="results"' in response.text and "receipts-lite" in response.text
+    assert "invoice-vision" not in response.text
 
 
 def test_bad_metric_filter_is_a_clear_422(hub):
