@@ -183,7 +183,7 @@ def hub(request, tmp_path_factory):
 
         pg = start_postgres()
         settings.db_url = pg.url
-    server = HubServer(settings)
+    server = HubServer(settings, web=True)  # the API and the search page
     seed(server.app.state.hub.sessions)
     yield server
     server.stop()
@@ -198,10 +198,38 @@ def names(hub, params: dict) -> list[str]:
 
 
 def test_filters_find_exactly_the_expected_adapters(hub):
+    from gemmaforge.hub.client.api import HubClient
+
+    client = HubClient(hub.url)
     for params, expected in CASES:
         found = names(hub, params)
         assert set(found) == expected, params
         assert len(found) == len(set(found)), params  # one row per adapter
+        # The client sends the same filters (Filters.query_params) and gets the same answer.
+        fields = {k: [v] if k in ("modality", "metric") else v for k, v in params.items()}
+        via_client = client.search(fields.pop("q", None), **fields)
+        assert {r["name"].split("/")[1] for r in via_client} == expected, params
+
+
+def test_server_client_and_cli_share_one_filter_set(hub):
+    """Every field of Filters is a query parameter of /api/adapters and an option of `hub
+    search`; a bad filter is refused by the CLI before it reaches the hub (exit 2)."""
+    import typer.main
+
+    from gemmaforge.hub.filters import Filters
+
+    fields = set(Filters.model_fields)
+    spec = requests.get(f"{hub.url}/openapi.json", timeout=30).json()
+    query = spec["paths"]["/api/adapters"]["get"]["parameters"]
+    assert fields <= {p["name"] for p in query if p["in"] == "query"}
+    command = typer.main.get_command(cli_app).commands["hub"].commands["search"]
+    options = {p.name for p in command.params if p.param_type_name == "option"}
+    assert fields - {"q"} <= options
+    result = CliRunner().invoke(
+        cli_app, ["hub", "search", "--hub", "http://127.0.0.1:9", "--metric", "accuracy"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "exact_match>=0.9" in result.output
 
 
 def test_sorts(hub):
@@ -209,6 +237,86 @@ def test_sorts(hub):
         assert names(hub, params)[:3] == first, params
     # Relevance: the adapter named for the word ranks above one that mentions it once.
     assert names(hub, {"q": "receipts", "sort": "relevance"})[0].startswith("receipts")
+
+
+FACET_CASES = [
+    (
+        {},
+        {
+            "domain": {"finance": 3, "medical": 2, "legal": 1},
+            "family": {"gemma4": 5, "gemma3n": 1},
+            "licence": {"apache-2.0": 4, "mit": 1, "gemma": 1},
+            "base": {E2B: 3, E4B: 2, N3: 1},
+            "rank": {"8": 3, "4": 1, "16": 1, "32": 1},
+        },
+    ),
+    # Each facet counts with every filter but its own: the domain facet still offers legal
+    # (the rank-8 adapter outside finance), the rank facet rank 4 (the finance one not
+    # rank 8), and the rest count within finance and rank 8.
+    (
+        {"domain": "finance", "rank": 8},
+        {
+            "domain": {"finance": 2, "legal": 1},
+            "family": {"gemma4": 2},
+            "licence": {"apache-2.0": 2},
+            "base": {E2B: 2},
+            "rank": {"8": 2, "4": 1},
+        },
+    ),
+    (
+        {"q": "receipts", "licence": "apache-2.0", "modality": ["text"]},
+        {
+            "domain": {"finance": 2},
+            "family": {"gemma4": 2},
+            "licence": {"apache-2.0": 2, "mit": 1},
+            "base": {E2B: 2},
+            "rank": {"8": 2},
+        },
+    ),
+    (
+        {"base": f"{E4B}@{NEW}", "family": "gemma4", "metric": ["exact_match>=0.8"]},
+        {  # nothing matches (xray-notes has no eval), but the base facet offers two bases
+            "domain": {},
+            "family": {},
+            "licence": {},
+            "base": {E2B: 2, E4B: 1},  # gemma4 with exact_match >= 0.8, on any base
+            "rank": {},
+        },
+    ),
+]
+
+
+def test_facets_count_each_value_with_all_the_other_filters(hub):
+    from gemmaforge.hub.filters import Filters
+    from gemmaforge.hub.server.search import facets
+
+    with hub.app.state.hub.sessions() as session:
+        for params, expected in FACET_CASES:
+            found = {k: dict(v) for k, v in facets(session, Filters(**params)).items()}
+            assert found == expected, params
+
+
+def test_search_page_shows_the_facet_counts(hub):
+    """The page lists each facet's values with those counts: with finance and rank 8 chosen,
+    the domain facet still offers legal (1) and the rank facet rank 4 (1)."""
+    import re
+
+    params = {"domain": "finance", "rank": 8}
+    html = requests.get(f"{hub.url}/search", params=params, timeout=30).text
+    shown = {}
+    for facet, items in re.findall(r'data-facet="(\w+)">(.*?)</ul>', html, re.DOTALL):
+        pairs = re.findall(r">([^<]+)</a> <span class=\"muted\">(\d+)</span>", items)
+        shown[facet] = {value: int(n) for value, n in pairs}
+    assert shown["domain"] == {"finance": 2, "legal": 1}
+    assert shown["rank"] == {"8": 2, "4": 1}
+    assert shown["licence"] == {"apache-2.0": 2}
+    # The filter form as a browser submits it, every box empty but one: blanks mean "any".
+    form = {"q": "", "base": "", "fits": "", "licence": "MIT", "signer": "", "metric": ""}
+    form |= {"modality": "", "sort": "relevance"}
+    response = requests.get(f"{hub.url}/search", params=form, timeout=30)
+    assert response.status_code == 200, response.text
+    assert 'id="results"' in response.text and "receipts-lite" in response.text
+    assert "invoice-vision" not in response.text
 
 
 def test_bad_metric_filter_is_a_clear_422(hub):
@@ -282,3 +390,61 @@ def test_a_part_one_database_migrates_and_its_adapters_are_found(tmp_path):
         found = search(session, Filters(q="discharge"))
         assert [r["name"] for r in found] == ["old/scribe"]
         assert found[0]["pulls"] == 7
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_rating_column_follows_each_rating_write(backend, tmp_path):
+    """`adapters.rating` (the sort key) is computed by the database in the same write as the
+    rating totals: new ratings and an edited one move it, and the rating sort follows."""
+    from gemmaforge.hub.filters import Filters
+    from gemmaforge.hub.server import community, db
+    from gemmaforge.hub.server.search import search
+
+    url, pg = f"sqlite:///{tmp_path / 'hub.sqlite'}", None
+    if backend == "postgres":
+        from services import start_postgres
+
+        pg = start_postgres()
+        url = pg.url
+    try:
+        engine, sessions = db.open_database(url)
+        with sessions() as s:
+            ns = db.Namespace(name="pub")
+            s.add(ns)
+            s.flush()
+            versions = []
+            for i, name in enumerate(("steady", "mover")):
+                adapter = db.Adapter(namespace_id=ns.id, name=name)
+                s.add(adapter)
+                s.flush()
+                v = db.Version(
+                    adapter_id=adapter.id, version="v1", digest=f"{i:064x}", base_id="b",
+                    base_revision="r", licence="mit", modalities="text", provenance={},
+                    key_fingerprint="k", search_text=name,
+                )  # fmt: skip
+                s.add(v)
+                s.flush()
+                s.add(db.Tag(adapter_id=adapter.id, name="latest", version_id=v.id))
+                versions.append(v)
+            steady, mover = versions
+            for user, stars in (("u1", 4), ("u2", 3)):
+                community.rate(s, steady, user, stars, "")
+            s.commit()
+            by_rating = Filters(sort="rating")
+            # (user, stars, mover's mean and count after, first by rating); steady is 3.5.
+            steps = [
+                ("u1", 4, 4.0, 1, "pub/mover"),
+                ("u2", 2, 3.0, 2, "pub/steady"),
+                ("u2", 4, 4.0, 2, "pub/mover"),  # u2 edits their rating
+            ]
+            for user, stars, mean, count, first in steps:
+                community.rate(s, mover, user, stars, "")
+                s.commit()
+                adapter = s.get(db.Adapter, mover.adapter_id)
+                s.refresh(adapter)
+                assert (adapter.rating, adapter.rating_count) == (mean, count), (user, stars)
+                assert search(s, by_rating)[0]["name"] == first, (user, stars)
+        engine.dispose()
+    finally:
+        if pg is not None:
+            pg.remove()

@@ -18,6 +18,7 @@ SRC = Path(gemmaforge.__file__).parent
 # ones and their own layer's modules, never higher ones.
 LAYERS = [
     ("", 0),  # ground: config, config_load, errors, files, runs, signing, netguard
+    ("hub.filters", 0),  # the search filters shared by hub server, client and CLI
     ("models", 1),
     # The hub's checks, shared by its server and client, read model structure (tower names,
     # weight files), so they sit beside models/.

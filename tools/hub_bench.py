@@ -7,15 +7,17 @@ a test).
 Seeds the database directly (2,000 adapters x 5 versions over 50 namespaces, 3 files each,
 varied bases, modalities and domains; the gate is not involved: this measures search), serves
 it with `gemmaforge hub serve` (its own process) on loopback, and times `GET /api/adapters`
-over HTTP for several kinds of query (full text, every filter, each sort), then the web
-pages (home, search with facets, an adapter page, a publisher page). Prints p50 and p95 per
-kind, in milliseconds.
+over HTTP for several kinds of query (full text, every filter, each sort with each kind of
+filter set), then the web pages (home, search with facets, an adapter page, a publisher
+page). Prints p50 and p95 per kind, in milliseconds, after the database's own time for each
+sort x filter set's query (median of 5).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import statistics
 import sys
@@ -108,6 +110,52 @@ def seed(sessions, versions: int, per_adapter: int = 5) -> None:
         session.commit()
 
 
+FILTER_SETS = {
+    "none": {},
+    "text": {"q": "legal"},
+    "domain+rank": {"domain": "legal", "rank": 16},
+    "family+licence": {"family": "gemma4", "licence": "mit"},
+    "text+filters+metric": {
+        "q": "clinic",
+        "base": BASES[1],
+        "modality": "text",
+        "metric": "exact_match>=0.5",
+    },
+}
+"""Filter sets each sort is timed with (relevance without a query is newest first)."""
+
+
+def database_times(sessions) -> None:
+    """The database's own time for each sort x filter set's ranked-ids query (PostgreSQL:
+    EXPLAIN ANALYZE's execution time; SQLite: the query in this process), median of 5: what
+    a loaded machine's HTTP tails say little about."""
+    import re
+
+    from sqlalchemy import text
+
+    from gemmaforge.hub.filters import Filters
+    from gemmaforge.hub.server.search import ranked_ids
+
+    with sessions() as session:
+        postgres = session.get_bind().dialect.name == "postgresql"
+        for sort in ("relevance", "pulls", "rating", "recent"):
+            for name, params in FILTER_SETS.items():
+                lists = {k: [v] for k, v in params.items() if k in ("modality", "metric")}
+                page = ranked_ids(session, Filters(**{**params, **lists}, sort=sort))
+                sql = page.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+                times = []
+                for _ in range(5):
+                    if postgres:
+                        plan = [row[0] for row in session.execute(text(f"EXPLAIN ANALYZE {sql}"))]
+                        times.append(float(re.search(r"Execution Time: ([\d.]+)", plan[-1])[1]))
+                    else:
+                        started = time.perf_counter()
+                        list(session.scalars(page))
+                        times.append((time.perf_counter() - started) * 1000)
+                label = f"database, {sort}: {name}"
+                print(f"{label:40s} median {statistics.median(times):6.1f} ms")
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
@@ -124,16 +172,28 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
+    print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}")
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(root=Path(tmp), db_url=args.db, rate_burst=10**9, rate_per_s=1e9)
         _, sessions = open_database(settings.database_url)
         started = time.perf_counter()
         seed(sessions, args.versions)
+        if settings.database_url.startswith("postgresql"):
+            # What autovacuum does within a minute or so of a bulk load. Without it the
+            # server starts on statistics autovacuum took part-way through the seed, and
+            # the planner, expecting a few rows, picks plans that take seconds (see
+            # migration 0003): that measured the timing of autovacuum, not the hub.
+            from sqlalchemy import text
+
+            with sessions() as session:
+                session.execute(text("ANALYZE"))
+                session.commit()
         print(
             f"seeded {args.versions} versions in {time.perf_counter() - started:.1f} s "
             f"({settings.database_url.split(':')[0]})"
         )
+        database_times(sessions)
         # The server runs in its own process, as deployed: in this process it would share
         # the GIL with the timing loop, and every request would wait on thread switches.
         extra = ["--rate", "1000000", "--burst", "1000000"]
@@ -154,14 +214,16 @@ def main() -> None:
                 "signer": "org3",
                 "metric": "exact_match>=0.5",
             },
-            "filters, sort by pulls": {"family": "gemma4", "licence": "mit", "sort": "pulls"},
-            "filters, sort by rating": {"domain": "legal", "rank": 16, "sort": "rating"},
             "metric threshold only": {"metric": "exact_match>=0.9", "sort": "recent"},
         }
+        for sort in ("relevance", "pulls", "rating", "recent"):
+            for name, params in FILTER_SETS.items():
+                queries[f"{sort}: {name}"] = {**params, "sort": sort}
         pages = {
             "page: home": "/",
             "page: search + facets": "/search?q=legal&modality=text",
             "page: search, filters": "/search?family=gemma4&licence=mit&metric=exact_match>=0.5",
+            "page: search, 2 facets chosen": "/search?q=legal&domain=legal&rank=16&sort=rating",
             "page: adapter": "/org7/{name}",
             "page: adapter version": "/org7/{name}/tree/v3",
             "page: publisher": "/org7",
@@ -179,7 +241,7 @@ def main() -> None:
                     times.append((time.perf_counter() - t) * 1000)
                     response.raise_for_status()
                 print(
-                    f"{label:28s} p50 {percentile(times, 50):6.1f} ms   "
+                    f"{label:30s} p50 {percentile(times, 50):6.1f} ms   "
                     f"p95 {percentile(times, 95):6.1f} ms   "
                     f"({len(response.json()['results'])} results)"
                 )
@@ -199,10 +261,11 @@ def main() -> None:
                     times.append((time.perf_counter() - t) * 1000)
                     response.raise_for_status()
                 print(
-                    f"{label:28s} p50 {percentile(times, 50):6.1f} ms   "
+                    f"{label:30s} p50 {percentile(times, 50):6.1f} ms   "
                     f"p95 {percentile(times, 95):6.1f} ms   ({len(response.content)} bytes)"
                 )
         server.stop()
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

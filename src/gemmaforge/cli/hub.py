@@ -6,11 +6,15 @@ FastAPI, SQLAlchemy, requests) are imported inside verbs so `--help` stays insta
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_origin
 
 import typer
+from rich.markup import escape
 
 from gemmaforge import signing
 from gemmaforge.cli.common import new_app
@@ -22,6 +26,7 @@ from gemmaforge.hub.client.config import save_login
 from gemmaforge.hub.client.publish import publish as run_publish
 from gemmaforge.hub.client.pull import pull as run_pull
 from gemmaforge.hub.client.pull import verify_folder
+from gemmaforge.hub.filters import Filters
 from gemmaforge.hub.server import Settings
 from gemmaforge.hub.web import serve as run
 
@@ -220,57 +225,48 @@ def publish(
     )
 
 
+def with_filter_options(verb: Callable[..., Any]) -> Callable[..., Any]:
+    """Give `verb` one option per search filter (each field of `Filters` but `q`, which is
+    the verb's QUERY argument), help text from the field; it receives the given ones as
+    `filters`. Built from the one definition, so the CLI cannot fall behind the server."""
+    signature = inspect.signature(verb, eval_str=True)
+    names = [name for name in Filters.model_fields if name != "q"]
+    options = []
+    for name in names:
+        info = Filters.model_fields[name]
+        kind = info.annotation
+        default = info.default if kind is str else None  # `sort`: the one with a default
+        if get_origin(kind) is list:
+            kind = list[str] | None
+        option = typer.Option(
+            default, f"--{name}", help=escape(info.description or ""), show_default=bool(default)
+        )
+        options.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+        )
+
+    @functools.wraps(verb)
+    def run(**kwargs: Any) -> Any:
+        filters = {name: kwargs.pop(name) for name in names}
+        return verb(**kwargs, filters={k: v for k, v in filters.items() if v is not None})
+
+    params = [p for p in signature.parameters.values() if p.name != "filters"]
+    run.__signature__ = signature.replace(parameters=[*params, *options])  # type: ignore[attr-defined]
+    return run
+
+
 @app.command()
+@with_filter_options
 def search(
-    query: Annotated[str | None, typer.Argument(help="Words in name or card.")] = None,
-    base: Annotated[str | None, typer.Option(help="Base id.", show_default=False)] = None,
-    modality: Annotated[
-        list[str] | None,
-        typer.Option(help="text, vision or audio (repeatable).", show_default=False),
-    ] = None,
-    domain: Annotated[str | None, typer.Option(help="Domain tag.", show_default=False)] = None,
-    revision: Annotated[str | None, typer.Option(help="Base revision.", show_default=False)] = None,
-    family: Annotated[
-        str | None, typer.Option(help="Model family (gemma4, ...).", show_default=False)
-    ] = None,
-    licence: Annotated[str | None, typer.Option(help="Licence.", show_default=False)] = None,
-    rank: Annotated[int | None, typer.Option(help="LoRA rank r.", show_default=False)] = None,
-    signer: Annotated[
-        str | None,
-        typer.Option(help="Signing namespace or key fingerprint prefix.", show_default=False),
-    ] = None,
-    metric: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Eval threshold, e.g. 'exact_match>=0.9' (repeatable).", show_default=False
-        ),
-    ] = None,
-    fits: Annotated[
-        str | None,
-        typer.Option(help="ID@REV of a registered base it must fit.", show_default=False),
-    ] = None,
-    sort: Annotated[str, typer.Option(help="relevance, pulls, rating or recent.")] = "relevance",
+    query: Annotated[str | None, typer.Argument(help="Words in name, card or tags.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     hub: UrlOpt = None,
     token: TokenOpt = None,
+    filters: dict | None = None,
 ) -> None:
     """Search the hub's adapters (newest version of each that is not yanked)."""
-    results = _client(hub, token).search(
-        query,
-        base,
-        modality,
-        domain,
-        limit,
-        revision=revision,
-        family=family,
-        licence=licence,
-        rank=rank,
-        signer=signer,
-        metric=metric,
-        fits=fits,
-        sort=sort,
-    )
+    results = _client(hub, token).search(query, limit, **(filters or {}))
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return

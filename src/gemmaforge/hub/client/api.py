@@ -14,6 +14,7 @@ from urllib.parse import quote
 from gemmaforge.errors import UserError, problem
 from gemmaforge.files import sha256_file
 from gemmaforge.hub.client.config import load_login
+from gemmaforge.hub.filters import Filters
 
 TIMEOUT = (10, 300)
 CHUNK = 1 << 20
@@ -117,13 +118,11 @@ class HubClient:
         path = f"/api/adapters/{quote(namespace)}/{quote(name)}/versions"
         return self.request("POST", path, json=body).json()
 
-    def search(
-        self, query=None, base=None, modalities=None, domain=None, limit=20, **filters
-    ) -> list:
-        """Search; `filters` are the API's other parameters (revision, family, licence, rank,
-        signer, namespace, metric (list of `NAME>=VALUE`), fits, sort)."""
-        params = {"q": query, "base": base, "modality": modalities, "domain": domain, **filters}
-        params = {k: v for k, v in params.items() if v is not None and v != []}
+    def search(self, query: str | None = None, limit: int = 20, **filters) -> list:
+        """Search; `filters` are the other fields of `gemmaforge.hub.filters.Filters` (base,
+        modality, domain, licence, rank, signer, metric, fits, sort, ...), checked here as
+        the server checks them (a UserError names each bad one)."""
+        params = Filters.parse(q=query, **filters).query_params()
         params["limit"] = limit
         return self.request("GET", "/api/adapters", params=params).json()["results"]
 

@@ -49,6 +49,7 @@ from starlette.exceptions import HTTPException
 from gemmaforge import signing
 from gemmaforge.errors import UserError
 from gemmaforge.hub import bases, gate
+from gemmaforge.hub.filters import Filters
 from gemmaforge.hub.server import auth, community
 from gemmaforge.hub.server.db import (
     Adapter,
@@ -63,7 +64,6 @@ from gemmaforge.hub.server.db import (
     open_database,
 )
 from gemmaforge.hub.server.hf import add_hf_routes
-from gemmaforge.hub.server.search import SORTS, Filters, metric_problems
 from gemmaforge.hub.server.search import search as run_search
 from gemmaforge.hub.server.settings import Settings
 from gemmaforge.hub.server.storage import SHA256, BlobStore, HashMismatch, TooLarge
@@ -357,7 +357,7 @@ def create_app(settings: Settings, extensions: Iterable[Callable[[FastAPI], None
     def search(
         who: Reader,
         session: DB,
-        filters: Annotated[Filters, Depends(search_filters)],
+        filters: SearchQuery,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> dict:
@@ -451,43 +451,9 @@ def create_app(settings: Settings, extensions: Iterable[Callable[[FastAPI], None
     return app
 
 
-def search_filters(
-    q: Annotated[str | None, Query(max_length=200)] = None,
-    base: Annotated[str | None, Query(max_length=401, description="ID or ID@REVISION")] = None,
-    revision: Annotated[str | None, Query(max_length=200)] = None,
-    family: Annotated[str | None, Query(max_length=64)] = None,
-    modality: Annotated[list[str] | None, Query()] = None,
-    domain: Annotated[str | None, Query(max_length=100)] = None,
-    licence: Annotated[str | None, Query(max_length=100)] = None,
-    rank: Annotated[int | None, Query(ge=1, le=4096)] = None,
-    signer: Annotated[str | None, Query(max_length=128)] = None,
-    namespace: Annotated[str | None, Query(max_length=64)] = None,
-    metric: Annotated[
-        list[str] | None, Query(description="NAME>=VALUE (also <=, >, <, =); repeatable")
-    ] = None,
-    fits: Annotated[str | None, Query(max_length=401, description="ID@REVISION")] = None,
-    sort: Annotated[str, Query(pattern="^(" + "|".join(SORTS) + ")$")] = "relevance",
-) -> Filters:
-    """The search filters from a query string (the JSON API and the search page)."""
-    metrics = [m[:100] for m in (metric or [])][:10]
-    problems = metric_problems(metrics)
-    if problems:
-        raise HubError(422, "invalid metric filter", problems=problems)
-    return Filters(
-        q=q,
-        base=base,
-        revision=revision,
-        family=family,
-        modality=[m[:20] for m in (modality or []) if m][:3],
-        domain=domain,
-        licence=licence,
-        rank=rank,
-        signer=signer,
-        namespace=namespace,
-        metric=metrics,
-        fits=fits,
-        sort=sort,
-    )
+SearchQuery = Annotated[Filters, Query()]
+"""The search filters from a query string (the JSON API and the search page): FastAPI reads
+and checks each field of `Filters`, and a bad one is a 422 naming it."""
 
 
 class community_errors:
@@ -748,9 +714,7 @@ def version_json(session: Session, version: Version) -> dict:
         "deprecated": version.deprecated,
         "replaced_by": version.replaced_by,
         "adapter_pulls": adapter.pulls,
-        "rating": round(adapter.rating_sum / adapter.rating_count, 2)
-        if adapter.rating_count
-        else None,
+        "rating": round(adapter.rating, 2) if adapter.rating_count else None,
         "ratings": community.ratings(session, version.id),
         "fits": community.fits_of(session, version.id),
     }

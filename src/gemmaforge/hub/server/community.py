@@ -106,9 +106,11 @@ def adapter_rank(folder: Path) -> int | None:
 
 
 def count_pull(session: Session, version: Version) -> None:
-    version.pulls += 1
+    # SQL increments (`SET pulls = pulls + 1`), not Python ones: two pulls at once must
+    # both count.
+    version.pulls = Version.pulls + 1
     adapter = session.get(Adapter, version.adapter_id)
-    adapter.pulls += 1
+    adapter.pulls = Adapter.pulls + 1
 
 
 def rate(session: Session, version: Version, user: str, stars: int, review: str) -> Rating:
@@ -121,11 +123,15 @@ def rate(session: Session, version: Version, user: str, stars: int, review: str)
     if session.get(Namespace, adapter.namespace_id).name == user:
         raise CommunityError(403, "publishers cannot rate their own adapters")
     row = session.scalar(select(Rating).where(Rating.version_id == version.id, Rating.user == user))
-    if row is None:
+    added = row is None
+    if added:
         row = Rating(version_id=version.id, adapter_id=adapter.id, user=user, stars=0)
         session.add(row)
-        adapter.rating_count += 1
-    adapter.rating_sum += stars - row.stars
+    # The adapter's aggregate changes in this transaction, by SQL increments so concurrent
+    # ratings of one adapter cannot lose each other's; the database recomputes the
+    # `rating` column (the sort key) from it in the same UPDATE.
+    adapter.rating_sum = Adapter.rating_sum + (stars - row.stars)
+    adapter.rating_count = Adapter.rating_count + int(added)
     row.stars, row.review, row.updated_at = stars, review.strip(), now()
     session.flush()
     return row

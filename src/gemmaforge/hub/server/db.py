@@ -16,6 +16,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Computed,
     DateTime,
     Float,
     ForeignKey,
@@ -85,7 +86,10 @@ class BaseRecord(Base):
 
 class Adapter(Base):
     __tablename__ = "adapters"
-    __table_args__ = (UniqueConstraint("namespace_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("namespace_id", "name"),
+        Index("ix_adapters_rating", "rating", "rating_count"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))
@@ -96,6 +100,14 @@ class Adapter(Base):
     rating_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Stars over all its versions' ratings, kept with each rating so sorting by rating is
     a column read, not an aggregate over every rating on every search."""
+    rating: Mapped[float] = mapped_column(
+        Float,
+        Computed(
+            "CASE WHEN rating_count > 0 THEN CAST(rating_sum AS FLOAT) / rating_count ELSE 0 END"
+        ),
+    )
+    """The mean stars (0: unrated), computed by the database from the two columns above in
+    the same write (migration 0003); indexed with rating_count for "sort by rating"."""
     namespace: Mapped[Namespace] = relationship()
 
 
@@ -139,7 +151,11 @@ class Version(Base):
 
 class Tag(Base):
     __tablename__ = "tags"
-    __table_args__ = (UniqueConstraint("adapter_id", "name"),)
+    # (name, version_id) serves every search's join from a version to its `latest` tag.
+    __table_args__ = (
+        UniqueConstraint("adapter_id", "name"),
+        Index("ix_tags_name_version", "name", "version_id"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
     name: Mapped[str] = mapped_column(String(64))

@@ -11,11 +11,11 @@ searched: a search answers "which adapters", not "which versions".
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from sqlalchemy import and_, column, desc, exists, func, literal_column, or_, select, table, text
 from sqlalchemy.orm import Session
 
+from gemmaforge.hub.filters import FACETS, METRIC, Filters
 from gemmaforge.hub.server.db import (
     Adapter,
     BaseRecord,
@@ -27,42 +27,9 @@ from gemmaforge.hub.server.db import (
 )
 
 LATEST = "latest"
-SORTS = ("relevance", "pulls", "rating", "recent")
-METRIC = re.compile(r"^\s*([A-Za-z0-9_.\-]{1,64})\s*(>=|<=|>|<|=)\s*(-?[0-9]*\.?[0-9]+)\s*$")
 WORD = re.compile(r"\w+", re.UNICODE)
 FTS = table("versions_fts", column("rowid"))
 """SQLite's FTS5 index of versions.search_text (made by migration 0002, not the ORM)."""
-
-
-@dataclass
-class Filters:
-    """What a search asks for; every field is optional and all given ones must hold."""
-
-    q: str | None = None
-    base: str | None = None
-    """Base id, or `ID@REVISION`."""
-    revision: str | None = None
-    family: str | None = None
-    modality: list[str] = field(default_factory=list)
-    domain: str | None = None
-    licence: str | None = None
-    rank: int | None = None
-    signer: str | None = None
-    """The signing namespace, or a prefix of the signing key's fingerprint."""
-    namespace: str | None = None
-    metric: list[str] = field(default_factory=list)
-    """Thresholds on self-reported eval metrics: `exact_match>=0.9`."""
-    fits: str | None = None
-    """`ID@REVISION` of a registered base the adapter must fit (by the shape check)."""
-    sort: str = "relevance"
-
-
-def metric_problems(metrics: list[str]) -> list[str]:
-    return [
-        f"metric filter {m!r} is not NAME OP NUMBER (e.g. exact_match>=0.9)"
-        for m in metrics
-        if not METRIC.match(m)
-    ]
 
 
 def _words(q: str) -> list[str]:
@@ -166,21 +133,24 @@ def search_query(session: Session, f: Filters):
     return query, relevance
 
 
-def search(session: Session, f: Filters, limit: int = 20, offset: int = 0) -> list[dict]:
+def ranked_ids(session: Session, f: Filters, limit: int = 20, offset: int = 0):
+    """The SELECT of the ids of one page of matches of `f`, in `f.sort`'s order."""
     query, relevance = search_query(session, f)
-    rating = Adapter.rating_sum * 1.0 / func.nullif(Adapter.rating_count, 0)
     if f.sort == "pulls":
         order = [desc(Adapter.pulls), desc(Version.id)]
-    elif f.sort == "rating":
-        order = [desc(func.coalesce(rating, 0)), desc(Adapter.rating_count), desc(Version.id)]
+    elif f.sort == "rating":  # columns the index ix_adapters_rating holds, in its order
+        order = [desc(Adapter.rating), desc(Adapter.rating_count), desc(Version.id)]
     elif f.sort == "recent" or relevance is None:
         order = [desc(Version.id)]
     else:
         order = [relevance, desc(Version.id)]
     # Two steps: rank only ids (a sort of narrow rows), then load the page's rows. Sorting
     # whole rows carried every match's card and provenance through the sorter.
-    page = query.with_only_columns(Version.id).order_by(*order).limit(limit).offset(offset)
-    ids = list(session.scalars(page))
+    return query.with_only_columns(Version.id).order_by(*order).limit(limit).offset(offset)
+
+
+def search(session: Session, f: Filters, limit: int = 20, offset: int = 0) -> list[dict]:
+    ids = list(session.scalars(ranked_ids(session, f, limit, offset)))
     if not ids:
         return []
     rows = session.execute(
@@ -208,29 +178,43 @@ def result_json(v: Version, name: str, ns: str, adapter: Adapter) -> dict:
         "signer": ns,
         "key_fingerprint": v.key_fingerprint,
         "pulls": adapter.pulls,
-        "rating": round(adapter.rating_sum / adapter.rating_count, 2)
-        if adapter.rating_count
-        else None,
+        "rating": round(adapter.rating, 2) if adapter.rating_count else None,
         "ratings": adapter.rating_count,
         "deprecated": v.deprecated,
         "created_at": v.created_at.isoformat() + "Z",
     }
 
 
+FACET_COLUMNS = {
+    "domain": Version.domain,
+    "family": Version.family,
+    "licence": Version.licence,
+    "base": Version.base_id,
+    "rank": Version.rank,
+}
+"""The column each facet (a filter in `FACETS`) counts the values of."""
+
+
 def facets(session: Session, f: Filters) -> dict[str, list[tuple[str, int]]]:
-    """Counts per value of domain, family, licence, base and rank among the matches of `f`
-    (each counted with all filters applied). One query grouped by all five columns at once
-    (their combinations are few), summed per facet here: five grouped queries would each
-    redo the full-text match."""
+    """Counts per value of each facet among the matches of all the filters in `f` but that
+    facet's own: with domain=legal chosen, the domain facet still says how many medical
+    adapters the other filters match (what choosing medical instead would give), and the
+    other facets count within legal. The facets whose filter is unset share one query
+    grouped by all their columns (the combinations are few) and are summed here; each facet
+    whose filter is set takes a query of its own (each redoes the full-text match)."""
     from collections import Counter
 
-    query, _ = search_query(session, f)
-    fields = (Version.domain, Version.family, Version.licence, Version.base_id, Version.rank)
-    names = ("domain", "family", "licence", "base", "rank")
-    counters = {name: Counter() for name in names}
-    grouped = query.with_only_columns(*fields, func.count()).group_by(*fields)
-    for *values, n in session.execute(grouped.limit(10_000)):
-        for name, value in zip(names, values, strict=True):
-            if value is not None:
-                counters[name][str(value)] += n
-    return {name: counter.most_common(12) for name, counter in counters.items()}
+    counters = {name: Counter() for name in FACETS}
+    unset = [name for name in FACETS if getattr(f, name) is None]
+    chosen = [name for name in FACETS if getattr(f, name) is not None]
+    for names, filters in [(unset, f)] + [([name], f.without(name)) for name in chosen]:
+        if not names:
+            continue
+        query, _ = search_query(session, filters)
+        fields = [FACET_COLUMNS[name] for name in names]
+        grouped = query.with_only_columns(*fields, func.count()).group_by(*fields)
+        for *values, n in session.execute(grouped.limit(10_000)):
+            for name, value in zip(names, values, strict=True):
+                if value is not None:
+                    counters[name][str(value)] += n
+    return {name: counters[name].most_common(12) for name in FACETS}

@@ -25,17 +25,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 
+from gemmaforge.hub.filters import SORTS, Filters
 from gemmaforge.hub.server import auth, community
 from gemmaforge.hub.server.app import (
     LATEST,
     HubError,
+    SearchQuery,
     find_adapter,
     resolve,
-    search_filters,
     version_json,
 )
 from gemmaforge.hub.server.db import Adapter, Namespace, Version
-from gemmaforge.hub.server.search import SORTS, Filters, facets, search
+from gemmaforge.hub.server.search import facets, search
 from gemmaforge.hub.web.render import card_html, loss_svg
 
 HERE = Path(__file__).parent
@@ -135,7 +136,7 @@ def add_pages(app: FastAPI) -> None:
         request: Request,
         user: User,
         session: DB,
-        filters: Annotated[Filters, Depends(search_filters)],
+        filters: SearchQuery,
         page_no: Annotated[int, Query(alias="page", ge=1, le=500)] = 1,
     ):
         results = search(session, filters, 20, (page_no - 1) * 20)
