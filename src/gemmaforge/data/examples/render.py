@@ -142,14 +142,14 @@ class _Vocab:
                 continue
             from gemmaforge.data.examples.multimodal import MediaRef
 
-            ref = MediaRef(part["type"], part["ref"], where)
+            ref = MediaRef(part["type"], part["ref"], where, part.get("key"))
             if self.media is None:
                 raise UserError(
                     problem(
                         where,
                         f"the example has {part['type']} but the model is text-only",
-                        "train a multimodal checkpoint (Gemma 3n, Gemma 4, Gemma 3 4B+), or "
-                        "remove the media parts",
+                        "train a multimodal checkpoint (Gemma 3n, Gemma 4, Gemma 3 4B+; video: "
+                        "Gemma 4), or remove the media parts",
                     )
                 )
             ids, types = self.media.segment(ref)
