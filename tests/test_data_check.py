@@ -222,7 +222,7 @@ def test_default_tokenizer_names_itself(tmp_path):
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
     assert "the bundled Gemma 3 270M tokenizer" in out
-    assert "token counts for images and audio need a multimodal --model" in out
+    assert "token counts for images, audio and video need a multimodal --model" in out
     assert "long audio training would cut: 1" in out and "31.0 s long" in out
 
 

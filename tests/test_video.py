@@ -159,6 +159,13 @@ def test_video_parts_and_placeholders_render_a_run_per_sampled_frame(processor, 
             chat([{"type": "video", "path": "v.mp4"}, {"type": "text", "text": "Which?"}]),
             chat([{"type": "video", "video": "v.mp4"}, {"type": "text", "text": "Which?"}]),
             chat("<video>Which?", videos=["v.mp4"]),  # LLaMA-Factory
+            chat([{"type": "video"}, {"type": "text", "text": "Which?"}], videos=["v.mp4"]),
+            chat(
+                [
+                    {"type": "video_url", "video_url": {"url": "v.mp4"}},
+                    {"type": "text", "text": "Which?"},
+                ]
+            ),
         ],
     )
     examples = render_file(processor, data)
@@ -175,7 +182,8 @@ def test_video_parts_and_placeholders_render_a_run_per_sampled_frame(processor, 
         assert "Colours." in processor.tokenizer.decode(
             [t for t in example.labels if t != IGNORE_INDEX]
         )
-    assert examples[0].input_ids == examples[1].input_ids == examples[2].input_ids
+    assert len(examples) == 5
+    assert all(ex.input_ids == examples[0].input_ids for ex in examples)
 
 
 def test_the_frame_budget_caps_frames_and_tokens(processor, tmp_path):
@@ -259,6 +267,39 @@ def test_video_pixels_reach_the_model(tiny_dir, tmp_path):
     red, blue, red_again = logits.float()
     assert torch.equal(red, red_again)
     assert (red - blue).abs().max() > 1e-4
+
+
+def test_an_image_and_a_video_in_one_row_reach_their_own_token_runs(tiny_dir, tmp_path):
+    """Images and video share the vision tower but not their token runs: the batch carries
+    both kinds of pixels and the forward pass places each (it raises on a count mismatch)."""
+    import random
+
+    import torch
+
+    from gemmaforge.config import ModelConfig
+    from gemmaforge.data.batches.collate import collate
+    from gemmaforge.data.examples.multimodal import media_encoder
+    from gemmaforge.models.load import load_model
+    from mm_tasks import colour_image
+
+    loaded = load_model(ModelConfig(name_or_path=str(tiny_dir("gemma4"))), for_training=False)
+    encoder = media_encoder(loaded, DataConfig())
+    colour_image(tmp_path / "a.png", (200, 30, 30), random.Random(0))
+    write_video(tmp_path / "v.mp4")
+    content = [
+        {"type": "image", "path": "a.png"},
+        {"type": "video", "path": "v.mp4"},
+        {"type": "text", "text": "Same colour?"},
+    ]
+    data = write_rows(tmp_path / "v.jsonl", [chat(content, "Yes.")])
+    render = RowRenderer(DataConfig(train=str(data)), GEMMA4, loaded.tokenizer, encoder)
+    (example,) = [render(record) for record in iter_source_records(str(data))]
+    assert [m.kind for m in example.media] == ["image", "video"]
+    batch = collate([[example]], 0, encoder.type_key, encoder)
+    assert "pixel_values" in batch and batch["pixel_values_videos"].shape[0] == 3
+    with torch.no_grad():
+        logits = loaded.model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    assert torch.isfinite(logits).all()
 
 
 @pytest.mark.slow

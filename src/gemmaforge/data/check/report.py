@@ -140,7 +140,7 @@ def print_report(report: CheckReport, console: Console, show: int = 10) -> None:
         )
     if any(stats["untokenized"] for stats in report.tokens.values()):
         console.print(
-            "  token counts for images and audio need a multimodal --model (Gemma 3n or "
+            "  token counts for images, audio and video need a multimodal --model (Gemma 3n or "
             "Gemma 4); their files were still checked",
             style="yellow",
         )
