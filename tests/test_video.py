@@ -36,12 +36,14 @@ COLOURS = [
 ]
 
 
-def write_video(path: Path, colours=COLOURS, fps: int = 2, size=(96, 64)) -> Path:
-    """One solid-colour frame per entry of `colours`, at `fps` frames per second."""
+def write_video(path: Path, colours=COLOURS, fps: int = 2, size=(96, 64), gop: int = 12) -> Path:
+    """One solid-colour frame per entry of `colours`, at `fps` frames per second, a keyframe
+    every `gop` frames."""
     width, height = size
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = gop
         for rgb in colours:
             pixels = np.empty((height, width, 3), np.uint8)
             pixels[...] = rgb
@@ -111,6 +113,21 @@ def test_frames_are_sampled_at_the_rate_and_the_budget_spreads_them(tmp_path):
     assert capped.metadata()["frames_indices"] == [1000, 2500]
 
 
+def test_far_apart_frames_are_reached_by_seeking_with_the_same_result(tmp_path, monkeypatch):
+    from gemmaforge.data.examples import media
+
+    # 40 s at 2 fps, colours cycling per frame, a keyframe every 4 frames (2 s).
+    video = write_video(tmp_path / "long.mp4", [COLOURS[i % 6] for i in range(80)], gop=4)
+    policy = MediaPolicy(video_fps=1.0, video_max_frames=2)  # at 10 s and 30 s
+    seeked = load_video(str(video), None, policy)
+    monkeypatch.setattr(media, "SEEK_GAP", 1e9)
+    walked = load_video(str(video), None, policy)
+    assert seeked.times == walked.times == (10.0, 30.0)
+    assert [nearest(f) for f in seeked.frames] == [nearest(f) for f in walked.frames] == [2, 0]
+    # Seeking decodes from the keyframe before each target, not the 61 frames up to 30 s.
+    assert seeked.source_frames < 10 < walked.source_frames
+
+
 @pytest.mark.parametrize(
     ("content", "what"),
     [
@@ -126,6 +143,13 @@ def test_unreadable_or_empty_videos_name_the_file_and_the_fix(tmp_path, content,
     message = str(err.value)
     assert message.startswith("t.jsonl:3: ") and "bad.mp4" in message and what in message
     assert "ffmpeg" in message or "re-" in message
+
+
+def test_a_folder_or_a_missing_file_is_refused_before_decoding(tmp_path):
+    with pytest.raises(MediaError, match="Is a directory|is not a regular file"):
+        load_video(str(tmp_path), "t.jsonl:1")
+    with pytest.raises(MediaError, match="does not exist"):
+        load_video(str(tmp_path / "gone.mp4"), "t.jsonl:1")
 
 
 def test_a_file_with_no_video_stream_is_not_a_video(tmp_path):
@@ -370,3 +394,29 @@ def test_plan_counts_tokens_per_video(tiny_dir, tmp_path, processor):
     # The prediction bounds the real count: soft tokens <= the budget, timestamps <= 6 tokens.
     ids, _ = MediaEncoder(processor).segment(MediaRef("video", str(video), None))
     assert len(video_runs(processor, ids)) == 3 and len(ids) <= predicted
+
+
+def test_plan_refuses_rows_whose_videos_do_not_fit_and_video_on_other_families(tiny_dir, tmp_path):
+    from gemmaforge.data.examples.dataset import media_per_row
+    from gemmaforge.perf.plan import make_plan
+
+    write_video(tmp_path / "v.mp4")
+    data = write_rows(tmp_path / "v.jsonl", [chat([{"type": "video", "path": "v.mp4"}])])
+
+    def cfg(model, max_seq_length):
+        return Config.model_validate(
+            {
+                "model": {"name_or_path": str(model)},
+                "data": {"train": str(data), "max_seq_length": max_seq_length},
+            }
+        )
+
+    small = cfg(tiny_dir("gemma4"), 128)
+    assert media_per_row(small.data) == [[("video", str(tmp_path / "v.mp4"))]]
+    with pytest.raises(UserError, match=r"raise data\.max_seq_length to at least 298"):
+        make_plan(small, media_per_row(small.data))
+    plan = make_plan(cfg(tiny_dir("gemma4"), 512), media_per_row(small.data))
+    assert "vision" in plan.settings.towers_kept
+    text_only = cfg(tiny_dir("gemma3"), 512)
+    with pytest.raises(UserError, match="is a gemma3 model: video is trained on multimodal"):
+        make_plan(text_only, media_per_row(text_only.data))
