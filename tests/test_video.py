@@ -146,7 +146,7 @@ def test_unreadable_or_empty_videos_name_the_file_and_the_fix(tmp_path, content,
 
 
 def test_a_folder_or_a_missing_file_is_refused_before_decoding(tmp_path):
-    with pytest.raises(MediaError, match="Is a directory|is not a regular file"):
+    with pytest.raises(MediaError, match=r"Is a directory|is not a regular file"):
         load_video(str(tmp_path), "t.jsonl:1")
     with pytest.raises(MediaError, match="does not exist"):
         load_video(str(tmp_path / "gone.mp4"), "t.jsonl:1")
@@ -367,17 +367,19 @@ def test_data_check_reports_video_durations_and_frames(tiny_dir, tmp_path):
     write_video(tmp_path / "short.mp4", COLOURS[:2])  # 1 s (2 frames at 2 fps): 1 sampled
     write_video(tmp_path / "long.mp4")  # 3 s
     rows = [chat([{"type": "video", "path": f"{n}.mp4"}], n) for n in ("short", "long")]
+    rows.append(chat("<video>", "long", videos=["long.mp4"]))  # the same row, LLaMA-Factory style
     data = write_rows(tmp_path / "v.jsonl", rows)
     args = ["data", "check", str(data), "--model", str(tiny_dir("gemma4"))]
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["duplicates"]["rows"] == 1
     video = json.loads(result.stdout)["media"]["video"]
-    assert video["count"] == 2 and video["formats"] == {".mp4": 2}
+    assert video["count"] == 3 and video["formats"] == {".mp4": 3}
     assert video["seconds"]["min"] == 1.0 and video["seconds"]["max"] == 3.0
     assert video["frames"]["min"] == 1 and video["frames"]["max"] == 3
-    assert json.loads(result.stdout)["tokens"]["video"]["count"] == 2
+    assert json.loads(result.stdout)["tokens"]["video"]["count"] == 3
     text = CliRunner().invoke(app, args)
-    assert "Video: 2; 1.0-3.0 s" in text.output and "1-3 frames each" in text.output
+    assert "Video: 3; 1.0-3.0 s" in text.output and "1-3 frames each" in text.output
 
 
 def test_plan_counts_tokens_per_video(tiny_dir, tmp_path, processor):

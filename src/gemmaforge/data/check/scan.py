@@ -612,13 +612,21 @@ def _conversation_hash(conv: Conversation) -> int:
             "role": ROLES.get(m["role"], m["role"]),
             "content": m["content"].strip()
             if isinstance(m["content"], str)
-            else [{**p, "text": p["text"].strip()} if "text" in p else p for p in m["content"]],
+            else [_hashed_part(p) for p in m["content"]],
             **{k: m[k] for k in ("thinking", "train", "tool_steps", "final_thinking") if k in m},
         }
         for m in conv.messages
     ]
     key = [messages, conv.text, conv.segments, conv.tools]
     return _text_hash(json.dumps(key, sort_keys=True, ensure_ascii=False))
+
+
+def _hashed_part(part: dict) -> dict:
+    """A content part as compared for duplicates: text trimmed; a video's source field (kept
+    for error messages) left out, so `<video>` + `videos` equals a video part."""
+    if "text" in part:
+        return {**part, "text": part["text"].strip()}
+    return {k: v for k, v in part.items() if k != "key"}
 
 
 def _text_hash(text: str) -> int:

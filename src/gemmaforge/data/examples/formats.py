@@ -58,6 +58,7 @@ MEDIA_LISTS = {"image": "images", "audio": "audios", "video": "videos"}
 """Row columns holding a row's media in order (LLaMA-Factory, TRL)."""
 
 EXAMPLE_SUFFIX = {"image": "jpg", "audio": "wav", "video": "mp4"}
+"""A typical file extension per media kind, for examples in error messages."""
 
 PLACEHOLDER = re.compile(r"<(image|audio|video)>")
 """LLaMA-Factory's media placeholders in message text."""
