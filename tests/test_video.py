@@ -356,6 +356,11 @@ def test_training_on_video_rows_finishes_with_finite_loss(tiny_dir, tmp_path):
     assert report["videos"] == 8 and report["images"] == 0
     curve = losses(result.run_dir)
     assert len(curve) == 4 and all(math.isfinite(loss) for loss in curve)
+    # eval renders the rows with the run's own video settings and scores them.
+    from gemmaforge.eval.evaluate import evaluate
+
+    scored = evaluate(result.run_dir, data=str(data), task="perplexity", limit=2)
+    assert math.isfinite(scored["metrics"]["adapter"]["perplexity"])
 
 
 # -- data check and plan -----------------------------------------------------------------------
