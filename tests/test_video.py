@@ -427,3 +427,6 @@ def test_plan_refuses_rows_whose_videos_do_not_fit_and_video_on_other_families(t
     text_only = cfg(tiny_dir("gemma3"), 512)
     with pytest.raises(UserError, match="is a gemma3 model: video is trained on multimodal"):
         make_plan(text_only, media_per_row(text_only.data))
+    text_only.data.video_budget = 140
+    with pytest.raises(UserError, match=r"data\.video_budget: is a Gemma 4 video setting"):
+        make_plan(text_only, media_per_row(text_only.data))

@@ -380,15 +380,15 @@ def fitting_settings(shape: ModelShape, s: Settings, available: int, need: int):
 
 
 def _check_image_budget(cfg: Config, shape: ModelShape) -> None:
-    if cfg.data.image_budget is None:
-        return
-    if shape.family.name != "gemma4" or not shape.multimodal:
+    for name, what in (("image_budget", "image"), ("video_budget", "video")):
+        if getattr(cfg.data, name) is None or (shape.family.name == "gemma4" and shape.multimodal):
+            continue
         raise UserError(
             problem(
-                "data.image_budget",
-                f"is a Gemma 4 image setting; {cfg.model.name_or_path} is a "
+                f"data.{name}",
+                f"is a Gemma 4 {what} setting; {cfg.model.name_or_path} is a "
                 f"{'multimodal' if shape.multimodal else 'text-only'} {shape.family.name} model",
-                "remove data.image_budget",
+                f"remove data.{name}",
             )
         )
 
