@@ -327,7 +327,8 @@ def test_an_image_and_a_video_in_one_row_reach_their_own_token_runs(tiny_dir, tm
 
 
 @pytest.mark.slow
-def test_training_on_video_rows_finishes_with_finite_loss(tiny_dir, tmp_path):
+@pytest.mark.parametrize("streaming", ["off", "on"])
+def test_training_on_video_rows_finishes_with_finite_loss(tiny_dir, tmp_path, streaming):
     import math
 
     from gemmaforge.train.trainer import train
@@ -346,14 +347,21 @@ def test_training_on_video_rows_finishes_with_finite_loss(tiny_dir, tmp_path):
     cfg = Config.model_validate(
         {
             "model": {"name_or_path": str(tiny_dir("gemma4"))},
-            "data": {"train": str(data), "val_fraction": 0.0, "video_max_frames": 2},
+            "data": {
+                "train": str(data),
+                "val_fraction": 0.0,
+                "video_max_frames": 2,
+                "streaming": streaming,
+            },
             "lora": {"r": 8, "alpha": 16, "towers": ["text", "vision"]},
             "train": {"output_dir": str(tmp_path / "run"), "max_steps": 4, "batch_size": 2},
         }
     )
     result = train(cfg)
     report = json.loads((result.run_dir / "data_report.json").read_text())
-    assert report["videos"] == 8 and report["images"] == 0
+    assert report["streaming"] == (streaming == "on")
+    if streaming == "off":  # a stream's rows are not counted before training
+        assert report["videos"] == 8 and report["images"] == 0
     curve = losses(result.run_dir)
     assert len(curve) == 4 and all(math.isfinite(loss) for loss in curve)
     # eval renders the rows with the run's own video settings and scores them.
