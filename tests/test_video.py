@@ -438,3 +438,10 @@ def test_plan_refuses_rows_whose_videos_do_not_fit_and_video_on_other_families(t
     text_only.data.video_budget = 140
     with pytest.raises(UserError, match=r"data\.video_budget: is a Gemma 4 video setting"):
         make_plan(text_only, media_per_row(text_only.data))
+
+
+def test_a_video_token_typed_as_text_is_refused(processor, tmp_path):
+    """`<|video|>` in text would be a video slot with no frames behind it."""
+    data = write_rows(tmp_path / "t.jsonl", [chat("see <|video|> here")])
+    with pytest.raises(UserError, match=r"holds the special token\(s\) <\|video\|> typed as text"):
+        render_file(processor, data)

@@ -416,7 +416,7 @@ def check_typed_specials(ids: list[int], tokenizer: Any, where: str | None) -> N
                 where,
                 f"the text holds the special token(s) {', '.join(found)} typed as text; they "
                 "would be read as control tokens (a turn or media marker), not as text",
-                "remove them from the text; send images and audio as media parts",
+                "remove them from the text; send images, audio and video as media parts",
             )
         )
 
