@@ -158,7 +158,7 @@ def test_terminal_report_lists_and_counts(tiny_dir, tmp_path):
     out = " ".join(result.stdout.split())  # rich wraps long lines
     assert "x rows that cannot be read (encoding, JSON, CSV fields): 3" in out
     assert "... and 2 more (--json lists them all)" in out
-    assert "x missing images or audio: 1" in out and "gone.png' does not exist" in out
+    assert "x missing images, audio or video: 1" in out and "gone.png' does not exist" in out
     assert "! duplicate examples: 1" in out
     assert "errors: 8, warnings: 3" in out
 
@@ -222,7 +222,7 @@ def test_default_tokenizer_names_itself(tmp_path):
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
     assert "the bundled Gemma 3 270M tokenizer" in out
-    assert "token counts for images and audio need a multimodal --model" in out
+    assert "token counts for images, audio and video need a multimodal --model" in out
     assert "long audio training would cut: 1" in out and "31.0 s long" in out
 
 

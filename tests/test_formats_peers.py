@@ -289,9 +289,9 @@ def test_placeholders_take_the_rows_images_in_order(tmp_path):
             "or set data.media_placeholders: false if <image> is plain text",
         ),
         (
-            {"messages": [{"role": "user", "content": "<video>Hi"},
+            {"messages": [{"role": "user", "content": "<video><video>Hi"},
                           {"role": "assistant", "content": "Yo"}], "videos": ["v.mp4"]},
-            "videos[0] is a video: video is not trained by gemmaforge yet",
+            "lf.jsonl:1: message 1 has an <video> placeholder but the row has only 1 'videos'",
         ),
     ],
 )  # fmt: skip

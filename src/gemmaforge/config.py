@@ -121,6 +121,15 @@ class DataConfig(Section):
     image_budget: Literal[70, 140, 280, 560, 1120] | None = None
     """Gemma 4 soft tokens per image (the processor's default when unset). The same budget is
     used by evaluation, serving and export of the run."""
+    video_fps: float = Field(1.0, gt=0, le=30)
+    """Frames sampled per second of video (Gemma 4; each frame is an image run with its mm:ss
+    timestamp); a longer video than video_max_frames allows is sampled evenly instead."""
+    video_max_frames: int = Field(32, ge=1, le=512)
+    """Most frames taken from one video: a longer one is sampled evenly across its whole
+    length at a lower rate (the run's token cost per video is bounded by this)."""
+    video_budget: Literal[70, 140, 280, 560, 1120] | None = None
+    """Gemma 4 soft tokens per video frame (the processor's default, 70, when unset); the same
+    budget is used by evaluation and serving of the run."""
     storage_options: dict[str, Any] = {}
     """Options for remote data and media URLs, passed to fsspec (e.g. for s3://: endpoint_url,
     key, secret, profile, anon; for gs://: token, project). Credentials otherwise come from the
@@ -144,7 +153,7 @@ class DataConfig(Section):
     """Longest row of a JSONL / CSV file, in bytes: a longer row is refused as it is read,
     never held whole (a guard against runaway files; media go by reference)."""
     max_media_bytes: int = Field(256 * 2**20, ge=1)
-    """Largest image or audio file read, in bytes; devices, pipes and other non-regular files
+    """Largest image, audio or video file read, in bytes; devices, pipes and other non-regular files
     are always refused."""
     max_image_pixels: int = Field(50_000_000, ge=1)
     """Largest image, in decoded pixels (a guard against decompression bombs)."""

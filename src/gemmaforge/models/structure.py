@@ -19,7 +19,7 @@ TOWER_MODULES = {
 }
 """Per tower: the encoder's attribute on `.model`, then its embedder into the language model."""
 
-MEDIA_TOWER = {"image": "vision", "audio": "audio"}
+MEDIA_TOWER = {"image": "vision", "audio": "audio", "video": "vision"}
 """Which tower encodes each kind of media part."""
 
 

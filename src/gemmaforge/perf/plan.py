@@ -218,7 +218,11 @@ def settings_from_config(
     among what is used when `weights_loaded`) decides how many layers
     `gradient_checkpointing: auto` checkpoints. With several processes (DDP) each trains its
     share of every micro-batch: ceil(batch_size / processes) rows."""
-    kept = tuple(t for t in ("vision", "audio") if t in cfg.lora.towers or t in media_kinds)
+    from gemmaforge.models.structure import MEDIA_TOWER
+
+    # media_kinds are part kinds (image, audio, video); towers are named vision / audio.
+    used = {MEDIA_TOWER.get(kind, kind) for kind in media_kinds}
+    kept = tuple(t for t in ("vision", "audio") if t in cfg.lora.towers or t in used)
     settings = Settings(
         batch_size=-(-cfg.train.batch_size // processes),
         seq_len=cfg.data.max_seq_length,
@@ -272,7 +276,7 @@ def make_plan(
         raise UserError(
             problem(
                 "data.max_seq_length",
-                f"{cfg.data.max_seq_length} tokens is less than the {need} the image/audio tokens "
+                f"{cfg.data.max_seq_length} tokens is less than the {need} the media tokens "
                 f"of a row of {cfg.data.train} need (media runs are never cut)",
                 f"raise data.max_seq_length to at least {need + 64}",
             )
@@ -376,15 +380,15 @@ def fitting_settings(shape: ModelShape, s: Settings, available: int, need: int):
 
 
 def _check_image_budget(cfg: Config, shape: ModelShape) -> None:
-    if cfg.data.image_budget is None:
-        return
-    if shape.family.name != "gemma4" or not shape.multimodal:
+    for name, what in (("image_budget", "image"), ("video_budget", "video")):
+        if getattr(cfg.data, name) is None or (shape.family.name == "gemma4" and shape.multimodal):
+            continue
         raise UserError(
             problem(
-                "data.image_budget",
-                f"is a Gemma 4 image setting; {cfg.model.name_or_path} is a "
+                f"data.{name}",
+                f"is a Gemma 4 {what} setting; {cfg.model.name_or_path} is a "
                 f"{'multimodal' if shape.multimodal else 'text-only'} {shape.family.name} model",
-                "remove data.image_budget",
+                f"remove data.{name}",
             )
         )
 
@@ -403,8 +407,11 @@ def media_need(
 
 
 def media_tokens(kind: str, ref: str, cfg: Config, shape: ModelShape, config) -> int:
-    """Tokens one image or clip becomes, with its begin/end markers (models/families.py)."""
+    """Tokens one image, clip or video becomes, with its begin/end markers
+    (models/families.py)."""
     family = shape.family
+    if kind == "video":
+        return video_tokens(ref, cfg, shape)
     if family.audio_tokens_per_second is None or kind == "image":
         if family.name == "gemma3n":
             count = (
@@ -425,8 +432,50 @@ def media_tokens(kind: str, ref: str, cfg: Config, shape: ModelShape, config) ->
     return int(seconds * family.audio_tokens_per_second) + family.media_markers
 
 
-def _processor_budget(folder: str) -> int:
-    """Gemma 4's image budget as saved in the checkpoint's processor files (280 if unset)."""
+VIDEO_TIMESTAMP_TOKENS = 6
+"""Tokens of the `mm:ss ` label before each video frame (at most: Gemma's tokenizer splits
+digits)."""
+
+
+def video_tokens(ref: str, cfg: Config, shape: ModelShape) -> int:
+    """Tokens a video becomes on Gemma 4 (at most): per sampled frame, its timestamp, the
+    frame budget of soft tokens and the begin/end markers. Frames are counted from the
+    header's duration (data.video_fps, capped at data.video_max_frames); an unreadable or
+    remote video counts as the cap."""
+    data = cfg.data
+    if shape.family.name != "gemma4" or not shape.multimodal:
+        raise UserError(
+            problem(
+                data.train,
+                f"has video, and {cfg.model.name_or_path} is a {shape.family.name} model: "
+                "video is trained on multimodal Gemma 4 only",
+                "send frames as image parts instead, or train a Gemma 4 checkpoint",
+            )
+        )
+    import math
+
+    frames = data.video_max_frames
+    try:
+        import av
+
+        with av.open(ref) as container:
+            stream = container.streams.video[0]
+            seconds = (
+                float(stream.duration * stream.time_base)
+                if stream.duration is not None
+                else container.duration / av.time_base
+            )
+        # As media.load_video: one frame per 1/fps before the end.
+        frames = min(frames, max(1, math.ceil(seconds * data.video_fps - 1e-6)))
+    except (OSError, IndexError, TypeError, ValueError):
+        pass  # unreadable here (URL, no duration): assume the cap
+    budget = data.video_budget or _processor_budget(cfg.model.name_or_path, "video_processor", 70)
+    return frames * (VIDEO_TIMESTAMP_TOKENS + budget + shape.family.media_markers)
+
+
+def _processor_budget(folder: str, section: str = "image_processor", default: int = 280) -> int:
+    """Gemma 4's image (or video frame) budget as saved in the checkpoint's processor files
+    (`default` if unset: 280 per image, 70 per video frame)."""
     import json
     from pathlib import Path
 
@@ -434,7 +483,9 @@ def _processor_budget(folder: str) -> int:
         path = Path(folder) / name
         if path.exists():
             data = json.loads(path.read_text())
-            data = data.get("image_processor", data)
+            if name == "preprocessor_config.json" and section != "image_processor":
+                continue  # the image processor's own file
+            data = data.get(section, data)
             if "max_soft_tokens" in data:
                 return int(data["max_soft_tokens"])
-    return 280
+    return default

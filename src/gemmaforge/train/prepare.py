@@ -159,8 +159,8 @@ def open_data(cfg: Config, sources: DataSources, loaded: LoadedModel, media, ski
         raise UserError(
             problem(
                 "data.packing",
-                f"the data has {report.images} images and {report.audio_clips} audio clips: "
-                "packing is for text",
+                f"the data has {report.images} images, {report.audio_clips} audio clips and "
+                f"{report.videos} videos: packing is for text",
                 "set data.packing=false (data.group_by_length=true also cuts padding)",
             )
         )

@@ -24,8 +24,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "schema": ("error", "rows that do not fit the data format"),
     "preference_data": ("error", "preference rows, and train.objective is sft"),
     "empty_text": ("error", "empty text or messages"),
-    "missing_media": ("error", "missing images or audio"),
-    "unreadable_media": ("error", "unreadable images or audio"),
+    "missing_media": ("error", "missing images, audio or video"),
+    "unreadable_media": ("error", "unreadable images, audio or video"),
     "conversation": ("error", "conversations training would reject"),
     "audio_too_long": ("error", "audio over the model's limit (audio_overlong=fail)"),
     "no_examples": ("error", "no training example left"),
@@ -140,7 +140,7 @@ def print_report(report: CheckReport, console: Console, show: int = 10) -> None:
         )
     if any(stats["untokenized"] for stats in report.tokens.values()):
         console.print(
-            "  token counts for images and audio need a multimodal --model (Gemma 3n or "
+            "  token counts for images, audio and video need a multimodal --model (Gemma 3n or "
             "Gemma 4); their files were still checked",
             style="yellow",
         )
@@ -215,7 +215,8 @@ def _tokens(report: CheckReport, console: Console) -> None:
 
 def _media(report: CheckReport, console: Console) -> None:
     images, audio = report.media["images"], report.media["audio"]
-    if images["count"] or audio["count"]:
+    video = report.media.get("video", {"count": 0})
+    if images["count"] or audio["count"] or video["count"]:
         console.print()
     if images["count"]:
         w, h = images["width"], images["height"]
@@ -230,6 +231,13 @@ def _media(report: CheckReport, console: Console) -> None:
             f"Audio: {audio['count']} clips; {s['min']}-{s['max']} s (median {s['median']}, "
             f"p95 {s['p95']}); {_formats(audio)}"
             + (f"; {audio['over_limit']} over the {limit:g} s limit" if limit else "")
+        )
+    if video["count"]:
+        s, f = video["seconds"], video["frames"]
+        console.print(
+            f"Video: {video['count']}; {s['min']}-{s['max']} s (median {s['median']}); "
+            f"{f['min']}-{f['max']} frames each (median {f['median']}; {video['fps']:g} per "
+            f"second, at most {video['max_frames']}); {_formats(video)}"
         )
 
 

@@ -31,7 +31,13 @@ from gemmaforge.config import Config
 from gemmaforge.data.check.report import KINDS, CheckReport, Finding, distribution
 from gemmaforge.data.examples.dataset import RowRenderer, fit_length, split_indices
 from gemmaforge.data.examples.formats import Conversation, detect_format, to_conversation
-from gemmaforge.data.examples.media import MediaError, MediaPolicy, load_audio, load_image
+from gemmaforge.data.examples.media import (
+    MediaError,
+    MediaPolicy,
+    load_audio,
+    load_image,
+    load_video,
+)
 from gemmaforge.data.examples.multimodal import media_encoder
 from gemmaforge.data.examples.preference import preference_kind, render_preference, to_preference
 from gemmaforge.data.examples.render import ROLES, RenderedExample
@@ -133,7 +139,17 @@ class _Scan:
         """Per modality: tokens and trained (labelled) tokens of the rendered examples."""
         self.image_sizes: tuple[array, array] = (array("i"), array("i"))
         self.audio_seconds = array("d")
-        self.media_formats: dict[str, Counter[str]] = {"image": Counter(), "audio": Counter()}
+        self.video_seconds = array("d")
+        self.video_frames = array("i")
+        """Frames each video gives the model (sampled per data.video_fps / video_max_frames)."""
+        self.video_policy = MediaPolicy(
+            video_fps=cfg.data.video_fps, video_max_frames=cfg.data.video_max_frames
+        )
+        self.media_formats: dict[str, Counter[str]] = {
+            "image": Counter(),
+            "audio": Counter(),
+            "video": Counter(),
+        }
         self.seen: dict[str, dict[int, int]] = {"train": {}, "validation": {}}
         self.order: tuple[array, array] = (array("q"), array("q"))
         """(hash, location) of each training example, in order: the trainer's split input."""
@@ -267,7 +283,7 @@ class _Scan:
         return True
 
     def _check_media(self, parts: list[dict[str, str]], record: Record) -> bool:
-        """Decode every image and clip (facts + validity); False if training would not use
+        """Decode every image, clip and video (facts + validity); False if training would not use
         the example (a media error, or a clip that audio_overlong drops or fails on)."""
         usable = True
         for part in parts:
@@ -278,6 +294,10 @@ class _Scan:
                     width, height = load_image(ref, record.where).size
                     self.image_sizes[0].append(width)
                     self.image_sizes[1].append(height)
+                elif kind == "video":
+                    video = load_video(ref, record.where, self.video_policy)
+                    self.video_seconds.append(video.seconds)
+                    self.video_frames.append(len(video.times))
                 else:
                     clip = load_audio(ref, record.where, MediaPolicy())
                     self.audio_seconds.append(clip.original_seconds)
@@ -439,6 +459,14 @@ class _Scan:
                     "formats": dict(self.media_formats["audio"]),
                     "over_limit": sum(s > (self.audio_limit or np.inf) for s in self.audio_seconds),
                 },
+                "video": {
+                    "count": len(self.video_seconds),
+                    "seconds": distribution(self.video_seconds),
+                    "frames": distribution(self.video_frames),
+                    "formats": dict(self.media_formats["video"]),
+                    "fps": data.video_fps,
+                    "max_frames": data.video_max_frames,
+                },
             },
             duplicates={"rows": sum(f.kind == "duplicate" for f in self.findings)},
             overlap={
@@ -486,7 +514,7 @@ class _Scan:
 
     def _tokens(self) -> dict[str, dict[str, Any]]:
         out = {}
-        for modality in ("text", "image", "audio", "mixed"):
+        for modality in ("text", "image", "audio", "video", "mixed"):
             lengths = self.lengths.get(modality, array("i"))
             if not lengths and not self.untokenized[modality]:
                 continue
@@ -584,13 +612,21 @@ def _conversation_hash(conv: Conversation) -> int:
             "role": ROLES.get(m["role"], m["role"]),
             "content": m["content"].strip()
             if isinstance(m["content"], str)
-            else [{**p, "text": p["text"].strip()} if "text" in p else p for p in m["content"]],
+            else [_hashed_part(p) for p in m["content"]],
             **{k: m[k] for k in ("thinking", "train", "tool_steps", "final_thinking") if k in m},
         }
         for m in conv.messages
     ]
     key = [messages, conv.text, conv.segments, conv.tools]
     return _text_hash(json.dumps(key, sort_keys=True, ensure_ascii=False))
+
+
+def _hashed_part(part: dict) -> dict:
+    """A content part as compared for duplicates: text trimmed; a video's source field (kept
+    for error messages) left out, so `<video>` + `videos` equals a video part."""
+    if "text" in part:
+        return {**part, "text": part["text"].strip()}
+    return {k: v for k, v in part.items() if k != "key"}
 
 
 def _text_hash(text: str) -> int:

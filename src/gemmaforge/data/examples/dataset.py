@@ -74,6 +74,8 @@ class DataReport:
     """Images in the training examples."""
     audio_clips: int = 0
     """Audio clips in the training examples."""
+    videos: int = 0
+    """Videos in the training examples."""
     streaming: bool = False
     """Training rows are streamed: their counts are not known before training reads them."""
     skipped: int = 0
@@ -92,12 +94,17 @@ class DataReport:
             f"validation ({self.validation}); {self.dropped_overlong} dropped as too long, "
             f"{self.truncated} truncated, {self.skipped} skipped in all; "
             f"{self.trained_tokens} of {self.train_tokens} training tokens trained"
-            + (f"; {self.images} images, {self.audio_clips} audio clips" if self.has_media else "")
+            + (
+                f"; {self.images} images, {self.audio_clips} audio clips"
+                + (f", {self.videos} videos" if self.videos else "")
+                if self.has_media
+                else ""
+            )
         )
 
     @property
     def has_media(self) -> bool:
-        return bool(self.images or self.audio_clips)
+        return bool(self.images or self.audio_clips or self.videos)
 
 
 def load_datasets(
@@ -156,6 +163,7 @@ def summarise(files, train, val, validation, dropped, truncated, skips, notes=()
         trained_tokens=sum(ex.num_trained for ex in train),
         images=sum(m.kind == "image" for ex in train for m in ex.media),
         audio_clips=sum(m.kind == "audio" for ex in train for m in ex.media),
+        videos=sum(m.kind == "video" for ex in train for m in ex.media),
         skipped=skips.total,
         notes=list(notes),
     )
@@ -372,7 +380,7 @@ def _all_too_long(cfg: DataConfig) -> str:
 
 
 def media_per_row(cfg: DataConfig) -> list[list[tuple[str, str]]]:
-    """Each training row's image and audio parts as (kind, reference), for `plan`'s token
+    """Each training row's image, audio and video parts as (kind, reference), for `plan`'s token
     count; empty when there is no training data or it is remote (a prediction must not
     download). Unreadable rows and rows that do not convert are left out: `data check` and
     `train` report those."""
@@ -393,7 +401,7 @@ def media_per_row(cfg: DataConfig) -> list[list[tuple[str, str]]]:
             for message in messages
             if isinstance(message["content"], list)
             for part in message["content"]
-            if part["type"] in ("image", "audio")
+            if part["type"] in ("image", "audio", "video")
         ]
         rows.append(parts)
     return rows

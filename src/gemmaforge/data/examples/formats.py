@@ -1,7 +1,7 @@
 """Row formats: detect which one a file uses and turn each row into a conversation.
 
 A conversation is a list of `{"role", "content"}` messages with roles system / user /
-assistant (content: a string, or a list of text / image / audio parts), or, for the
+assistant (content: a string, or a list of text / image / audio / video parts), or, for the
 completion format, a single plain text in which every token is trained, or, for axolotl's
 input_output format, raw text segments each trained or not. Column names come from
 DataConfig. Whether the turns can be rendered (order, roles, empty replies) is checked by
@@ -19,8 +19,8 @@ Peer tools' conventions read as they are (docs/data.md lists them): LLaMA-Factor
 `<image>` / `<audio>` / `<video>` placeholders with `images` / `audios` / `videos` lists, and
 its v1 `{"type": ..., "value": ...}` parts; TRL's bare `{"type": "image"}` parts with an
 `images` column and its prompt/completion rows; OpenAI's `image_url` / `input_audio` parts and
-`developer` role; axolotl's `input_output` segments. What gemmaforge cannot train yet
-(preference and KTO rows, tool calls, video) is refused with the reason, never dropped.
+`developer` role; axolotl's `input_output` segments. What gemmaforge cannot train as
+a chat (preference and KTO rows) is refused with the reason, never dropped.
 """
 
 from __future__ import annotations
@@ -47,11 +47,18 @@ SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
 ROLE_ALIASES = {**SHAREGPT_ROLES, "developer": "system"}
 """Role names of other tools, as ours (OpenAI's `developer` is the system prompt)."""
 
-MEDIA_KEYS = {"image": ("path", "url", "image"), "audio": ("path", "url", "audio")}
+MEDIA_KEYS = {
+    "image": ("path", "url", "image"),
+    "audio": ("path", "url", "audio"),
+    "video": ("path", "url", "video"),
+}
 """Media part types, and the keys that may hold their file path or URL."""
 
 MEDIA_LISTS = {"image": "images", "audio": "audios", "video": "videos"}
 """Row columns holding a row's media in order (LLaMA-Factory, TRL)."""
+
+EXAMPLE_SUFFIX = {"image": "jpg", "audio": "wav", "video": "mp4"}
+"""A typical file extension per media kind, for examples in error messages."""
 
 PLACEHOLDER = re.compile(r"<(image|audio|video)>")
 """LLaMA-Factory's media placeholders in message text."""
@@ -497,8 +504,6 @@ def _part(record: Record, key: str, part: Any) -> dict[str, Any]:
     if kind in ("image_url", "audio_url", "video_url", "input_audio"):
         kind, ref = _url_part(record, key, part, kind)
         return _media_part(record, key, kind, ref)
-    if kind == "video":
-        return _media_part(record, key, "video", None)
     if kind in ("tool_call", "tool_calls", "tool_result", "function_call"):
         raise UserError(
             problem(
@@ -515,9 +520,9 @@ def _part(record: Record, key: str, part: Any) -> dict[str, Any]:
             return _media_part(record, key, kind, ref)
     shapes = (
         "{'type': 'text', 'text' | 'value': ...}, {'type': 'image', 'path' | 'url' | "
-        "'base64': ...}, {'type': 'image_url', 'image_url': {'url': ...}}, {'type': 'audio', "
-        "'path' | 'url': ...}, {'type': 'input_audio', 'input_audio': {'data', 'format'}}, "
-        "or a bare {'type': 'image'} with an 'images' column"
+        "'base64': ...}, {'type': 'image_url', 'image_url': {'url': ...}}, {'type': 'audio' | "
+        "'video', 'path' | 'url': ...}, {'type': 'input_audio', 'input_audio': {'data', "
+        "'format'}}, or a bare {'type': 'image' | 'video'} with an 'images' / 'videos' column"
     )
     raise UserError(
         problem(record.where, f"{key} is not a content part gemmaforge reads", f"write {shapes}")
@@ -554,20 +559,14 @@ def _url_part(record: Record, key: str, part: dict, kind: str) -> tuple[str, str
 
 
 def _media_part(record: Record, key: str, kind: str, ref: str | None) -> dict[str, Any]:
-
-    if kind == "video":
-        raise UserError(
-            problem(
-                record.where,
-                f"{key} is a video: video is not trained by gemmaforge yet",
-                "remove the video rows, or sample frames into images",
-            )
-        )
     if ref is None:
         return {"type": kind, "ref": None, "key": key}
+    # A video keeps the field it came from: only Gemma 4 takes video, and the refusal on other
+    # families (found when rendering, where the family is known) names the field.
+    field = {"key": key} if kind == "video" else {}
     if ref.startswith("data:"):
-        return {"type": kind, "ref": _decode_data_url(record, key, kind, ref)}
-    return {"type": kind, "ref": resolve_media_path(ref, record.base)}
+        return {"type": kind, "ref": _decode_data_url(record, key, kind, ref), **field}
+    return {"type": kind, "ref": resolve_media_path(ref, record.base), **field}
 
 
 def _decode_data_url(record: Record, key: str, kind: str, url: str) -> str:
@@ -637,7 +636,7 @@ class _MediaQueue:
                     problem(
                         record.where,
                         f"{column!r} must be a list of {kind} paths, got {type(value).__name__}",
-                        f'write it as ["a.{"jpg" if kind == "image" else "wav"}", ...]',
+                        f'write it as ["a.{EXAMPLE_SUFFIX[kind]}", ...]',
                     )
                 )
             lists[kind] = value
@@ -667,7 +666,8 @@ class _MediaQueue:
             if isinstance(item.get("bytes"), bytes):
                 from gemmaforge.data.read import media_cache
 
-                return {"type": kind, "ref": media_cache.store_blob(item["bytes"], "")}
+                ref = media_cache.store_blob(item["bytes"], "")
+                return {"type": kind, "ref": ref, **({"key": where} if kind == "video" else {})}
             item = item.get("path") or item.get("url")
         if not isinstance(item, str) or not item:
             raise UserError(

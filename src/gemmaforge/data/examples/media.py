@@ -1,8 +1,9 @@
-"""Decode and validate the images and audio clips that examples point at.
+"""Decode and validate the images, audio clips and videos that examples point at.
 
-Images come out as RGB `PIL.Image`s, audio as 16 kHz mono float32 `AudioClip`s: what the
-Gemma processors expect. Every failure is a `MediaError` naming the data row (`where`), the
-media reference, the problem and the fix; the row reading code collects them.
+Images come out as RGB `PIL.Image`s, audio as 16 kHz mono float32 `AudioClip`s, videos as
+sampled RGB frames with their timestamps (`VideoClip`): what the Gemma processors expect.
+Every failure is a `MediaError` naming the data row (`where`), the media reference, the problem
+and the fix; the row reading code collects them.
 
 Decisions:
 - Media is read whole into memory from a local path or any fsspec URL: clips and photos are
@@ -21,14 +22,22 @@ Decisions:
   detected from the RIFF header, because both libraries silently shorten them, and a half clip
   would train against its whole transcript. Resampling uses soxr (high quality, numpy in and
   out); channels are downmixed by averaging.
-- No torchaudio: its decoders moved out to torchcodec, it is built against one exact torch
-  version (installing it can replace the user's torch), and nothing here needs tensors.
+- Video: PyAV decodes the first video stream; frames are taken at `MediaPolicy.video_fps`,
+  or, when that would exceed `video_max_frames`, evenly across the whole video (the declared
+  duration decides which, before decoding). The audio track is not read: Gemma 4's processor
+  gives a video no audio tokens. Frames 10 s or more apart are reached by seeking to the
+  keyframe before each (falling back to walking the stream if seeking fails); closer ones by
+  decoding the stream from the start, which is then the cheaper way.
+- No torchaudio (nor torchvision.io for video): its decoders moved out to torchcodec, it is
+  built against one exact torch version (installing it can replace the user's torch), and
+  nothing here needs tensors.
 """
 
 from __future__ import annotations
 
 import io
 import itertools
+import math
 import os
 import stat
 import warnings
@@ -70,6 +79,10 @@ class MediaPolicy:
     """Images with a smaller side are errors (placeholders, tracking pixels)."""
     image_max_pixels: int = 50_000_000
     """Images with more pixels are errors (decompression bomb guard)."""
+    video_fps: float = 1.0
+    """Frames sampled per second of video."""
+    video_max_frames: int = 32
+    """Most frames taken from one video (a longer one is sampled evenly across its length)."""
 
 
 # eq=False: comparing or hashing the samples array would raise; identity is what callers need.
@@ -83,6 +96,33 @@ class AudioClip:
     """Length of the file's audio before any truncation."""
     truncated: bool
     """Whether the clip was cut to `MediaPolicy.audio_max_seconds`."""
+
+
+# eq=False: as AudioClip, the frames array must not be compared.
+@dataclass(frozen=True, kw_only=True, eq=False)
+class VideoClip:
+    """Frames sampled from a video: RGB uint8 (frames x height x width x 3), with each frame's
+    time in seconds."""
+
+    frames: np.ndarray
+    times: tuple[float, ...]
+    seconds: float
+    """Length of the video stream (declared, else up to its last frame)."""
+    source_frames: int
+    """Frames decoded (the stream's frame count up to the last one sampled)."""
+
+    def metadata(self) -> dict:
+        """`video_metadata` for transformers' video processors: timestamps as frame indices at
+        a millisecond rate, so the processor's `mm:ss` labels are the sampled frames' times."""
+        height, width = self.frames.shape[1:3]
+        return {
+            "total_num_frames": max(self.source_frames, len(self.times)),
+            "fps": 1000.0,
+            "duration": self.seconds,
+            "frames_indices": [round(t * 1000) for t in self.times],
+            "height": height,
+            "width": width,
+        }
 
 
 class MediaError(UserError):
@@ -119,20 +159,26 @@ def open_media_bytes(ref: str, where: str | None = None) -> bytes:
         if len(data) > cap:
             raise _too_big(where, ref, len(data), cap)
         return data
+    with _open_regular(ref, where) as handle:
+        data = handle.read(cap + 1)
+    if len(data) > cap:
+        raise _too_big(where, ref, None, cap)
+    return data
+
+
+def _open_regular(ref: str, where: str | None):
+    """The local file `ref` opened for reading, refused unless it is a regular file."""
     try:
-        with open(ref, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise MediaError(
-                    where,
-                    ref,
-                    "is not a regular file (a device, pipe or folder)",
-                    "point at an image or audio file",
-                )
-            data = handle.read(cap + 1)
-        if len(data) > cap:
-            raise _too_big(where, ref, None, cap)
-        return data
+        handle = open(ref, "rb")  # noqa: SIM115 - returned to the caller's `with`
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            handle.close()
+            raise MediaError(
+                where,
+                ref,
+                "is not a regular file (a device, pipe or folder)",
+                "point at an image, audio or video file",
+            )
+        return handle
     except FileNotFoundError:
         raise MediaError(
             where,
@@ -406,6 +452,198 @@ def _decode_with_pyav(
         return np.zeros((0, 1), np.float32), SAMPLE_RATE, declared
     samples = np.concatenate([frame.to_ndarray() for frame in frames], axis=1)
     return samples.T, frames[0].sample_rate, declared
+
+
+_CONVERT_VIDEO = "re-encode it with `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`"
+
+
+def load_video(
+    ref: str, where: str | None = None, policy: MediaPolicy = MediaPolicy()
+) -> VideoClip:
+    """Frames of the video at `ref`, sampled per `policy`, or a MediaError."""
+    source, head = _video_source(ref, where)
+    kind, looks_like = describe_content(head)
+    not_video = f"is not a video: the content looks like {looks_like}{_despite(ref)}"
+    try:
+        with av.open(source) as container:
+            if not container.streams.video:
+                raise MediaError(where, ref, not_video, "point at a video file (MP4, WebM, MKV)")
+            stream = container.streams.video[0]
+            declared = _declared_seconds(container, stream)
+            if declared is not None and declared > limits.current().max_audio_seconds:
+                raise MediaError(
+                    where,
+                    ref,
+                    f"declares {declared:,.0f} s of video: the limit is "
+                    f"{limits.current().max_audio_seconds:g} s (data.max_audio_seconds)",
+                    "cut the video into shorter pieces, or raise data.max_audio_seconds",
+                )
+            _check_frame_size(ref, where, stream.codec_context, policy)
+            targets = _frame_targets(declared, policy)
+            frames, times, decoded, last = _sample_frames(container, stream, targets, policy)
+    except av.error.DecoderNotFoundError:
+        raise MediaError(
+            where, ref, "uses a video codec FFmpeg (PyAV) cannot decode", _CONVERT_VIDEO
+        ) from None
+    except av.FFmpegError as err:
+        what = (
+            f"looks like {looks_like} but cannot be decoded (FFmpeg: {err.strerror})"
+            if kind == "video"
+            else not_video
+        )
+        raise MediaError(where, ref, what, _CONVERT_VIDEO) from None
+    if not frames:
+        raise MediaError(
+            where, ref, "holds no video frames (0 s long)", "replace it with the real video"
+        )
+    seconds = max(declared or 0.0, last)
+    return VideoClip(
+        frames=np.stack(frames), times=tuple(times), seconds=seconds, source_frames=decoded
+    )
+
+
+MAX_FRAME_PIXELS = 1120 * 9 * 16 * 16
+"""Frames are scaled down to at most this many pixels as they are decoded: what Gemma 4's
+largest budget (1120 soft tokens of 3 x 3 patches of 16 px) uses, so no budget loses
+detail, while 32 frames of 4K video are not held at full size."""
+
+
+def _check_frame_size(ref: str, where: str | None, codec, policy: MediaPolicy) -> None:
+    width, height = codec.width or 0, codec.height or 0
+    if not width or not height:
+        return  # not in the header: the decoded frames are checked by the processor
+    max_pixels = min(policy.image_max_pixels, limits.current().max_image_pixels)
+    if width * height > max_pixels:
+        raise MediaError(
+            where,
+            ref,
+            f"has {width} x {height} = {width * height:,} pixel frames, more than the limit of "
+            f"{max_pixels:,} (data.max_image_pixels)",
+            "scale it down, e.g. `ffmpeg -i IN -vf scale=1280:-2 OUT.mp4`",
+        )
+    if min(width, height) < policy.image_min_side:
+        raise MediaError(
+            where,
+            ref,
+            f"has {width} x {height} pixel frames, too small to be a real video",
+            "replace it with the real video",
+        )
+
+
+def _rgb(frame) -> np.ndarray:
+    """The frame as RGB uint8, scaled down to MAX_FRAME_PIXELS if larger."""
+    pixels = frame.width * frame.height
+    if pixels <= MAX_FRAME_PIXELS:
+        return frame.to_ndarray(format="rgb24")
+    scale = (MAX_FRAME_PIXELS / pixels) ** 0.5
+    width = max(2, int(frame.width * scale) // 2 * 2)
+    height = max(2, int(frame.height * scale) // 2 * 2)
+    return frame.to_ndarray(format="rgb24", width=width, height=height)
+
+
+def _video_source(ref: str, where: str | None) -> tuple[str | io.BytesIO, bytes]:
+    """(what av.open reads, the first bytes): a local file by its path, so FFmpeg reads only
+    what sampling needs of a large video (after the same checks as `open_media_bytes`), URLs
+    and data URLs from memory (through the media cache)."""
+    if ref.startswith("data:") or is_url(ref):
+        data = _read_nonempty(ref, where)
+        return io.BytesIO(data), data[:64]
+    cap = limits.current().max_media_bytes
+    with _open_regular(ref, where) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        head = handle.read(64)
+    if size > cap:
+        raise _too_big(where, ref, size, cap)
+    if not head:
+        raise MediaError(
+            where,
+            ref,
+            "is empty (0 bytes)",
+            "re-export or re-copy the file; an interrupted copy leaves an empty file",
+        )
+    return ref, head
+
+
+def _declared_seconds(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _frame_targets(declared: float | None, policy: MediaPolicy) -> list[float] | None:
+    """The times (s) to take frames at: every 1/fps, or `video_max_frames` spread evenly over
+    the declared length when the rate would give more. None when the length is unknown: then
+    frames are taken at the rate from the start, up to the budget."""
+    if declared is None or declared <= 0:
+        return None
+    step = 1.0 / policy.video_fps
+    # Times before the end: the duration includes the last frame's display time.
+    count = max(1, math.ceil(declared / step - 1e-6))
+    if count <= policy.video_max_frames:
+        return [i * step for i in range(count)]
+    # Evenly spread, each at the middle of its share of the video (as transformers' sampler).
+    share = declared / policy.video_max_frames
+    return [(i + 0.5) * share for i in range(policy.video_max_frames)]
+
+
+SEEK_GAP = 10.0
+"""Seconds between sampled frames above which each is reached by seeking to the keyframe
+before it instead of decoding every frame in between. A keyframe is typically every 2-10 s
+(x264's default: 250 frames), so below this gap seeking would decode about as much again."""
+
+
+def _sample_frames(container, stream, targets: list[float] | None, policy: MediaPolicy):
+    """(RGB frames, their times, frames decoded, time of the last decoded frame): for each
+    target the first frame at or after it, each frame taken once (targets closer together than
+    the video's own frames share one); targets past the last frame get none."""
+    stream.thread_type = "AUTO"
+    if targets is None:
+        step = 1.0 / policy.video_fps
+        targets = [i * step for i in range(policy.video_max_frames)]
+    elif len(targets) > 1 and targets[1] - targets[0] >= SEEK_GAP:
+        try:
+            return _seek_frames(container, stream, targets)
+        except (av.FFmpegError, _NoTimestamps):
+            container.seek(0)  # a stream that does not seek well: walk it from the start
+    frames, times, decoded, last, next_target = [], [], 0, 0.0, 0
+    for frame in container.decode(stream):
+        decoded += 1
+        last = float(frame.time) if frame.time is not None else float(decoded - 1)
+        if last < targets[next_target] - 1e-6:
+            continue
+        frames.append(_rgb(frame))
+        times.append(last)
+        while next_target < len(targets) and targets[next_target] <= last + 1e-6:
+            next_target += 1
+        if next_target == len(targets):
+            break
+    return frames, times, decoded, last
+
+
+class _NoTimestamps(Exception):
+    """A decoded frame without a time: seeking cannot tell where it landed."""
+
+
+def _seek_frames(container, stream, targets: list[float]):
+    """As `_sample_frames`, seeking to the keyframe at or before each target (far apart)."""
+    frames, times, decoded, last = [], [], 0, 0.0
+    for target in targets:
+        if times and times[-1] >= target - 1e-6:
+            continue
+        container.seek(int(target / stream.time_base), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            decoded += 1
+            if frame.time is None:
+                raise _NoTimestamps
+            last = max(last, float(frame.time))
+            if frame.time >= target - 1e-6:
+                if not times or frame.time > times[-1]:
+                    frames.append(_rgb(frame))
+                    times.append(float(frame.time))
+                break
+    return frames, times, decoded, last
 
 
 def _read_nonempty(ref: str, where: str | None) -> bytes:

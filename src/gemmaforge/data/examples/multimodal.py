@@ -1,10 +1,11 @@
-"""Images and audio inside conversations: their token runs and their model features.
+"""Images, audio and video inside conversations: their token runs and their model features.
 
 The model's own processor decides how many soft tokens an image or clip becomes (Gemma 4's
 image count depends on the picture's shape and the token budget; audio on the duration), so
 we ask it per media part: run it on the lone placeholder token with that one item, and splice
-the expanded ids (`<boi>` + soft tokens + `<eoi>`, with Gemma 3n's surrounding blank lines)
-into the ids we render ourselves. Batches then get their pixel / audio features from one more
+the expanded ids (`<boi>` + soft tokens + `<eoi>`, with Gemma 3n's surrounding blank lines;
+for a Gemma 4 video, one `mm:ss <boi>` + soft tokens + `<eoi>` run per sampled frame) into the
+ids we render ourselves. Batches then get their pixel / audio features from one more
 processor call over the batch's media, in the order their tokens appear, which is the order
 the model scatters features into token positions.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gemmaforge.data.examples.media import MediaPolicy, load_audio, load_image
+from gemmaforge.data.examples.media import MediaPolicy, load_audio, load_image, load_video
 from gemmaforge.errors import UserError, problem
 
 TYPE_KEYS = ("mm_token_type_ids", "token_type_ids")
@@ -27,22 +28,31 @@ TEXT_KEYS = ("input_ids", "attention_mask", *TYPE_KEYS)
 
 @dataclass(frozen=True)
 class MediaRef:
-    """One image or audio part of an example, for rebuilding its features at batch time."""
+    """One image, audio or video part of an example, for rebuilding its features at batch
+    time."""
 
     kind: str
     ref: str
     where: str | None
+    field: str | None = None
+    """The row's field that holds it (e.g. `message 1.content[0]`, `videos[0]`), for errors."""
 
 
 class MediaEncoder:
     """Expands media parts to token runs and builds batch features, with one processor."""
 
-    def __init__(self, processor, policy: MediaPolicy | None = None):
+    def __init__(self, processor, policy: MediaPolicy | None = None, family: str | None = None):
         self.processor = processor
         self.policy = policy or MediaPolicy()
+        self.family = family
         self.placeholders = {
             "image": getattr(processor, "image_token", None),
             "audio": getattr(processor, "audio_token", None),
+            # Gemma 3 / 3n processors have no video processor (their video_token, if any,
+            # has nothing behind it).
+            "video": getattr(processor, "video_token", None)
+            if getattr(processor, "video_processor", None) is not None
+            else None,
         }
         # The per-token modality key this processor emits (Gemma 4: mm_token_type_ids,
         # Gemma 3n: token_type_ids), if any.
@@ -52,6 +62,18 @@ class MediaEncoder:
 
     def segment(self, media: MediaRef) -> tuple[list[int], list[int]]:
         """(ids, modality type ids) the part becomes in the token sequence."""
+        if not self.placeholders.get(media.kind) and media.kind == "video":
+            family = f"{self.family} " if self.family else ""
+            raise UserError(
+                problem(
+                    media.where,
+                    f"{media.field or 'a part'} is a video, and this {family}model's processor "
+                    "takes no video (video is trained on Gemma 4 only)",
+                    "send frames as image parts instead (e.g. `ffmpeg -i IN -vf fps=1 "
+                    "frame_%03d.png`, one {'type': 'image'} part each), or train a Gemma 4 "
+                    "checkpoint",
+                )
+            )
         if not self.placeholders.get(media.kind):
             raise UserError(
                 problem(
@@ -80,11 +102,18 @@ class MediaEncoder:
         audio = [
             load_audio(m.ref, m.where, self.policy).samples for m in media if m.kind == "audio"
         ]
+        videos = [load_video(m.ref, m.where, self.policy) for m in media if m.kind == "video"]
         kwargs = {}
         if images:
             kwargs["images"] = [images]
         if audio:
             kwargs["audio"] = audio
+        if videos:
+            # Frames are sampled already (media.load_video): the processor only labels them
+            # with their times and turns them into patches.
+            kwargs["videos"] = [clip.frames for clip in videos]
+            kwargs["video_metadata"] = [clip.metadata() for clip in videos]
+            kwargs["do_sample_frames"] = False
         return self.processor(text=[text], add_special_tokens=False, return_tensors="pt", **kwargs)
 
 
@@ -103,14 +132,19 @@ def media_encoder(loaded, data_cfg) -> MediaEncoder | None:
             )
         return None
     set_image_budget(loaded.processor, data_cfg.image_budget)
+    set_video_budget(loaded.processor, data_cfg.video_budget)
     policy = MediaPolicy(
-        audio_max_seconds=loaded.family.audio_max_seconds, audio_overlong=data_cfg.audio_overlong
+        audio_max_seconds=loaded.family.audio_max_seconds,
+        audio_overlong=data_cfg.audio_overlong,
+        video_fps=data_cfg.video_fps,
+        video_max_frames=data_cfg.video_max_frames,
     )
-    return MediaEncoder(loaded.processor, policy)
+    return MediaEncoder(loaded.processor, policy, loaded.family.name)
 
 
 def set_image_budget(processor, budget: int | None) -> None:
-    """Set Gemma 4's soft tokens per image (70-1120) on its image and video processors."""
+    """Set Gemma 4's soft tokens per image (70-1120) on its image processor (video frames have
+    their own budget, `set_video_budget`: Gemma 4's default is 70 per frame, not 280)."""
     if budget is None:
         return
     image_processor = getattr(processor, "image_processor", None)
@@ -123,6 +157,19 @@ def set_image_budget(processor, budget: int | None) -> None:
             )
         )
     image_processor.max_soft_tokens = budget
+
+
+def set_video_budget(processor, budget: int | None) -> None:
+    """Set Gemma 4's soft tokens per video frame (70-1120) on its video processor."""
+    if budget is None:
+        return
     video_processor = getattr(processor, "video_processor", None)
-    if video_processor is not None and hasattr(video_processor, "max_soft_tokens"):
-        video_processor.max_soft_tokens = budget
+    if video_processor is None or not hasattr(video_processor, "max_soft_tokens"):
+        raise UserError(
+            problem(
+                "data.video_budget",
+                "this model's processor takes no video (it is a Gemma 4 setting)",
+                "remove data.video_budget",
+            )
+        )
+    video_processor.max_soft_tokens = budget

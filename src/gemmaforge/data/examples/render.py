@@ -143,14 +143,14 @@ class _Vocab:
                 continue
             from gemmaforge.data.examples.multimodal import MediaRef
 
-            ref = MediaRef(part["type"], part["ref"], where)
+            ref = MediaRef(part["type"], part["ref"], where, part.get("key"))
             if self.media is None:
                 raise UserError(
                     problem(
                         where,
                         f"the example has {part['type']} but the model is text-only",
-                        "train a multimodal checkpoint (Gemma 3n, Gemma 4, Gemma 3 4B+), or "
-                        "remove the media parts",
+                        "train a multimodal checkpoint (Gemma 3n, Gemma 4, Gemma 3 4B+; video: "
+                        "Gemma 4), or remove the media parts",
                     )
                 )
             ids, types = self.media.segment(ref)
@@ -417,7 +417,7 @@ def check_typed_specials(ids: list[int], tokenizer: Any, where: str | None) -> N
                 where,
                 f"the text holds the special token(s) {', '.join(found)} typed as text; they "
                 "would be read as control tokens (a turn or media marker), not as text",
-                "remove them from the text; send images and audio as media parts",
+                "remove them from the text; send images, audio and video as media parts",
             )
         )
 

@@ -35,21 +35,22 @@ _SIGNATURES = [
     (0, b"BM", "image", "a BMP image"),
     (8, b"WEBP", "image", "a WebP image"),
     (8, b"WAVE", "audio", "WAV audio"),
-    (8, b"AVI ", "other", "an AVI video"),
+    (8, b"AVI ", "video", "an AVI video"),
     (0, b"fLaC", "audio", "FLAC audio"),
     (0, b"OggS", "audio", "Ogg audio (Vorbis or Opus)"),
     (0, b"ID3", "audio", "MP3 audio"),
     (8, b"M4A ", "audio", "M4A (AAC) audio"),
     (8, b"heic", "image", "a HEIC image (convert it to JPEG)"),
-    (4, b"ftyp", "other", "an MP4/QuickTime video"),
-    (0, b"\x1aE\xdf\xa3", "other", "a Matroska/WebM video"),
+    (4, b"ftyp", "video", "an MP4/QuickTime video"),
+    (0, b"\x1aE\xdf\xa3", "video", "a Matroska/WebM video"),
     (0, b"%PDF", "other", "a PDF document"),
     (0, b"PK\x03\x04", "other", "a ZIP archive (or an Office document)"),
 ]
 
 
 def describe_content(data: bytes) -> tuple[str, str]:
-    """(kind, description) of what `data` looks like; kind is "image", "audio" or "other"."""
+    """(kind, description) of what `data` looks like; kind is "image", "audio", "video" or
+    "other"."""
     for offset, magic, kind, description in _SIGNATURES:
         if data[offset : offset + len(magic)] == magic:
             return kind, description

@@ -85,7 +85,7 @@ def _rows(name: str, batches, base: str) -> Iterator[Record]:
 
 
 def _media_value(value: Any, base: str) -> Any:
-    """An embedded image/clip becomes a file path; every other value is left as it is."""
+    """An embedded image/clip/video becomes a file path; every other value is left as it is."""
 
     if isinstance(value, dict) and set(value) <= MEDIA_STRUCT_KEYS | {"sampling_rate"}:
         data, ref = value.get("bytes"), value.get("path")
@@ -94,7 +94,7 @@ def _media_value(value: Any, base: str) -> Any:
         if ref:
             return resolve_media_path(ref, base)
         return value
-    if isinstance(value, bytes) and describe_content(value)[0] in ("image", "audio"):
+    if isinstance(value, bytes) and describe_content(value)[0] in ("image", "audio", "video"):
         return media_cache.store_blob(value, "")
     return value
 
