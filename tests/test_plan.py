@@ -256,7 +256,7 @@ def test_compile_trains_saves_and_resumes(tiny_dir, tmp_path):
     first = train(cfg)
     assert first.final["loss"] < 8 and (tmp_path / "run" / "adapter").is_dir()
     longer = cfg.model_copy(deep=True)
-    longer.train.max_steps, longer.train.resume = 6, True
+    longer.train.max_steps, longer.train.resume, longer.train.reschedule = 6, True, True
     assert train(longer).final["step"] == 6
 
 
