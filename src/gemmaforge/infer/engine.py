@@ -44,6 +44,8 @@ class Engine:
         self._waiting: collections.deque[Row] = collections.deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self.peak = 0
+        """The most rows decoded together so far (tests and `bench-serve` read it)."""
 
     def stream(self, name: str, tokenizer: Any, prompt: Any, stops: list[int], sampling: Any):
         """A reply stream for model `name` (base or adapter) whose tokens come from the batch."""
@@ -89,6 +91,7 @@ class Engine:
                     if not self._waiting:
                         return
                 continue
+            self.peak = max(self.peak, len(batch.rows))
             try:
                 batch.step()
             except Exception as err:
