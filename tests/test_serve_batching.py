@@ -197,3 +197,47 @@ def test_a_row_that_fails_inside_the_engine_fails_alone(session, alone):
         running.stop()
     assert isinstance(outcome["broken"], ValueError) and "Overflow" in str(outcome["broken"])
     assert {key: outcome[key] for key in streams} == {key: alone[key] for key in streams}
+
+
+def test_a_multimodal_base_batches_text_and_image_rows_alike(tiny_dir):
+    """Gemma 4 (KV shared across layers, sliding windows, modality type ids): text rows and
+    an image row decoded together give the replies they get one at a time."""
+    import base64
+    from io import BytesIO
+
+    from PIL import Image
+
+    session = open_session(str(tiny_dir("gemma4")), [], base_name="mm", device="cpu")
+    buffer = BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    image = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
+    asks = [*PROMPTS, image]
+
+    def answer(server, content) -> str:
+        data = json.dumps(
+            {
+                "model": "mm",
+                "messages": [{"role": "user", "content": content}],
+                "temperature": 0,
+                "max_tokens": 12,
+            }
+        ).encode()
+        status, got = loopback.call(server.url + "/chat/completions", data, timeout=300)
+        assert status == 200, got
+        return got["choices"][0]["message"]["content"]
+
+    batched = loopback.Server(create_app(session, max_batch=8))
+    single = loopback.Server(create_app(session, max_batch=1))
+    try:
+        alone = [answer(single, content) for content in asks]
+        with ThreadPoolExecutor(len(asks)) as pool:
+            together = list(pool.map(lambda content: answer(batched, content), asks))
+        assert engine(batched).peak >= 2
+    finally:
+        batched.stop()
+        single.stop()
+    assert together == alone
