@@ -9,6 +9,7 @@ import http.client
 import json
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -107,7 +108,7 @@ def test_batched_replies_equal_one_at_a_time_for_every_row_and_adapter(servers, 
 
 def test_a_client_leaving_mid_stream_leaves_the_others_unchanged(servers, alone):
     batched, _ = servers
-    started = queue.Queue()
+    started, go = queue.Queue(), threading.Event()
 
     def leave() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", batched.port, timeout=300)
@@ -122,6 +123,7 @@ def test_a_client_leaving_mid_stream_leaves_the_others_unchanged(servers, alone)
         response.readline()
         response.readline()  # a first content chunk: it is in the batch now
         started.put(True)
+        go.wait(60)  # the others are in the batch now too: leave in the middle of theirs
         connection.sock.shutdown(2)
         connection.close()
 
@@ -130,6 +132,8 @@ def test_a_client_leaving_mid_stream_leaves_the_others_unchanged(servers, alone)
         leaver = pool.submit(leave)
         started.get(timeout=300)
         futures = {key: pool.submit(reply, batched, *key) for key in keys}
+        time.sleep(0.5)
+        go.set()
         leaver.result()
         got = {key: future.result() for key, future in futures.items()}
     assert got == {key: alone[key] for key in keys}
@@ -241,3 +245,19 @@ def test_a_multimodal_base_batches_text_and_image_rows_alike(tiny_dir):
         batched.stop()
         single.stop()
     assert together == alone
+
+
+def test_bench_serve_runs_both_sides_on_a_tiny_model():
+    from gemmaforge.bench.serving import run_serve_bench
+
+    result = run_serve_bench(
+        "tiny", (1, 3), adapters=2, requests=1, max_tokens=6, repeats=1, device="cpu"
+    )
+    for n in (1, 3):
+        batched, single = result.sides[("batched", n)], result.sides[("one-at-a-time", n)]
+        assert len(batched.samples) == len(single.samples) == n
+        # Greedy, same requests: both sides produced the same number of tokens.
+        assert sum(s.tokens for s in batched.samples) == sum(s.tokens for s in single.samples)
+        assert single.peak_batch == 1 and 1 <= batched.peak_batch <= n
+        assert result.ratio(n) > 0
+    assert "llama" in result.llama_cpp_note

@@ -52,6 +52,9 @@ class Engine:
         return EngineStream(self, name, tokenizer, prompt, stops, sampling)
 
     def submit(self, row: Row) -> None:
+        if self.closing.is_set():  # the scheduler may be gone: nobody would end the row
+            _end(row, Abandoned("the server is shutting down"))
+            return
         with self._wake:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="gemmaforge-engine")
