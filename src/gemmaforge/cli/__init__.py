@@ -18,6 +18,7 @@ from gemmaforge.cli import (
     launch,
     perf,
     record,
+    serve_bench,
     train,
     use,
     wizard,
@@ -69,3 +70,6 @@ def _main(
     ),
 ) -> None:
     """Private, on-device LoRA fine-tuning of Gemma 4, Gemma 3n and Gemma 3."""
+
+
+app.command("bench-serve")(serve_bench.bench_serve)

@@ -254,6 +254,13 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Requests decoded together (continuous batching; 1: one at a time).",
+        ),
+    ] = 16,
     device: DeviceOpt = "auto",
 ) -> None:
     """Serve an OpenAI-compatible API (/v1/chat/completions) for a base model and adapters."""
@@ -276,6 +283,7 @@ def serve(
         allow_media_paths=allow_media_paths,
         max_request_bytes=int(max_request_mb * 2**20),
         allow_origins=tuple(allow_origin or ()),
+        max_batch=max_batch,
     )
 
 

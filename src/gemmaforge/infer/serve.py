@@ -5,7 +5,9 @@ Endpoints: `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions` 
 `POST /v1/completions` (plain prompt completion, streamed too: `completions.py`) and an
 unauthenticated `GET /health`. The `model` field picks the base model (by its name) or an
 adapter (by the name given on the command line); adapters load on first use (see
-`session.py`), and requests run one at a time because they share one model.
+`session.py`). Requests are decoded together, continuously batched: one scheduler thread owns
+the model, new requests join the running batch between decode steps, and rows of one batch
+may use different adapters (`engine.py`, `decode.py`; `max_batch=1` answers one at a time).
 
 Images (`image_url` data URLs) and audio (`input_audio`) go to multimodal models through the
 same prompt building as `generate` (see `api.py` and `session.py`).
@@ -23,7 +25,6 @@ from __future__ import annotations
 import hmac
 import json
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +41,7 @@ from gemmaforge import limits
 from gemmaforge.data.examples.tools import split_reply
 from gemmaforge.errors import UserError
 from gemmaforge.infer.api import ApiError, ChatRequest, parse_request, to_messages
+from gemmaforge.infer.engine import MAX_BATCH, Engine
 from gemmaforge.infer.generate import stop_token_ids
 from gemmaforge.infer.session import Abandoned, Prompt, Session
 from gemmaforge.infer.stream import ReplyStream, Sampling
@@ -60,12 +62,13 @@ class _Live:
     """The streams being generated, so a stopping server can cancel them all, and the flag
     that tells requests still waiting for the model to give up."""
 
-    def __init__(self) -> None:
-        self.closing = threading.Event()
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.closing = engine.closing
         self.streams: set[ReplyStream] = set()
 
     def stop(self) -> None:
-        self.closing.set()
+        self.engine.stop()
         for stream in list(self.streams):
             stream.cancel()
 
@@ -78,14 +81,15 @@ def create_app(
     stall_seconds: float = STALL_SECONDS,
     allow_origins: tuple[str, ...] = (),
     host: str = "127.0.0.1",
+    max_batch: int = MAX_BATCH,
 ) -> FastAPI:
     """The ASGI app serving `session` (run it with uvicorn, or see `serve`).
 
     Without an API key, only this machine's own clients are answered: a request from a web
     page (an `Origin` header not in `allow_origins`) or for a foreign `Host` (DNS
     rebinding: a page's domain pointed at 127.0.0.1) is refused with 403, so no web page the
-    user visits can drive the server."""
-    live = _Live()
+    user visits can drive the server. `max_batch` requests are decoded together at most."""
+    live = _Live(Engine(session, max_batch))
     hosts = {"localhost", "127.0.0.1", "::1", "[::1]", host.lower()}
 
     @asynccontextmanager
@@ -372,28 +376,23 @@ class _Completion:
 
     @contextmanager
     def _generating(self) -> Iterator[ReplyStream]:
-        """The reply stream, with the model held; a 503 if the server stops meanwhile."""
+        """The reply stream, a row of the engine's batch; a 503 if the server stops first."""
         tokenizer, prompt = self.session.loaded.tokenizer, self.prompt
         try:
-            with self.session.use(self.chat.model, give_up=self.live.closing) as model:
-                stream = ReplyStream(
-                    model,
-                    tokenizer,
-                    prompt.ids,
-                    self.stops,
-                    self.sampling,
-                    prompt.inputs,
-                    progress=self.session.progress,
-                )
-                self.live.streams.add(stream)
-                self.stream = stream
-                if self.cancelled:  # the client left while the request waited for the model
-                    stream.cancel()
-                try:
-                    with stream:
-                        yield stream
-                finally:
-                    self.live.streams.discard(stream)
+            if self.live.closing.is_set():
+                raise Abandoned("the server is shutting down")
+            stream = self.live.engine.stream(
+                self.chat.model, tokenizer, prompt, self.stops, self.sampling
+            )
+            self.live.streams.add(stream)
+            self.stream = stream
+            if self.cancelled:  # the client left before generation started
+                stream.cancel()
+            try:
+                with stream:
+                    yield stream
+            finally:
+                self.live.streams.discard(stream)
         except Abandoned:
             raise ApiError(503, "the server is shutting down", kind="server_error") from None
 

@@ -8,9 +8,11 @@ as one with none and holds only those that were asked for. The base model answer
 `disable_adapter()`, so it is never loaded twice.
 
 `use()` holds a lock for as long as its caller generates: the active adapter is state of the
-shared model, so requests must not interleave. The session notes when the lock was taken and
-when the holder last made progress (`progress()`, a token), so a server can tell a wedged
-generator (`stalled_for`) from a busy one, and a waiter can give up when the server stops.
+shared model, so callers must not interleave. The server's engine (`engine.py`) holds the
+same lock while it has rows, and picks adapters per row instead (PEFT's `adapter_names`).
+The session notes when the lock was taken and when the holder last made progress
+(`progress()`, a token), so a server can tell a wedged generator (`stalled_for`) from a busy
+one, and a waiter can give up when the server stops.
 
 Images and audio go through training's own path: `render_prompt_example` splices each part's
 soft tokens into the prompt (with the model's processor, via `MediaEncoder`), and training's
@@ -185,17 +187,27 @@ class Session:
         return time.monotonic() - max(held, self._progress_at)
 
     @contextmanager
-    def use(self, name: str, give_up: threading.Event | None = None) -> Iterator[Any]:
-        """The model with adapter `name` active (the base model for `base_name`), held
-        exclusively until the block ends. While waiting for it, `give_up` being set raises
-        `Abandoned` (a server that stops must not wait for a wedged holder)."""
-        if name not in self.names:
-            raise KeyError(name)
+    def hold(self, give_up: threading.Event | None = None) -> Iterator[None]:
+        """Hold the model exclusively until the block ends (the serving engine holds it while
+        it has rows). While waiting for it, `give_up` being set raises `Abandoned` (a server
+        that stops must not wait for a wedged holder)."""
         while not self._lock.acquire(timeout=WAIT_POLL_SECONDS):
             if give_up is not None and give_up.is_set():
                 raise Abandoned("the server is shutting down")
         self._held_since = time.monotonic()
         try:
+            yield
+        finally:
+            self._held_since = None
+            self._lock.release()
+
+    @contextmanager
+    def use(self, name: str, give_up: threading.Event | None = None) -> Iterator[Any]:
+        """The model with adapter `name` active (the base model for `base_name`), held
+        exclusively until the block ends (see `hold`)."""
+        if name not in self.names:
+            raise KeyError(name)
+        with self.hold(give_up):
             if name == self.base_name:
                 if self._active:
                     with self.model.disable_adapter():
@@ -203,30 +215,32 @@ class Session:
                 else:
                     yield self.model
                 return
-            self._activate(name)
+            self.load(name)
+            self.model.set_adapter(name)
             yield self.model
-        finally:
-            self._held_since = None
-            self._lock.release()
 
-    def _activate(self, name: str) -> None:
+    def load(self, name: str) -> Any:
+        """The model with adapter `name` loaded (a no-op for the base and for adapters loaded
+        before); call it while holding the model. The first adapter wraps the base in a
+        `PeftModel`, so callers take the model from here, not from before."""
         from peft import PeftModel
 
         from gemmaforge.models.lora_precision import compute_adapters_in_input_dtype
 
+        if name == self.base_name or name in self._active:
+            return self.model
         source = self.adapters[name]
-        if name not in self._active:
-            quiet_checkpointing_probe()
-            if not self._active:
-                self.model = PeftModel.from_pretrained(self.model, source.dir, adapter_name=name)
-            else:
-                self.model.load_adapter(source.dir, adapter_name=name)
-            # Each adapter computes exactly as it did in training (bf16 on a bf16 base); once
-            # per load, not per request.
-            compute_adapters_in_input_dtype(self.model)
+        quiet_checkpointing_probe()
+        if not self._active:
+            self.model = PeftModel.from_pretrained(self.model, source.dir, adapter_name=name)
+        else:
+            self.model.load_adapter(source.dir, adapter_name=name)
+        # Each adapter computes exactly as it did in training (bf16 on a bf16 base); once
+        # per load, not per request.
+        compute_adapters_in_input_dtype(self.model)
         self._active.add(name)
-        self.model.set_adapter(name)
         self.model.eval()
+        return self.model
 
 
 def open_session(

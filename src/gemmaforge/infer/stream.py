@@ -1,6 +1,8 @@
-"""Stream one reply token by token: the engine under `generate`, `chat` and `serve`.
+"""Stream one reply token by token: the reader side of `chat` and `serve`.
 
-`model.generate` runs in a worker thread and hands each new token to a queue; the caller
+The tokens come from a decode batch (`decode.py`): a batch of one in a worker thread of its
+own (`ReplyStream`, for a model held with `Session.use`), or a row of the server's shared
+batch (`engine.EngineStream`). Either way each new token goes to a queue and the caller
 iterates text deltas as they arrive. Three things end a reply: one of the family's stop tokens
 (the model ended its turn), a caller's stop string (OpenAI's `stop`: the reply is cut before
 it and never shows any part of it), or `max_new_tokens`. Closing the stream early (a client
@@ -20,8 +22,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-_END = object()
-"""Queue marker: the worker finished."""
+from gemmaforge.infer.decode import END as _END
+from gemmaforge.infer.decode import Row, run_alone
+
 POLL_SECONDS = 0.25
 """How often a reader waiting for a token checks whether its stream was abandoned."""
 ABANDON_JOIN_SECONDS = 10.0
@@ -61,25 +64,6 @@ class Reply:
     """The generated ids, special tokens included (the stop token excluded)."""
     stop_id: int | None = None
     """The stop token that ended the reply, if one did."""
-
-
-class _QueueStreamer:
-    """The `streamer` protocol of `model.generate`: `put` each step's ids, then `end`."""
-
-    def __init__(self, out: queue.Queue):
-        self.out = out
-        self.prompt_seen = False
-
-    def put(self, value) -> None:
-        # generate() first hands over the prompt itself; only what follows is new.
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        for token in value.reshape(-1).tolist():
-            self.out.put(token)
-
-    def end(self) -> None:
-        self.out.put(_END)
 
 
 class ReplyStream:
@@ -140,9 +124,25 @@ class ReplyStream:
                 if self._abandoned.is_set():
                     return _END
 
-    def __iter__(self) -> Iterator[str]:
+    def row(self, adapter: str | None = None) -> Row:
+        """This reply as a decode row: its tokens land in this stream's queue."""
+        return Row(
+            self.prompt_ids,
+            self.stop_ids,
+            self.sampling,
+            self._tokens,
+            self._cancel,
+            dict(self.inputs),
+            adapter,
+        )
+
+    def _start(self) -> None:
+        """Start producing tokens: here, a batch of one in a worker thread."""
         self._thread = threading.Thread(target=self._work, daemon=True)
         self._thread.start()
+
+    def __iter__(self) -> Iterator[str]:
+        self._start()
         ids: list[int] = []
         sent = 0
         stop_strings = [s for s in self.sampling.stop if s]
@@ -189,40 +189,7 @@ class ReplyStream:
             self._tokens.put(_END)
 
     def _generate(self) -> None:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        cancel = self._cancel
-
-        class Cancelled(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                flag = cancel.is_set()
-                return torch.full((input_ids.shape[0],), flag, device=input_ids.device)
-
-        s = self.sampling
-        device = next(self.model.parameters()).device
-        ids = torch.tensor([self.prompt_ids], device=device)
-        if s.temperature > 0:
-            if s.seed is not None:
-                torch.manual_seed(s.seed)
-            # top_k=0 unless asked: only temperature and top_p shape the distribution, as in
-            # the OpenAI API, whatever top_k a checkpoint's generation_config carries.
-            options = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p}
-            options["top_k"] = s.top_k
-        else:
-            options = {"do_sample": False}
-        with torch.inference_mode():
-            self.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=s.max_new_tokens,
-                eos_token_id=self.stop_ids,
-                pad_token_id=self.stop_ids[0],
-                streamer=_QueueStreamer(self._tokens),
-                stopping_criteria=StoppingCriteriaList([Cancelled()]),
-                **self.inputs,
-                **options,
-            )
+        run_alone(self.model, self.row())
 
 
 def _first_stop(text: str, stops: list[str], sent: int) -> int | None:
