@@ -16,7 +16,7 @@ from gemmaforge.eval.tasks import (
     transcription,
     translation,
 )
-from gemmaforge.infer.stream import _first_stop, _held_back
+from gemmaforge.infer.stream import first_stop, held_back
 
 
 def test_classification_accuracy_and_macro_f1():
@@ -99,9 +99,9 @@ def test_auto_picks_classification_for_a_small_label_set():
 
 
 def test_stop_strings_hold_back_only_what_could_start_one():
-    assert _held_back("The sky is bl", ["blue"]) == 2
-    assert _held_back("ab", ["bc", "abx"]) == 2  # the longest over all stop strings
-    assert _held_back("The sky", ["blue"]) == 0
-    assert _first_stop("The sky is blue.", ["blue", "sky"], 0) == 4
-    assert _first_stop("The sky is blue.", ["blue"], 11) == 11
-    assert _first_stop("The sky", ["blue"], 0) is None
+    assert held_back("The sky is bl", ["blue"]) == 2
+    assert held_back("ab", ["bc", "abx"]) == 2  # the longest over all stop strings
+    assert held_back("The sky", ["blue"]) == 0
+    assert first_stop("The sky is blue.", ["blue", "sky"], 0) == 4
+    assert first_stop("The sky is blue.", ["blue"], 11) == 11
+    assert first_stop("The sky", ["blue"], 0) is None

@@ -160,3 +160,68 @@ def test_generate_command_takes_a_tools_file(tiny_dir, tmp_path):
     tools.write_text('{"name": "f"}')
     result = CliRunner().invoke(app, [*args, "--tools", str(tools)])
     assert result.exit_code == 2 and "is not a JSON list of tools" in result.output
+
+
+STREAMED = (
+    '<|channel>thought\nNeed data.\n<channel|>Let me look. <|tool_call>call:get_weather{city:<|"|>'
+    'Paris<|"|>}<tool_call|><|tool_call>call:now{}<tool_call|>'
+)
+
+
+def test_streamed_deltas_add_up_to_the_whole_message(tok):
+    """Fed one token at a time, the deltas never show call or channel syntax, and joined they
+    are the message a whole reply gives: the same content, reasoning and calls."""
+    from gemmaforge.infer.serve import ReplyDeltas
+
+    ids = tok(STREAMED, add_special_tokens=False)["input_ids"]
+    parts = ReplyDeltas(tok)
+    deltas = [d for n in range(1, len(ids) + 1) for d in parts.update(ids[:n])]
+    deltas += parts.update(ids, final=True)
+    texts = [d.get("content", "") + d.get("reasoning_content", "") for d in deltas]
+    assert not any(mark in t for t in texts for mark in ("<|", "|>", "call:", "thought"))
+    message, finish = reply_message(tok, Reply(text="", ids=ids, finish_reason="stop"))
+    assert "".join(d.get("content", "") for d in deltas) == message["content"] == "Let me look."
+    reasoning = "".join(d.get("reasoning_content", "") for d in deltas)
+    assert reasoning == message["reasoning_content"] == "Need data."
+    calls = [c for d in deltas for c in d.get("tool_calls", [])]
+    assert [c["index"] for c in calls] == [0, 1] and finish == "tool_calls"
+    assert [c["function"] for c in calls] == [m["function"] for m in message["tool_calls"]]
+    # Reasoning arrives before the text that follows it, each call once it has closed.
+    kinds = [next(iter(d)) for d in deltas]
+    assert kinds.index("reasoning_content") < kinds.index("content") < kinds.index("tool_calls")
+
+
+def test_stop_strings_cut_the_content_streamed_or_not(tok):
+    from gemmaforge.infer.serve import ReplyDeltas
+
+    ids = tok("Sunny today. END more", add_special_tokens=False)["input_ids"]
+    parts = ReplyDeltas(tok, ("END",))
+    streamed = [d for n in range(1, len(ids) + 1) for d in parts.update(ids[:n])]
+    streamed += parts.update(ids, final=True)
+    message, _ = reply_message(tok, Reply(text="", ids=ids, finish_reason="stop"), ("END",))
+    assert "".join(d["content"] for d in streamed) == message["content"] == "Sunny today. "
+
+
+def test_streamed_tool_reply_equals_the_whole_one(tiny_dir):
+    """The same greedy request to a real server, streamed and not, on a Gemma 4 model."""
+    from gemmaforge.infer.serve import create_app
+    from gemmaforge.infer.session import open_session
+    from test_serve import Server
+
+    session = open_session(str(tiny_dir("gemma4")), [], base_name="g4")
+    server = Server(create_app(session, max_request_bytes=64 * 1024))
+    ask = {"model": "g4", "messages": HISTORY, "tools": TOOLS, "max_tokens": 12, "temperature": 0}
+    try:
+        client = server.client()
+        whole = client.chat.completions.create(**ask).choices[0]
+        chunks = list(client.chat.completions.create(**ask, stream=True))
+    finally:
+        server.stop()
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    content = "".join(d.content or "" for d in deltas)
+    assert content == (whole.message.content or "")
+    reasoning = "".join(getattr(d, "reasoning_content", None) or "" for d in deltas)
+    assert reasoning == (getattr(whole.message, "reasoning_content", None) or "")
+    calls = [c.function.name for d in deltas for c in d.tool_calls or []]
+    assert calls == [c.function.name for c in whole.message.tool_calls or []]
+    assert chunks[-1].choices[0].finish_reason == whole.finish_reason

@@ -159,10 +159,6 @@ def parse_request(body: bytes) -> ChatRequest:
     if request.tool_choice not in (None, "auto"):
         # "none", "required" and a named function would need constrained decoding.
         raise ApiError(400, "only tool_choice auto is supported", param="tool_choice")
-    if request.tools and request.stream:
-        raise ApiError(
-            400, "tools with stream: true are not supported: ask without streaming", param="stream"
-        )
     if request.n not in (None, 1):
         raise ApiError(400, "n must be 1: this server returns one choice", param="n")
     if len(request.stop_strings) > MAX_STOP_STRINGS:

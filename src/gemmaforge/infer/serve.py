@@ -38,13 +38,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from gemmaforge import limits
-from gemmaforge.data.examples.tools import split_reply
+from gemmaforge.data.examples.tools import split_partial, split_reply
 from gemmaforge.errors import UserError
 from gemmaforge.infer.api import ApiError, ChatRequest, parse_request, to_messages
 from gemmaforge.infer.engine import MAX_BATCH, Engine
 from gemmaforge.infer.generate import stop_token_ids
 from gemmaforge.infer.session import Abandoned, Prompt, Session
-from gemmaforge.infer.stream import ReplyStream, Sampling
+from gemmaforge.infer.stream import ReplyStream, Sampling, first_stop, held_back
 
 DEFAULT_MAX_TOKENS = 512
 """Reply length when a request sets no max_tokens."""
@@ -403,6 +403,9 @@ class _Completion:
             if stream is self.stream:
                 stream.cancel()
 
+    def _tool_calling(self) -> bool:
+        return self.session.loaded.family.tool_calling
+
     def _head(self, kind: str) -> dict:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.chat.model}
 
@@ -412,9 +415,10 @@ class _Completion:
                 pass
         reply = stream.reply
         message, finish = {"role": "assistant", "content": reply.text}, reply.finish_reason
-        if self.session.loaded.family.tool_calling and reply.ids:
+        if self._tool_calling() and reply.ids:
             # Gemma 4 writes reasoning and calls in special tokens, which reply.text drops.
-            message, finish = reply_message(self.session.loaded.tokenizer, reply)
+            tokenizer = self.session.loaded.tokenizer
+            message, finish = reply_message(tokenizer, reply, self.sampling.stop)
         choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
         return {**self._head("chat.completion"), "choices": [choice], "usage": _usage(reply)}
 
@@ -422,10 +426,16 @@ class _Completion:
         """Server-sent events, produced in a worker thread (Starlette runs sync iterators in
         its thread pool); the model is held until the last one, or until `close()`."""
         yield self._chunk({"role": "assistant", "content": ""}, None)
+        # Gemma 4 writes reasoning and calls in special tokens, which the text deltas drop.
+        tokenizer, stops = self.session.loaded.tokenizer, self.sampling.stop
+        parts = ReplyDeltas(tokenizer, stops) if self._tool_calling() else None
         try:
             with self._generating() as stream:
                 for delta in stream:
-                    yield self._chunk({"content": delta}, None)
+                    for piece in parts.update(stream.ids) if parts else [{"content": delta}]:
+                        yield self._chunk(piece, None)
+                for piece in parts.update(stream.ids, final=True) if parts else []:
+                    yield self._chunk(piece, None)
         except ApiError as err:
             yield _event(err.body())
             return
@@ -434,7 +444,8 @@ class _Completion:
             message = f"generation failed: {type(err).__name__}: {err}"
             yield _event(ApiError(500, message, kind="server_error").body())
             return
-        yield self._chunk({}, stream.reply.finish_reason)
+        called = parts is not None and parts.calls > 0
+        yield self._chunk({}, "tool_calls" if called else stream.reply.finish_reason)
         if self.chat.stream_options and self.chat.stream_options.include_usage:
             yield _event(
                 {
@@ -450,28 +461,68 @@ class _Completion:
         return _event({**self._head("chat.completion.chunk"), "choices": [choice]})
 
 
-def reply_message(tokenizer, reply) -> tuple[dict, str | None]:
+class ReplyDeltas:
+    """A Gemma 4 reply (special tokens kept) as OpenAI chunk deltas while it grows: text as
+    `content`, the thinking channel as `reasoning_content`, each tool call as a `tool_calls`
+    entry once it has closed. A call or channel still open is held back, so no delta shows
+    call syntax; whitespace at the edges is held until more text follows it (`split_reply`
+    strips it). A whole reply is the same deltas at once (`reply_message`)."""
+
+    def __init__(self, tokenizer, stops: tuple[str, ...] = ()):
+        self.tokenizer = tokenizer
+        self.stops = [stop for stop in stops if stop]
+        """The request's stop strings: the content ends before the first (as text replies)."""
+        self.sent = {"reasoning_content": 0, "content": 0}
+        self.calls = 0
+
+    def update(self, ids: list[int], final: bool = False) -> list[dict]:
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        if final:
+            content, reasoning, calls = split_reply(text)
+        elif text.endswith("\ufffd"):
+            return []  # half of a multi-token character: wait for the rest
+        else:
+            content, reasoning, calls = split_partial(text)
+            content, reasoning = _held(content), _held(reasoning)
+        cut = first_stop(content, self.stops, 0)
+        if cut is not None:
+            content = content[:cut]
+        elif not final:
+            content = content[: len(content) - held_back(content, self.stops)]
+        out: list[dict] = []
+        for key, value in (("reasoning_content", reasoning), ("content", content)):
+            if len(value) > self.sent[key]:
+                out.append({key: value[self.sent[key] :]})
+                self.sent[key] = len(value)
+        for index, call in enumerate(calls[self.calls :], self.calls):
+            function = {"name": call["name"], "arguments": json.dumps(call["arguments"])}
+            entry = {"index": index, "id": f"call_{uuid.uuid4().hex[:24]}", "type": "function"}
+            out.append({"tool_calls": [{**entry, "function": function}]})
+        self.calls = len(calls)
+        return out
+
+
+def _held(text: str) -> str:
+    """`text` without leading whitespace, and without trailing whitespace that may yet turn
+    out to be the end (stripped) rather than the middle."""
+    text = text.lstrip()
+    return text[: len(text.rstrip())]
+
+
+def reply_message(tokenizer, reply, stops: tuple[str, ...] = ()) -> tuple[dict, str | None]:
     """The OpenAI message of a Gemma 4 reply: `content`, `reasoning_content` from the thinking
     channel, `tool_calls` parsed from the call tokens; finish_reason `tool_calls` when the
     model called a tool."""
-
-    text = tokenizer.decode(reply.ids, skip_special_tokens=False)
-    content, reasoning, calls = split_reply(text)
+    deltas = ReplyDeltas(tokenizer, stops).update(reply.ids, final=True)
+    content = "".join(d.get("content", "") for d in deltas)
+    reasoning = "".join(d.get("reasoning_content", "") for d in deltas)
+    calls = [c for d in deltas for c in d.get("tool_calls", [])]
     message: dict = {"role": "assistant", "content": content or (None if calls else "")}
     if reasoning:
         message["reasoning_content"] = reasoning
-    finish = reply.finish_reason
     if calls:
-        message["tool_calls"] = [
-            {
-                "id": f"call_{uuid.uuid4().hex[:24]}",
-                "type": "function",
-                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
-            }
-            for c in calls
-        ]
-        finish = "tool_calls"
-    return message, finish
+        message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
+    return message, "tool_calls" if calls else reply.finish_reason
 
 
 def _event(data: dict) -> str:

@@ -92,6 +92,8 @@ class ReplyStream:
         self.sampling = sampling
         self.inputs = inputs or {}
         self.reply = Reply(prompt_tokens=len(self.prompt_ids))
+        self.ids: list[int] = []
+        """The reply's ids so far, special tokens included (read between deltas)."""
         self._tokens: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
         self._abandoned = threading.Event()
@@ -143,7 +145,7 @@ class ReplyStream:
 
     def __iter__(self) -> Iterator[str]:
         self._start()
-        ids: list[int] = []
+        ids = self.ids
         sent = 0
         stop_strings = [s for s in self.sampling.stop if s]
         while (token := self._next_token()) is not _END:
@@ -160,12 +162,12 @@ class ReplyStream:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             if text.endswith("\ufffd"):
                 continue  # half of a multi-token character: wait for the rest
-            cut = _first_stop(text, stop_strings, sent)
+            cut = first_stop(text, stop_strings, sent)
             if cut is not None:
                 self.reply.finish_reason = "stop"
                 text = text[:cut]
                 break
-            ready = len(text) - _held_back(text, stop_strings)
+            ready = len(text) - held_back(text, stop_strings)
             if ready > sent:
                 yield text[sent:ready]
                 sent = ready
@@ -192,17 +194,17 @@ class ReplyStream:
         run_alone(self.model, self.row())
 
 
-def _first_stop(text: str, stops: list[str], sent: int) -> int | None:
+def first_stop(text: str, stops: list[str], sent: int) -> int | None:
     """Where the earliest stop string starts in `text`.
 
     The search starts at `sent`: released text never holds the start of a stop string,
-    because a tail that could begin one is held back (`_held_back`).
+    because a tail that could begin one is held back (`held_back`).
     """
     found = [at for stop in stops if (at := text.find(stop, sent)) != -1]
     return min(found) if found else None
 
 
-def _held_back(text: str, stops: list[str]) -> int:
+def held_back(text: str, stops: list[str]) -> int:
     """Length of the longest tail of `text` that could still grow into a stop string."""
     longest = 0
     for stop in stops:

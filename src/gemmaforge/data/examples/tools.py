@@ -171,10 +171,27 @@ def split_reply(text: str) -> tuple[str, str, list[dict[str, Any]]]:
     """(content, reasoning, tool calls) of a Gemma 4 reply decoded with its special tokens:
     the thinking channel's text is the reasoning, each well-formed call is parsed, and what
     is left (calls and control tokens removed) is the content."""
-    reasoning = "".join(m.group(1) for m in THOUGHT.finditer(text)).strip()
-    calls = parse_calls(text)
-    content = CALL.sub("", THOUGHT.sub("", text))
-    return SPECIAL.sub("", content).strip(), reasoning, calls
+    content, reasoning, calls = _parts(text)
+    return content.strip(), reasoning.strip(), calls
+
+
+def split_partial(text: str) -> tuple[str, str, list[dict[str, Any]]]:
+    """`split_reply` of a reply still being generated, unstripped: a call or a channel that
+    has opened but not yet closed far enough to be read is held back (left out of the
+    content) until more text comes, so streamed pieces never show call syntax."""
+    call = text.rfind("<|tool_call>")
+    if call > text.rfind("<tool_call|>"):
+        text = text[:call]
+    channel = text.rfind("<|channel>")
+    if channel > text.rfind("<channel|>") and not text.startswith("<|channel>thought", channel):
+        text = text[:channel]
+    return _parts(text)
+
+
+def _parts(text: str) -> tuple[str, str, list[dict[str, Any]]]:
+    reasoning = "".join(m.group(1) for m in THOUGHT.finditer(text))
+    content = SPECIAL.sub("", CALL.sub("", THOUGHT.sub("", text)))
+    return content, reasoning, parse_calls(text)
 
 
 class _Parser:
