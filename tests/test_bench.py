@@ -44,10 +44,13 @@ def test_bench_runs_both_sides_in_separate_processes(tmp_path):
         assert len(side["losses"]) == 2 and len(side["step_seconds"]) == 2
         assert side["tokens_per_second"] > 0 and side["peak_bytes"] > 0
         assert side["predicted_bytes"] > 0 and 0 < side["mfu"] < 1
+        # The whole process (imports, the weights, training) holds more than training alone.
+        assert side["process_peak_bytes"] > side["peak_bytes"]
     # Same rows, same LoRA init (B = 0): both start from the base model's loss on the data.
     first = [side["losses"][0] for side in sides.values()]
     assert abs(first[0] - first[1]) < 0.05
     assert report["speedup"] > 0 and report["memory_ratio"] > 0
+    assert report["process_memory_ratio"] > 0
     assert report["matmul_flops"] > 0
 
 

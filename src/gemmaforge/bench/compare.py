@@ -77,6 +77,10 @@ class SideResult:
     tokens_per_second: float
     peak_bytes: int
     """Peak memory while training minus the process's memory before loading."""
+    process_peak_bytes: int
+    """The side's whole process, as the user sees it: its peak resident memory from start to
+    exit (imports, loading, training, saving), as `wait4` (`/usr/bin/time -v`) reports it.
+    0 where the OS does not report it."""
     predicted_bytes: int
     mfu: float
     losses: list[float]
@@ -105,6 +109,16 @@ class BenchResult:
     @property
     def memory_ratio(self) -> float:
         return self.sides["gemmaforge"].peak_bytes / self.sides["baseline"].peak_bytes
+
+    @property
+    def process_memory_ratio(self) -> float:
+        """Whole-process peaks (0.0 where the OS does not report them)."""
+        ours, theirs = self.sides["gemmaforge"], self.sides["baseline"]
+        return (
+            ours.process_peak_bytes / theirs.process_peak_bytes
+            if theirs.process_peak_bytes
+            else 0.0
+        )
 
 
 def build_model(name: str, folder: Path) -> str:
@@ -151,22 +165,44 @@ def _tokenizer_and_media(model: str, media_kind: str | None):
 
 
 def run_side(spec, folder: Path, log) -> dict:
-    """Run one side in a child process; its parsed WorkerResult."""
+    """Run one side in a child process; its parsed WorkerResult, with `process_peak_bytes`:
+    the child's whole-process peak RSS from the kernel's accounting of it."""
     spec_path, out_path = folder / f"{spec.side}.spec.json", folder / f"{spec.side}.result.json"
     spec_path.write_text(json.dumps(asdict(spec)))
     command = [sys.executable, "-m", "gemmaforge.bench.worker", str(spec_path), str(out_path)]
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log(done.stdout)
-    if done.returncode != 0 or not out_path.exists():
-        tail = "\n".join(done.stdout.splitlines()[-15:])
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = child.stdout.read()
+    child.stdout.close()
+    returncode, peak = _reap(child)
+    log(output)
+    if returncode != 0 or not out_path.exists():
+        tail = "\n".join(output.splitlines()[-15:])
         raise UserError(
             problem(
                 "bench",
-                f"the {spec.side} process failed (exit {done.returncode}):\n{tail}",
+                f"the {spec.side} process failed (exit {returncode}):\n{tail}",
                 "see the log above",
             )
         )
-    return json.loads(out_path.read_text())
+    out = json.loads(out_path.read_text())
+    # The worker reset the kernel's mark after loading (perf/measure.py): the peak before it
+    # counts too.
+    return {**out, "process_peak_bytes": max(peak, out["load_peak_bytes"]) if peak else 0}
+
+
+def _reap(child) -> tuple[int, int]:
+    """(exit code, peak RSS in bytes) of a finished child. `os.wait4` gives that child's own
+    rusage (what `/usr/bin/time -v` prints as "Maximum resident set size"); RUSAGE_CHILDREN
+    would be the largest of all children so far. Linux reports ru_maxrss in KiB, macOS in
+    bytes; no wait4 (Windows): peak 0."""
+    import os
+
+    if not hasattr(os, "wait4"):
+        return child.wait(), 0
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    scale = 1 if sys.platform == "darwin" else 1024
+    return child.returncode, usage.ru_maxrss * scale
 
 
 def bench_config(
@@ -247,6 +283,7 @@ def bench_config(
             pid=out["pid"],
             tokens_per_second=speed,
             peak_bytes=out["peak_bytes"] - out["base_bytes"],
+            process_peak_bytes=out["process_peak_bytes"],
             predicted_bytes=predict(shape, side_settings).peak_bytes,
             mfu=speed * result.model_flops_per_token / peak_flops,
             losses=out["losses"],

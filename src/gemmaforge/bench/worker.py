@@ -51,6 +51,9 @@ class WorkerResult:
     """Memory in use before the model loaded (the process itself)."""
     peak_bytes: int
     """Peak memory while training (RSS on CPU, allocated on CUDA/MPS)."""
+    load_peak_bytes: int
+    """The process's peak RSS up to the end of loading (CPU on Linux; else 0): resetting the
+    training peak's mark also resets the one the parent reads at exit."""
     checkpointed_layers: int
     """Decoder layers recomputed in the backward pass."""
 
@@ -130,6 +133,7 @@ def main(argv: list[str]) -> None:
         losses=losses,
         base_bytes=base,
         peak_bytes=peak.stop(),
+        load_peak_bytes=peak.before,
         checkpointed_layers=layers,
     )
     Path(argv[1]).write_text(json.dumps(asdict(result)))
