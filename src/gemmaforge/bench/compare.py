@@ -37,6 +37,13 @@ class BenchConfig:
     description: str = ""
     objective: str = "sft"
     """sft, or dpo: preference pairs against TRL's DPOTrainer + PEFT."""
+    peer: str = "trainer"
+    """The baseline: trainer (a plain transformers Trainer + PEFT), or trl (TRL's SFTTrainer
+    + PEFT, packed padding-free rows, completion-only loss; gemmaforge packs too)."""
+    data: str = "equal"
+    """equal (synthetic rows of exactly seq_len tokens), quickstart (the bundled extraction
+    set), or alpaca (synthetic instruction rows with a real length spread): the last two
+    are packed into rows of up to seq_len tokens on both sides."""
 
 
 CONFIGS = {
@@ -65,8 +72,34 @@ CONFIGS = {
     "dpo-tiny": BenchConfig(
         "gemma3", 2, 64, description="tiny Gemma 3, DPO vs TRL (for tests)", objective="dpo"
     ),
+    "trl-alpaca": BenchConfig(
+        "gemma3-270m",
+        4,
+        512,
+        description="real Gemma 3 270M, Alpaca-style rows packed into 512, vs TRL SFTTrainer",
+        peer="trl",
+        data="alpaca",
+    ),
+    "trl-quickstart": BenchConfig(
+        "gemma3-270m",
+        4,
+        512,
+        description="real Gemma 3 270M, the quickstart set packed into 512, vs TRL SFTTrainer",
+        peer="trl",
+        data="quickstart",
+    ),
+    "trl-tiny": BenchConfig(
+        "gemma3",
+        2,
+        128,
+        description="tiny Gemma 3, Alpaca-style rows vs TRL SFTTrainer (for tests)",
+        peer="trl",
+        data="alpaca",
+    ),
 }
-DEFAULT_CONFIGS = tuple(name for name in CONFIGS if name not in ("tiny-text", "dpo-tiny"))
+DEFAULT_CONFIGS = tuple(
+    name for name in CONFIGS if name not in ("tiny-text", "dpo-tiny", "trl-tiny")
+)
 
 
 @dataclass
@@ -75,6 +108,9 @@ class SideResult:
     pid: int
     """The process that trained (each side has its own)."""
     tokens_per_second: float
+    """Input tokens (padding not counted) per second over the timed steps."""
+    padding: float
+    """Share of the token slots the side computed on that were padding."""
     peak_bytes: int
     """Peak memory while training minus the process's memory before loading."""
     process_peak_bytes: int
@@ -210,7 +246,11 @@ def bench_config(
 ) -> BenchResult:
     import torch
 
-    from gemmaforge.bench.synthetic import write_chat_rows, write_preference_rows
+    from gemmaforge.bench.synthetic import (
+        write_alpaca_rows,
+        write_chat_rows,
+        write_preference_rows,
+    )
     from gemmaforge.perf.shapes import model_shape, read_config
 
     bench = CONFIGS[name]
@@ -223,6 +263,13 @@ def bench_config(
     if pairs:
         data = write_preference_rows(folder / "data", family, tokenizer, bench.seq_len, rows)
         train = {**(train or {}), "objective": bench.objective}
+    elif bench.data == "alpaca":
+        # Packed rows hold several examples each: enough rows for every step.
+        data = write_alpaca_rows(folder / "data", max(64, 8 * rows))
+    elif bench.data == "quickstart":
+        from importlib.resources import files
+
+        data = Path(str(files("gemmaforge") / "datasets" / "quickstart_train.jsonl"))
     else:
         data = write_chat_rows(
             folder / "data",
@@ -258,7 +305,6 @@ def bench_config(
         matmul_flops=peak_flops,
         model_flops_per_token=predict(shape, settings).model_flops_per_token,
     )
-    tokens = bench.batch_size * bench.seq_len * (2 if pairs else 1)
     for side in ("gemmaforge", "baseline"):
         spec = BenchSide(
             side=side,
@@ -269,10 +315,13 @@ def bench_config(
             steps=steps,
             run_dir=str(folder / f"run-{side}"),
             train=dict(train or {}),
+            peer=bench.peer,
+            packing=bench.data != "equal",
         )
         out = run_side(spec, folder, log)
         timed = out["step_seconds"][warmup:] or out["step_seconds"]
-        speed = tokens * len(timed) / sum(timed)
+        tokens = out["step_tokens"][warmup:] or out["step_tokens"]
+        speed = sum(tokens) / sum(timed)
         # Each side reports the layers it checkpointed (gemmaforge's auto decides at run time).
         side_settings = replace(settings, checkpointed_layers=out["checkpointed_layers"])
         if side == "baseline":
@@ -282,6 +331,7 @@ def bench_config(
             side=side,
             pid=out["pid"],
             tokens_per_second=speed,
+            padding=out["padding"],
             peak_bytes=out["peak_bytes"] - out["base_bytes"],
             process_peak_bytes=out["process_peak_bytes"],
             predicted_bytes=predict(shape, side_settings).peak_bytes,

@@ -160,12 +160,14 @@ def bench(
         "config",
         "side",
         "tokens/s",
+        "padding",
         "peak MiB",
         "predicted MiB",
         "process MiB",
         "MFU",
         "loss first→last",
-        title=f"gemmaforge vs transformers Trainer ({results[0].device}, {results[0].dtype})",
+        title=f"gemmaforge vs a Trainer / TRL SFTTrainer + PEFT "
+        f"({results[0].device}, {results[0].dtype})",
     )
     for r in results:
         for side in r.sides.values():
@@ -173,6 +175,7 @@ def bench(
                 f"{r.config} ({r.batch_size}x{r.seq_len})",
                 side.side,
                 f"{side.tokens_per_second:.0f}",
+                f"{side.padding:.0%}",
                 f"{side.peak_bytes / 2**20:.0f}",
                 f"{side.predicted_bytes / 2**20:.0f}",
                 f"{side.process_peak_bytes / 2**20:.0f}",
@@ -183,6 +186,7 @@ def bench(
             "",
             "[bold]ratio",
             f"[bold]{r.speedup:.2f}x",
+            "",
             f"[bold]{r.memory_ratio:.2f}x",
             "",
             f"[bold]{r.process_memory_ratio:.2f}x",
