@@ -242,7 +242,13 @@ def _reap(child) -> tuple[int, int]:
 
 
 def bench_config(
-    name: str, steps: int, warmup: int, work: Path, log, train: dict | None = None
+    name: str,
+    steps: int,
+    warmup: int,
+    work: Path,
+    log,
+    train: dict | None = None,
+    quantize: str = "none",
 ) -> BenchResult:
     import torch
 
@@ -317,6 +323,7 @@ def bench_config(
             train=dict(train or {}),
             peer=bench.peer,
             packing=bench.data != "equal",
+            quantize=quantize,
         )
         out = run_side(spec, folder, log)
         timed = out["step_seconds"][warmup:] or out["step_seconds"]
@@ -356,6 +363,7 @@ def run_bench(
     log=print,
     train: dict | None = None,
     keep: Path | None = None,
+    quantize: str = "none",
 ) -> list[BenchResult]:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
@@ -374,6 +382,14 @@ def run_bench(
                 f"use --steps {warmup + 2} or more",
             )
         )
+    if quantize != "none":
+        from gemmaforge.config import ModelConfig
+        from gemmaforge.models.load import check_quantize
+
+        # Refused before anything is built: QLoRA needs CUDA (and not a GGUF base).
+        for name in names:
+            model = "model.gguf" if CONFIGS[name].model == "gemma3-270m" else name
+            check_quantize(ModelConfig(name_or_path=model, quantize=quantize), resolve_device())
     with tempfile.TemporaryDirectory(prefix="gemmaforge-bench-") as tmp:
         work = keep or Path(tmp)
-        return [bench_config(name, steps, warmup, work, log, train) for name in names]
+        return [bench_config(name, steps, warmup, work, log, train, quantize) for name in names]

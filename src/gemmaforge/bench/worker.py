@@ -40,6 +40,8 @@ class BenchSide:
     """Extra gemmaforge TrainConfig fields (gradient_checkpointing, loss_chunk_size, compile)."""
     peer: str = "trainer"
     """The baseline side's trainer: trainer (transformers) or trl (SFTTrainer)."""
+    quantize: str = "none"
+    """model.quantize for both sides (4bit: QLoRA, CUDA only)."""
     packing: bool = False
     """Pack examples into rows of up to seq_len tokens (gemmaforge: data.packing; TRL: BFD
     packing, padding-free)."""
@@ -70,7 +72,9 @@ class WorkerResult:
 
 def model_config(spec: BenchSide):
 
-    return ModelConfig(name_or_path=spec.model, dtype=spec.dtype, device=spec.device)
+    return ModelConfig(
+        name_or_path=spec.model, dtype=spec.dtype, device=spec.device, quantize=spec.quantize
+    )
 
 
 def data_config(spec: BenchSide):

@@ -128,6 +128,10 @@ def bench(
     loss_chunk_size: Annotated[
         int | None, typer.Option(help="gemmaforge's loss chunk size.")
     ] = None,
+    quantize: Annotated[
+        str,
+        typer.Option(help="model.quantize on both sides: none, or 4bit (QLoRA; CUDA only)."),
+    ] = "none",
 ) -> None:
     """Benchmark gemmaforge's trainer against a transformers Trainer + PEFT LoRA, each in its
     own process: tokens/s, peak memory, ratios, MFU (docs/performance.md)."""
@@ -139,8 +143,15 @@ def bench(
         train["gradient_checkpointing"] = gradient_checkpointing
     if loss_chunk_size:
         train["loss_chunk_size"] = loss_chunk_size
+    if quantize not in ("none", "4bit"):
+        raise typer.BadParameter("none or 4bit", param_hint="--quantize")
     results = run_bench(
-        list(config or DEFAULT_CONFIGS), steps, warmup, log=lambda text: None, train=train
+        list(config or DEFAULT_CONFIGS),
+        steps,
+        warmup,
+        log=lambda text: None,
+        train=train,
+        quantize=quantize,
     )
     payload = [
         {
