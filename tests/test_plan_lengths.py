@@ -101,3 +101,16 @@ def test_auto_and_plan_use_the_data_lengths(tiny_dir, tmp_path):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert f"seq {longest}" in text and "widest batch" in text
+
+
+def test_preference_examples_count_each_sequence():
+    from gemmaforge.data.examples.preference import PreferenceExample
+    from gemmaforge.data.examples.render import RenderedExample
+
+    def seq(n: int, trained: int) -> RenderedExample:
+        return RenderedExample(list(range(n)), [-100] * (n - trained) + list(range(trained)))
+
+    pair = PreferenceExample(chosen=seq(10, 4), rejected=seq(30, 20))
+    kto = PreferenceExample(chosen=seq(50, 10), desirable=True)  # one reply
+    lengths = DataLengths.of([pair, kto])
+    assert (lengths.longest, lengths.total, lengths.labelled) == (50, 90, 34)

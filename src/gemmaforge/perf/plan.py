@@ -104,12 +104,13 @@ class DataLengths:
 
     @classmethod
     def of(cls, examples) -> DataLengths | None:
-        """From rendered examples (`input_ids` and `labels`; a preference pair counts each of
-        its sequences); None for none."""
+        """From rendered examples (`input_ids` and `labels`; a preference example counts each
+        of its sequences); None for none."""
         sequences = [
             seq
             for ex in examples
             for seq in ((ex.chosen, ex.rejected) if hasattr(ex, "chosen") else (ex,))
+            if seq is not None  # a KTO example has one reply
         ]
         if not sequences:
             return None
