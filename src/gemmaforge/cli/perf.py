@@ -39,7 +39,8 @@ def print_plan(cfg, processes: int = 1) -> None:
     """Print the prediction for `cfg` (a Config); exit 1 when it does not fit."""
     from gemmaforge.data.examples.dataset import media_per_row
 
-    result = make_plan(cfg, media_per_row(cfg.data) if cfg.data.train else None, processes)
+    media = media_per_row(cfg.data) if cfg.data.train else None
+    result = make_plan(cfg, media, processes, data_lengths(cfg))
     out = Console(highlight=False)
     shape, p = result.shape, result.prediction
     out.print(
@@ -73,6 +74,38 @@ def print_plan(cfg, processes: int = 1) -> None:
     raise typer.Exit(1)
 
 
+def data_lengths(cfg):
+    """The local training data's lengths as training renders them (the model's tokenizer, no
+    weights), so the plan sizes activations by the widest batch the data makes; None without
+    data, for remote or streamed data (a prediction must not download), or when the data has
+    problems (`data check` and `train` report those)."""
+    from gemmaforge.data.examples.dataset import load_datasets
+    from gemmaforge.data.examples.multimodal import media_encoder
+    from gemmaforge.data.examples.preference import load_preference_datasets
+    from gemmaforge.data.examples.skiplog import SkipLog
+    from gemmaforge.data.read.sources import open_sources
+    from gemmaforge.errors import UserError
+    from gemmaforge.models.load import load_tokenizer
+    from gemmaforge.perf.plan import DataLengths
+
+    if not cfg.data.train or not cfg.model.name_or_path:
+        return None
+    try:
+        sources = open_sources(cfg.data)
+        if sources.remote or sources.streaming:
+            return None
+        tok = load_tokenizer(cfg.model)
+        media = media_encoder(tok, cfg.data)
+        args = (cfg.data, sources, tok.family, tok.tokenizer, cfg.train.seed)
+        if cfg.train.objective == "sft":
+            train, _, _ = load_datasets(*args, media, SkipLog())
+        else:
+            train, _, _ = load_preference_datasets(*args, cfg.train.objective, media, SkipLog())
+    except UserError:
+        return None
+    return DataLengths.of(train)
+
+
 def bench(
     config: Annotated[
         list[str] | None,
@@ -95,6 +128,10 @@ def bench(
     loss_chunk_size: Annotated[
         int | None, typer.Option(help="gemmaforge's loss chunk size.")
     ] = None,
+    quantize: Annotated[
+        str,
+        typer.Option(help="model.quantize on both sides: none, or 4bit (QLoRA; CUDA only)."),
+    ] = "none",
 ) -> None:
     """Benchmark gemmaforge's trainer against a transformers Trainer + PEFT LoRA, each in its
     own process: tokens/s, peak memory, ratios, MFU (docs/performance.md)."""
@@ -106,10 +143,25 @@ def bench(
         train["gradient_checkpointing"] = gradient_checkpointing
     if loss_chunk_size:
         train["loss_chunk_size"] = loss_chunk_size
+    if quantize not in ("none", "4bit"):
+        raise typer.BadParameter("none or 4bit", param_hint="--quantize")
     results = run_bench(
-        list(config or DEFAULT_CONFIGS), steps, warmup, log=lambda text: None, train=train
+        list(config or DEFAULT_CONFIGS),
+        steps,
+        warmup,
+        log=lambda text: None,
+        train=train,
+        quantize=quantize,
     )
-    payload = [{**asdict(r), "speedup": r.speedup, "memory_ratio": r.memory_ratio} for r in results]
+    payload = [
+        {
+            **asdict(r),
+            "speedup": r.speedup,
+            "memory_ratio": r.memory_ratio,
+            "process_memory_ratio": r.process_memory_ratio,
+        }
+        for r in results
+    ]
     if output:
         write_json_atomic(output, payload)
     if as_json:
@@ -119,11 +171,14 @@ def bench(
         "config",
         "side",
         "tokens/s",
+        "padding",
         "peak MiB",
         "predicted MiB",
+        "process MiB",
         "MFU",
         "loss first→last",
-        title=f"gemmaforge vs transformers Trainer ({results[0].device}, {results[0].dtype})",
+        title=f"gemmaforge vs a Trainer / TRL SFTTrainer + PEFT "
+        f"({results[0].device}, {results[0].dtype})",
     )
     for r in results:
         for side in r.sides.values():
@@ -131,8 +186,10 @@ def bench(
                 f"{r.config} ({r.batch_size}x{r.seq_len})",
                 side.side,
                 f"{side.tokens_per_second:.0f}",
+                f"{side.padding:.0%}",
                 f"{side.peak_bytes / 2**20:.0f}",
                 f"{side.predicted_bytes / 2**20:.0f}",
+                f"{side.process_peak_bytes / 2**20:.0f}",
                 f"{100 * side.mfu:.1f}%",
                 f"{side.losses[0]:.3f}→{side.losses[-1]:.3f}",
             )
@@ -140,8 +197,10 @@ def bench(
             "",
             "[bold]ratio",
             f"[bold]{r.speedup:.2f}x",
+            "",
             f"[bold]{r.memory_ratio:.2f}x",
             "",
+            f"[bold]{r.process_memory_ratio:.2f}x",
             "",
             "",
             end_section=True,

@@ -4,7 +4,9 @@ device has free, and the matmul throughput the device reaches.
 On Linux the CPU peak is the kernel's own high-water mark of resident memory (VmHWM), reset
 after the model is loaded by writing 5 to /proc/self/clear_refs, so the peak is that of
 training, not of loading (a GGUF load briefly holds the packed and the dequantised weights).
-Elsewhere a sampling thread reads the RSS every 5 ms (psutil).
+That reset also lowers the process's `ru_maxrss` (what `wait4` and `/usr/bin/time -v` report
+at exit), so the mark before it is kept (`PeakMemory.before`): the whole-process peak is the
+larger of the two. Elsewhere a sampling thread reads the RSS every 5 ms (psutil).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class PeakMemory:
         self._sampled = 0
         self._thread: threading.Thread | None = None
         self._running = False
+        self.before = 0
+        """The process's peak RSS before `start()` reset it (CPU on Linux; else 0)."""
 
     def start(self) -> None:
         import torch
@@ -39,6 +43,7 @@ class PeakMemory:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         elif self.device_type == "cpu" and _CLEAR_REFS.exists():
+            self.before = _high_water()
             _CLEAR_REFS.write_text("5")
         else:
             self._running = True
@@ -65,12 +70,18 @@ class PeakMemory:
             torch.cuda.synchronize()
             return torch.cuda.max_memory_allocated()
         if self._thread is None:
-            for line in _STATUS.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+            return _high_water()
         self._running = False
         self._thread.join()
         return self._sampled
+
+
+def _high_water() -> int:
+    """The kernel's resident-memory high-water mark of this process (VmHWM), in bytes."""
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def device_base_bytes(device_type: str) -> int:

@@ -92,6 +92,48 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class DataLengths:
+    """What the rendered training data says about the batches a run will see."""
+
+    longest: int
+    """Tokens of the longest example (rendering already cut it to data.max_seq_length)."""
+    total: int
+    """Tokens of all examples."""
+    labelled: int
+    """Trained (labelled) tokens of all examples."""
+
+    @classmethod
+    def of(cls, examples) -> DataLengths | None:
+        """From rendered examples (`input_ids` and `labels`; a preference example counts each
+        of its sequences); None for none."""
+        sequences = [
+            seq
+            for ex in examples
+            for seq in ((ex.chosen, ex.rejected) if hasattr(ex, "chosen") else (ex,))
+            if seq is not None  # a KTO example has one reply
+        ]
+        if not sequences:
+            return None
+        return cls(
+            longest=max(len(seq.input_ids) for seq in sequences),
+            total=sum(len(seq.input_ids) for seq in sequences),
+            labelled=sum(sum(label != -100 for label in seq.labels) for seq in sequences),
+        )
+
+    def seq_len(self, max_seq_length: int, packing: bool) -> int:
+        """The widest batch the run can see: unpacked, a batch is padded to its longest
+        example, so never wider than the data's longest; packed, rows fill up to
+        max_seq_length (or hold all the data when there is less)."""
+        if packing:
+            return max(1, min(max_seq_length, self.total))
+        return max(1, min(max_seq_length, self.longest))
+
+    @property
+    def trained_fraction(self) -> float:
+        return self.labelled / self.total if self.total else 1.0
+
+
+@dataclass(frozen=True)
 class Prediction:
     peak_bytes: int
     parts: dict[str, int]
@@ -213,19 +255,26 @@ def settings_from_config(
     available: int,
     weights_loaded: bool = False,
     processes: int = 1,
+    lengths: DataLengths | None = None,
 ) -> Settings:
     """One process's settings. `available` (memory free to this process; the weights already
     among what is used when `weights_loaded`) decides how many layers
     `gradient_checkpointing: auto` checkpoints. With several processes (DDP) each trains its
-    share of every micro-batch: ceil(batch_size / processes) rows."""
+    share of every micro-batch: ceil(batch_size / processes) rows. Given the data's `lengths`,
+    the sequence length is that of the widest batch the data makes (not data.max_seq_length,
+    which short rows never reach) and the trained share is the data's."""
     from gemmaforge.models.structure import MEDIA_TOWER
 
     # media_kinds are part kinds (image, audio, video); towers are named vision / audio.
     used = {MEDIA_TOWER.get(kind, kind) for kind in media_kinds}
     kept = tuple(t for t in ("vision", "audio") if t in cfg.lora.towers or t in used)
+    seq_len = cfg.data.max_seq_length
+    if lengths is not None:
+        seq_len = lengths.seq_len(seq_len, cfg.data.packing)
     settings = Settings(
         batch_size=-(-cfg.train.batch_size // processes),
-        seq_len=cfg.data.max_seq_length,
+        seq_len=seq_len,
+        trained_fraction=lengths.trained_fraction if lengths else 1.0,
         grad_accum=cfg.train.grad_accum,
         loss_chunk_size=cfg.train.loss_chunk_size,
         lora_r=cfg.lora.r,
@@ -258,10 +307,14 @@ def auto_checkpointed_layers(shape: ModelShape, s: Settings, room: int) -> int:
 
 
 def make_plan(
-    cfg: Config, media_rows: list[list[tuple[str, str]]] | None = None, processes: int = 1
+    cfg: Config,
+    media_rows: list[list[tuple[str, str]]] | None = None,
+    processes: int = 1,
+    lengths: DataLengths | None = None,
 ) -> Plan:
     """Predict the run `cfg` describes, on this machine, per process when `processes` (DDP,
-    one machine) train it; a UserError when it cannot fit."""
+    one machine) train it; a UserError when it cannot fit. `lengths`: the rendered training
+    data's (the widest batch it makes, not data.max_seq_length, sizes the activations)."""
 
     if not cfg.model.name_or_path:
         raise UserError(problem("model.name_or_path", "no model given", "pass --model PATH"))
@@ -283,13 +336,21 @@ def make_plan(
         )
     # Processes on a CPU share the machine's memory; on GPUs each has its own device.
     available = available_bytes(device) // (processes if device.type == "cpu" else 1)
-    settings = settings_from_config(cfg, shape, dtype.itemsize, kinds, available, False, processes)
+    settings = settings_from_config(
+        cfg, shape, dtype.itemsize, kinds, available, False, processes, lengths
+    )
     prediction = predict(shape, settings)
     flops = matmul_flops(device, dtype, seconds=0.5)
     notes = [
         f"towers kept in memory: {', '.join(settings.towers_kept) or 'none'} "
         "(unused encoders are released)"
     ]
+    if lengths is not None and settings.seq_len < cfg.data.max_seq_length:
+        notes.append(
+            f"sized for the data's widest batch: {settings.seq_len} tokens per row (the longest "
+            f"example{', packed' if cfg.data.packing else ''}), not data.max_seq_length="
+            f"{cfg.data.max_seq_length}; {settings.trained_fraction:.0%} of tokens trained"
+        )
     if cfg.train.gradient_checkpointing == "auto":
         notes.append(
             f"train.gradient_checkpointing=auto checkpoints {settings.checkpointed_layers} of "

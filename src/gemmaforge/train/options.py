@@ -14,7 +14,7 @@ from gemmaforge.errors import UserError, problem
 from gemmaforge.models.load import resolve_device
 from gemmaforge.models.structure import decoder_layers
 from gemmaforge.perf.measure import available_bytes
-from gemmaforge.perf.plan import AUTO_SHARE, predict, settings_from_config
+from gemmaforge.perf.plan import AUTO_SHARE, DataLengths, predict, settings_from_config
 from gemmaforge.perf.shapes import model_shape
 
 GiB = 2**30
@@ -48,12 +48,16 @@ def check_options(cfg: Config) -> None:
         raise UserError(problems)
 
 
-def checkpointed_layers(model, cfg: Config, device, dtype, processes: int = 1) -> tuple[int, str]:
+def checkpointed_layers(
+    model, cfg: Config, device, dtype, processes: int = 1, examples=None
+) -> tuple[int, str]:
     """How many decoder layers of the loaded `model` to checkpoint, and why.
 
     true: all; false: none; auto: the fewest that keep the run's predicted memory above the
     weights within `plan.AUTO_SHARE` of what the device has free now (`perf/plan.py`), so a run
-    that fits comfortably keeps every activation and runs at full speed.
+    that fits comfortably keeps every activation and runs at full speed. Given the rendered
+    training `examples` (in memory), activations are sized by the widest batch they make;
+    streamed data (None) by data.max_seq_length.
     """
 
     layers = len(decoder_layers(model.get_base_model()))
@@ -64,11 +68,13 @@ def checkpointed_layers(model, cfg: Config, device, dtype, processes: int = 1) -
     # Processes on one CPU share its memory (each sees all of it free).
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
     free = available_bytes(device) // local
-    settings = settings_from_config(cfg, shape, dtype.itemsize, (), free, True, processes)
+    lengths = DataLengths.of(examples) if examples else None
+    settings = settings_from_config(cfg, shape, dtype.itemsize, (), free, True, processes, lengths)
     prediction = predict(shape, settings)
     need = prediction.peak_bytes - prediction.parts["weights"]
     why = (
-        f"auto: {need / GiB:.2f} GiB predicted above the weights, within "
+        f"auto: {need / GiB:.2f} GiB predicted above the weights for batches of "
+        f"{settings.batch_size} x {settings.seq_len} tokens, within "
         f"{AUTO_SHARE:.0%} of the {free / GiB:.2f} GiB free"
     )
     return settings.checkpointed_layers, why

@@ -96,7 +96,12 @@ def prepare(cfg: Config, loaded: LoadedModel | None, console: Any) -> Prepared:
     model, lora_report = apply_lora(loaded.model, cfg.lora)
     console.print(lora_report.summary())
     checkpointed = checkpointed_layers(
-        model, cfg, loaded.device, loaded.dtype, accelerator.num_processes
+        model,
+        cfg,
+        loaded.device,
+        loaded.dtype,
+        accelerator.num_processes,
+        getattr(train_source, "examples", None),  # None when streamed
     )
     for line in apply_options(model, cfg, checkpointed):
         console.print(line)
