@@ -247,17 +247,24 @@ def test_a_multimodal_base_batches_text_and_image_rows_alike(tiny_dir):
     assert together == alone
 
 
-def test_bench_serve_runs_both_sides_on_a_tiny_model():
-    from gemmaforge.bench.serving import run_serve_bench
+def test_bench_serve_runs_both_sides_on_a_tiny_model(tmp_path):
+    """`gemmaforge bench serve` as a user runs it (CLI, JSON output), on the tiny model."""
+    import json
 
-    result = run_serve_bench(
-        "tiny", (1, 3), adapters=2, requests=1, max_tokens=6, repeats=1, device="cpu"
-    )
-    for n in (1, 3):
-        batched, single = result.sides[("batched", n)], result.sides[("one-at-a-time", n)]
-        assert len(batched.samples) == len(single.samples) == n
-        # Greedy, same requests: both sides produced the same number of tokens.
-        assert sum(s.tokens for s in batched.samples) == sum(s.tokens for s in single.samples)
-        assert single.peak_batch == 1 and 1 <= batched.peak_batch <= n
-        assert result.ratio(n) > 0
-    assert "llama" in result.llama_cpp_note
+    from typer.testing import CliRunner
+
+    from gemmaforge.cli import app
+
+    out = tmp_path / "serve.json"
+    args = ["bench", "serve", "--model", "tiny", "--clients", "1", "--clients", "3"]
+    args += ["--adapters", "2", "--requests", "1", "--max-tokens", "6", "--repeats", "1"]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert [row["clients"] for row in figures["rows"]] == [1, 3]
+    for row in figures["rows"]:
+        batched, single = row["batched"], row["one-at-a-time"]
+        assert single["peak_batch"] == 1 and 1 <= batched["peak_batch"] <= row["clients"]
+        assert batched["tokens_per_second"] > 0 and single["tokens_per_second"] > 0
+        assert row["ratio"] == batched["tokens_per_second"] / single["tokens_per_second"]
+    assert "llama" in result.output

@@ -54,10 +54,11 @@ else
     echo "bitsandbytes missing: pip install -c constraints.txt -e '.[cuda]' for the QLoRA rows"
     echo '[]' > "$out/bench-4bit.json"
 fi
-# --- serve benchmark: the lead adds `gemmaforge bench serve ...` here when branch serve lands,
-# --- writing "$out/bench-serve.json" for the table below.
+# Serving on CUDA: continuous batching against one request at a time, 1 and 16 clients.
+$GF bench serve --clients 1 --clients 16 --output "$out/bench-serve.json" \
+    || echo '{"rows": []}' > "$out/bench-serve.json"
 $PY - "$out" <<'PYEOF'
-import json, os, sys
+import json, sys
 out = sys.argv[1]
 print("| check | config | gemmaforge tok/s | baseline tok/s | speed | peak memory | whole process |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -73,7 +74,13 @@ for name, label in (("bench.json", "train bf16 LoRA"), ("bench-4bit.json", "trai
             f"{ours['tokens_per_second']:.0f} | {theirs['tokens_per_second']:.0f} | "
             f"{r['speedup']:.2f}x | {r['memory_ratio']:.2f}x | {r['process_memory_ratio']:.2f}x |"
         )
-# SERVE ROWS: the lead adds the serve benchmark's row(s) here (from $out/bench-serve.json).
-if os.path.exists(f"{out}/bench-serve.json"):
-    print("| serve | see bench-serve.json | | | | | |")
+serve = json.load(open(f"{out}/bench-serve.json"))
+if not serve["rows"]:
+    print("| serve batched vs one at a time | - | - | - | FAILED (see above) | - | - |")
+for r in serve["rows"]:
+    print(
+        f"| serve batched vs one at a time | {serve.get('model')} ({r['clients']} clients) | "
+        f"{r['batched']['tokens_per_second']:.0f} | "
+        f"{r['one-at-a-time']['tokens_per_second']:.0f} | {r['ratio']:.2f}x | - | - |"
+    )
 PYEOF

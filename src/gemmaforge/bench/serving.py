@@ -1,4 +1,4 @@
-"""`gemmaforge bench-serve`: serving throughput, continuous batching vs one at a time.
+"""`gemmaforge bench serve`: serving throughput, continuous batching vs one at a time.
 
 One process loads the base model once and serves it, with a few random LoRA adapters made
 for the bench, from two real uvicorn servers on loopback ports: one decoding up to
@@ -99,6 +99,26 @@ class ServeBench:
         batched = self.sides[("batched", clients)].tokens_per_second
         single = self.sides[("one-at-a-time", clients)].tokens_per_second
         return batched / single if single else float("nan")
+
+    def summary(self) -> dict:
+        """The figures as JSON: per client count, each side's tokens/s and latencies, and
+        the ratio (`bench serve --output`)."""
+        rows = []
+        for clients in sorted({n for _, n in self.sides}):
+            row: dict = {"clients": clients, "ratio": self.ratio(clients)}
+            for name in ("batched", "one-at-a-time"):
+                side = self.sides[(name, clients)]
+                row[name] = {
+                    "tokens_per_second": side.tokens_per_second,
+                    "first_token_s_p50": side.quantile("first_token_s", 0.5),
+                    "first_token_s_p95": side.quantile("first_token_s", 0.95),
+                    "per_token_s_p50": side.quantile("per_token_s", 0.5),
+                    "per_token_s_p95": side.quantile("per_token_s", 0.95),
+                    "peak_batch": side.peak_batch,
+                }
+            rows.append(row)
+        head = {k: getattr(self, k) for k in ("model", "device", "dtype", "adapters", "max_tokens")}
+        return {**head, "rows": rows, "llama_cpp_per_token_s": self.llama_cpp_per_token_s}
 
 
 def make_adapters(model: Any, folder: Path, count: int, rank: int = 8) -> list[Path]:
@@ -286,7 +306,7 @@ class _Server:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         # The guard records listening ports from bind(), and this one was picked by the OS.
-        netguard.allow_url(f"http://127.0.0.1:{self.port}", "bench-serve's own server")
+        netguard.allow_url(f"http://127.0.0.1:{self.port}", "bench serve's own server")
         self.engine = app.state.live.engine
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         self.thread = threading.Thread(

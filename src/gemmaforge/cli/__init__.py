@@ -37,7 +37,6 @@ app.command()(use.chat)
 app.command()(use.serve)
 app.command()(launch.launch)
 app.command()(perf.plan)
-app.command()(perf.bench)
 app.command()(dashboard.dashboard)
 app.command()(wizard.wizard)
 app.command()(doctor.doctor)
@@ -53,6 +52,16 @@ data_app = new_app(help=data.HELP)
 data_app.command("check")(data.check)
 app.add_typer(data_app, name="data")
 app.add_typer(hub.app, name="hub")
+
+bench_app = new_app(
+    help="Benchmark training: gemmaforge against a transformers Trainer + PEFT LoRA (or TRL), "
+    "each in its own process: tokens/s, peak memory, ratios, MFU (the options below). "
+    "`bench serve`: serving, continuous batching against one request at a time.",
+    no_args_is_help=False,
+)
+bench_app.default_command(perf.bench)
+bench_app.command("serve")(serve_bench.bench_serve)
+app.add_typer(bench_app, name="bench")
 
 
 def _version(value: bool) -> None:
@@ -70,6 +79,3 @@ def _main(
     ),
 ) -> None:
     """Private, on-device LoRA fine-tuning of Gemma 4, Gemma 3n and Gemma 3."""
-
-
-app.command("bench-serve")(serve_bench.bench_serve)

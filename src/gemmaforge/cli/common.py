@@ -109,6 +109,12 @@ class _App(typer.Typer):
         register = super().command(*args, **kwargs)
         return lambda verb: register(_guarded(verb))
 
+    def default_command(self, verb: Callable[..., Any]) -> None:
+        """Run `verb` (guarded) when the group is called without a sub-command: `gemmaforge
+        bench --config X` runs it, `gemmaforge bench serve` runs `serve`. `verb` takes a
+        `typer.Context` first and returns at once when a sub-command was invoked."""
+        self.callback(invoke_without_command=True)(_guarded(verb))
+
 
 def _help_width() -> None:
     """Help is laid out for 100 columns when output is not a terminal (a pipe, a file, a
@@ -125,8 +131,8 @@ def _help_width() -> None:
 
 def new_app(**kwargs: Any) -> _App:
     _help_width()
+    kwargs.setdefault("no_args_is_help", True)
     return _App(
-        no_args_is_help=True,
         context_settings={"help_option_names": ["-h", "--help"]},
         # A crash report must not print local variables: they may hold the user's private data.
         pretty_exceptions_show_locals=False,

@@ -107,6 +107,7 @@ def data_lengths(cfg):
 
 
 def bench(
+    ctx: typer.Context,
     config: Annotated[
         list[str] | None,
         typer.Option(
@@ -134,7 +135,10 @@ def bench(
     ] = "none",
 ) -> None:
     """Benchmark gemmaforge's trainer against a transformers Trainer + PEFT LoRA, each in its
-    own process: tokens/s, peak memory, ratios, MFU (docs/performance.md)."""
+    own process: tokens/s, peak memory, ratios, MFU (docs/performance.md). `bench serve`
+    benchmarks serving instead."""
+    if ctx.invoked_subcommand is not None:
+        return
     from dataclasses import asdict
 
     err = Console(stderr=True, highlight=False)

@@ -1,13 +1,16 @@
-"""`gemmaforge bench-serve`: serving throughput of continuous batching against one request
+"""`gemmaforge bench serve`: serving throughput of continuous batching against one request
 at a time, on real loopback servers (bench/serving.py; docs/performance.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from gemmaforge.files import write_json_atomic
 
 
 def bench_serve(
@@ -27,6 +30,7 @@ def bench_serve(
     device: Annotated[
         Literal["auto", "cpu", "cuda", "mps"], typer.Option(help="Device to run on.")
     ] = "auto",
+    output: Annotated[Path | None, typer.Option(help="Also write the figures here (JSON).")] = None,
 ) -> None:
     """Benchmark `serve`: N concurrent clients over a mix of adapters, continuous batching vs
     one request at a time, in one run: tokens/s, time to first token, time per token."""
@@ -65,6 +69,8 @@ def bench_serve(
             "", "[bold]ratio", f"[bold]{result.ratio(n):.2f}x", "", "", "", end_section=True
         )
     Console(highlight=False).print(table)
+    if output is not None:
+        write_json_atomic(output, result.summary())
     if result.llama_cpp_per_token_s is not None:
         ours = result.sides[("one-at-a-time", counts[0])].quantile("per_token_s", 0.5)
         err.print(

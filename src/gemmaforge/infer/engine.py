@@ -45,7 +45,7 @@ class Engine:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self.peak = 0
-        """The most rows decoded together so far (tests and `bench-serve` read it)."""
+        """The most rows decoded together so far (tests and `bench serve` read it)."""
 
     def stream(self, name: str, tokenizer: Any, prompt: Any, stops: list[int], sampling: Any):
         """A reply stream for model `name` (base or adapter) whose tokens come from the batch."""
