@@ -68,18 +68,19 @@ def test_restarting_from_any_batch_continues_identically(mode):
         assert rest == [ids_of(b) for b in reference[cut + 1 : cut + 41]], cut
 
 
-def test_packed_rows_respect_the_budget_and_keep_order():
+def test_packed_rows_respect_the_budget_and_are_nearly_full():
     spec = SPECS["packed"]
     source = MemoryExamples(examples(200), seed=1)
-    order = [item.example.input_ids[0] // 1000 for item in source.items(0, 0)]
     packed = list(batches(source.items(0, 0), 0, spec))
     assert all(len(b.rows) <= spec.batch_size for b in packed)
-    for batch in packed:
-        for row in batch.rows:
-            assert sum(len(ex.input_ids) for ex in row) <= spec.max_tokens
-    assert [i for b in packed for row in ids_of(b) for i in row] == order
-    # Packing fills rows: far fewer rows than one example per row (lengths 3-60 in 64 slots).
-    assert sum(len(b.rows) for b in packed) < 0.75 * 200
+    widths = [sum(len(ex.input_ids) for ex in row) for b in packed for row in b.rows]
+    assert max(widths) <= spec.max_tokens
+    # Best-fit decreasing: rows (nearly) full, where next-fit in stream order left about a
+    # sixth of the slots empty on these lengths (3-60 in 64).
+    # Batches are cut from rows of similar width, so little is padded in the tensors either.
+    slots = sum(collate(b.rows, 0, packed=True)["input_ids"].numel() for b in packed)
+    real = sum(len(ex.input_ids) for ex in examples(200))
+    assert real / slots > 0.95, real / slots
 
 
 def test_length_grouping_cuts_padding():
