@@ -218,7 +218,9 @@ def settings_from_config(
     among what is used when `weights_loaded`) decides how many layers
     `gradient_checkpointing: auto` checkpoints. With several processes (DDP) each trains its
     share of every micro-batch: ceil(batch_size / processes) rows."""
-    kept = tuple(t for t in ("vision", "audio") if t in cfg.lora.towers or t in media_kinds)
+    # Media kinds are "image" and "audio"; the towers that encode them, "vision" and "audio".
+    towers = (("vision", "image"), ("audio", "audio"))
+    kept = tuple(t for t, kind in towers if t in cfg.lora.towers or kind in media_kinds)
     settings = Settings(
         batch_size=-(-cfg.train.batch_size // processes),
         seq_len=cfg.data.max_seq_length,
