@@ -168,3 +168,42 @@ def test_the_media_change_the_pair_log_probabilities(tiny_dir, tmp_path):
         with torch.no_grad():
             scores.append(row_log_probs(loaded.model, inputs)[0])
     assert not torch.allclose(scores[0], scores[1], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_kto_on_two_processes_trains_what_one_trains(tiny_dir, tmp_path):
+    """KTO's reference point is the mean log-ratio of the whole micro-batch, gathered over the
+    processes: two processes, each with half of every batch, log the losses of one."""
+    import yaml
+
+    from test_distributed import finish, launch
+
+    rows = []
+    for row in preference_rows(32, 0, TRAIN_PROMPTS):
+        rows.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
+        rows.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
+    random.Random(1).shuffle(rows)
+    data = write_pairs(tmp_path / "train.jsonl", rows)
+    config = tmp_path / "run.yaml"
+    settings = {
+        "model": {"name_or_path": str(tiny_dir("gemma3")), "dtype": "fp32"},
+        "data": {"train": str(data), "val_fraction": 0.0},
+        "lora": {"r": 8, "alpha": 16},
+        "train": {
+            "objective": "kto",
+            "beta": 0.5,
+            "max_steps": 6,
+            "batch_size": 6,
+            "lr": 2e-2,
+            "warmup_steps": 0,
+            "seed": 0,
+        },
+    }
+    config.write_text(yaml.safe_dump(settings))
+    one, two = tmp_path / "one", tmp_path / "two"
+    finish(launch(str(config), one, 1))
+    finish(launch(str(config), two, 2))
+    a, b = metrics(one), metrics(two)
+    # The run has moved off the reference (z > 0 needs policy and reference to differ).
+    assert abs(a[-1]["reward_margin"]) > 1e-3
+    torch.testing.assert_close([m["loss"] for m in b], [m["loss"] for m in a], rtol=1e-4, atol=1e-5)
