@@ -25,6 +25,7 @@ from gemmaforge.data.examples.preference import with_ref
 from gemmaforge.data.examples.render import IGNORE_INDEX
 from gemmaforge.files import write_json_atomic
 from gemmaforge.train.loss import LossModule, row_log_probs
+from gemmaforge.train.options import trim_host_memory
 
 PAIRED = ("dpo", "orpo", "simpo")
 """Objectives trained on chosen/rejected pairs."""
@@ -60,6 +61,8 @@ class PreferenceLoss(torch.nn.Module):
         self.stats: dict[str, float] = {}
 
     def forward(self, batch: dict) -> torch.Tensor:
+        if batch["input_ids"].device.type == "cpu":
+            trim_host_memory()  # the last step's freed activations leave the resident set
         inputs = {key: value for key, value in batch.items() if key not in EXTRA_KEYS}
         chunk = self.cfg.loss_chunk_size
         ref = batch.get("ref_logps")
