@@ -1,12 +1,12 @@
-"""Gemma 3's lean RMSNorm (models/lean_norm.py): the module's own output, autograd's gradients,
-and the same DPO loss and LoRA gradients through a whole tiny model."""
+"""Gemma 3's lean RMSNorm and MLP (models/lean_norm.py): the module's own output, autograd's
+gradients, and the same DPO loss and LoRA gradients through a whole tiny model."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from gemmaforge.models.lean_norm import lean_gemma3_norms
+from gemmaforge.models.lean_norm import lean_gemma3_mlps, lean_gemma3_norms
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -39,7 +39,7 @@ def test_lean_norm_matches_the_module(dtype):
 
 def test_dpo_loss_and_gradients_unchanged_through_the_model(tiny_dir):
     """The tiny Gemma 3 with LoRA: PreferenceLoss and its LoRA gradients with the lean norms
-    equal those with transformers' own, to fp32 summation order."""
+    and MLPs equal those with transformers' own, to fp32 summation order."""
     from transformers import AutoModelForCausalLM
 
     from gemmaforge.config import LoraConfig, TrainConfig
@@ -56,6 +56,7 @@ def test_dpo_loss_and_gradients_unchanged_through_the_model(tiny_dir):
                     p.normal_(0, 0.5)
         if lean:
             assert lean_gemma3_norms(model) > 0
+            assert lean_gemma3_mlps(model) > 0
         model.train()
         ids = torch.randint(3, 200, (4, 24), generator=torch.Generator().manual_seed(1))
         labels = ids.clone()

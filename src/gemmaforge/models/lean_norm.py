@@ -1,5 +1,7 @@
-"""Gemma 3's RMSNorm with a smaller backward footprint: it keeps its input in the model's dtype
-and recomputes the fp32 normalisation in the backward pass.
+"""Gemma 3's RMSNorm and MLP with a smaller backward footprint: elementwise work recomputed in
+the backward pass instead of kept.
+
+The norm keeps its input in the model's dtype and recomputes the fp32 normalisation.
 
 transformers' Gemma3RMSNorm computes in fp32 (`x.float()`), and autograd keeps that fp32 copy
 of the input for the backward pass: four per decoder layer on [tokens x hidden], and the
@@ -11,6 +13,11 @@ is bit-for-bit the module's own; the gradients are the same formula in fp32 (tes
 them with autograd's to 1e-6).
 
 The Liger-Kernel and Unsloth RMSNorm kernels keep the same two tensors for the same reason.
+
+The MLP, down(gelu(gate(x)) * up(x)), keeps gate(x) and up(x) and recomputes gelu(gate(x))
+and the product in the backward pass (torch.utils.checkpoint of that elementwise part only),
+so the GELU's output is not kept: one [tokens x intermediate] tensor per layer (72 MiB of the
+DPO step above), for one GELU per layer recomputed. Same operations, so the same gradients.
 """
 
 from __future__ import annotations
@@ -58,5 +65,30 @@ def lean_gemma3_norms(model) -> int:
     for module in model.modules():
         if type(module) is Gemma3RMSNorm:
             module.__class__ = LeanGemma3RMSNorm
+            changed += 1
+    return changed
+
+
+def _gated(gate: torch.Tensor, up: torch.Tensor, act) -> torch.Tensor:
+    return act(gate) * up
+
+
+def lean_gemma3_mlps(model) -> int:
+    """Make every Gemma3MLP of `model` recompute its GELU and product in the backward pass;
+    how many were changed (swapped by class, as the norms)."""
+    from torch.utils.checkpoint import checkpoint
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3MLP
+
+    class LeanGemma3MLP(Gemma3MLP):
+        def forward(self, x):
+            gate, up = self.gate_proj(x), self.up_proj(x)
+            if not torch.is_grad_enabled():
+                return self.down_proj(self.act_fn(gate) * up)
+            return self.down_proj(checkpoint(_gated, gate, up, self.act_fn, use_reentrant=False))
+
+    changed = 0
+    for module in model.modules():
+        if type(module) is Gemma3MLP:
+            module.__class__ = LeanGemma3MLP
             changed += 1
     return changed

@@ -77,12 +77,13 @@ def checkpointed_layers(model, cfg: Config, device, dtype, processes: int = 1) -
 def apply_options(model, cfg: Config, checkpointed: tuple[int, str]) -> list[str]:
     """Turn on checkpointing (of `checkpointed[0]` decoder layers, for the reason
     `checkpointed[1]`), offload and compile on a PEFT-wrapped model; lines to report."""
-    from gemmaforge.models.lean_norm import lean_gemma3_norms
+    from gemmaforge.models.lean_norm import lean_gemma3_mlps, lean_gemma3_norms
 
     lines = []
     base = model.get_base_model()
-    # Always: the same output, half the bytes kept for backward by Gemma 3's norms.
+    # Always: the same output, fewer bytes kept for backward by Gemma 3's norms and MLPs.
     lean_gemma3_norms(base)
+    lean_gemma3_mlps(base)
     count, why = checkpointed
     decoder = decoder_layers(base)
     if count:
