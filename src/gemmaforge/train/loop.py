@@ -156,16 +156,18 @@ def run_loop(t: Training, progress) -> LoopState:
         state.position = batches[-1].after
         shards = [shard(batch.rows, rank, world) for batch in batches]
         tensors = [data.collate(rows, device) for rows, _ in shards]
-        counts = [0, 0, 0]  # loss units (labelled tokens; pairs), input tokens, token slots
+        # loss units (labelled tokens; pairs), input tokens, token slots, labelled tokens
+        counts = [0, 0, 0, 0]
         for batch, (rows, weight) in zip(tensors, shards, strict=True):
             if weight:
                 counts[0] += preference.loss_units(cfg, batch)
                 counts[1] += sum(len(ex.input_ids) for row in rows for ex in row)
                 counts[2] += batch["input_ids"].numel()
+                counts[3] += preference.labelled_tokens(batch)
         # Normalise by the whole step's labelled tokens over every rank, so every token weighs
         # the same whatever micro-batch and process it landed in. DDP averages gradients over
         # the processes; multiplying by their number turns that average into this sum.
-        step_tokens, input_tokens, slots = (int(n) for n in _sum_over_ranks(acc, counts))
+        step_tokens, input_tokens, slots, labelled = (int(n) for n in _sum_over_ranks(acc, counts))
         loss_total, stats = 0.0, {}
         for batch, (_, weight) in zip(tensors, shards, strict=True):
             loss_sum = t.loss(batch) * weight
@@ -194,7 +196,7 @@ def run_loop(t: Training, progress) -> LoopState:
             "loss": loss_total / max(step_tokens, 1),
             "lr": lr,
             "tokens_per_second": input_tokens / elapsed,
-            "trained_tokens": step_tokens,
+            "trained_tokens": labelled,
             "padding": (slots - input_tokens) / slots,
             "epoch": _epoch(state.position, data.train.size),
             **observe.facts(t, norm),

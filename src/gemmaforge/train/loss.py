@@ -162,15 +162,32 @@ class _LinearTokenLogProbs(torch.autograd.Function):
         want_rows, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         out = torch.empty(rows.shape[0], dtype=torch.float32, device=rows.device)
         unit = torch.empty_like(rows) if want_rows else None
+        # As in _LinearCrossEntropy: every step in place in [chunk x vocab] buffers allocated
+        # once per call (the matmul's output in the weights' dtype, its fp32 copy, the tanh),
+        # not a fresh tensor per step and chunk: half the head's transient memory.
+        size = (min(chunk_size, rows.shape[0]), weight.shape[0])
+        logits32 = torch.empty(size, dtype=torch.float32, device=rows.device)
+        same = weight.dtype == torch.float32
+        logits = logits32 if same else torch.empty(size, dtype=weight.dtype, device=rows.device)
+        tanh32 = torch.empty_like(logits32) if softcap else None
         for start in range(0, rows.shape[0], chunk_size):
             h = rows[start : start + chunk_size]
             t = targets[start : start + chunk_size]
-            grad, capped = _chunk_log_softmax(h, weight, softcap)
-            picked = torch.arange(h.shape[0], device=t.device)
-            out[start : start + chunk_size] = grad[picked, t]
+            count = h.shape[0]
+            low, grad = logits[:count], logits32[:count]
+            torch.mm(h, weight.T, out=low)
+            grad.copy_(low)
+            capped = None
+            if softcap:
+                capped = torch.tanh(grad.div_(softcap), out=tanh32[:count])
+                torch.mul(capped, softcap, out=grad)
+            torch.log_softmax(grad, dim=-1, out=grad)
+            picked = torch.arange(count, device=t.device)
+            out[start : start + count] = grad[picked, t]
             if want_rows:
                 _onehot_minus_softmax(grad, picked, t, capped)
-                unit[start : start + chunk_size] = torch.mm(grad.to(weight.dtype), weight)
+                low.copy_(grad)
+                torch.mm(low, weight, out=unit[start : start + count])
         ctx.save_for_backward(
             unit if want_rows else torch.empty(0),
             rows if want_weight else torch.empty(0),

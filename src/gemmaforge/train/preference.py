@@ -25,6 +25,7 @@ from gemmaforge.data.examples.preference import with_ref
 from gemmaforge.data.examples.render import IGNORE_INDEX
 from gemmaforge.files import write_json_atomic
 from gemmaforge.train.loss import LossModule, row_log_probs
+from gemmaforge.train.options import trim_host_memory
 
 PAIRED = ("dpo", "orpo", "simpo")
 """Objectives trained on chosen/rejected pairs."""
@@ -60,6 +61,8 @@ class PreferenceLoss(torch.nn.Module):
         self.stats: dict[str, float] = {}
 
     def forward(self, batch: dict) -> torch.Tensor:
+        if batch["input_ids"].device.type == "cpu":
+            trim_host_memory()  # the last step's freed activations leave the resident set
         inputs = {key: value for key, value in batch.items() if key not in EXTRA_KEYS}
         chunk = self.cfg.loss_chunk_size
         ref = batch.get("ref_logps")
@@ -127,11 +130,12 @@ def objective_losses(
 def kto_losses(cfg: TrainConfig, logps, ref, desirable) -> tuple[torch.Tensor, dict[str, float]]:
     """KTO (Ethayarajh et al. 2024) on labelled replies.
 
-    The reference point z is the batch's mean policy/reference log-ratio, detached and clamped
-    at 0. TRL estimates it from mismatched prompt/reply pairs, which costs another forward of
-    the whole batch; the batch mean is the cheaper estimate (docs/preference.md)."""
+    The reference point z is the micro-batch's mean policy/reference log-ratio over every
+    process (as TRL gathers its KL estimate), detached and clamped at 0. TRL estimates it from
+    mismatched prompt/reply pairs, which costs another forward of the whole batch; the batch
+    mean is the cheaper estimate (docs/preference.md)."""
     ratio = logps - ref
-    z = ratio.detach().mean().clamp(min=0)
+    z = _mean_over_processes(ratio.detach()).clamp(min=0)
     good = desirable.bool()
     losses = torch.where(
         good,
@@ -150,6 +154,19 @@ def kto_losses(cfg: TrainConfig, logps, ref, desirable) -> tuple[torch.Tensor, d
         "units": float(len(good)),
     }
     return losses, stats
+
+
+def _mean_over_processes(values: torch.Tensor) -> torch.Tensor:
+    """The mean of `values` over the rows of every process (this process's alone when there
+    is one): every process then uses the same KTO reference point, the one a single process
+    training the whole batch would use."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values.mean()
+    total = torch.stack([values.sum(), torch.tensor(float(values.numel()), device=values.device)])
+    dist.all_reduce(total)
+    return total[0] / total[1]
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -171,10 +188,16 @@ def loss_module(model, cfg: TrainConfig) -> torch.nn.Module:
 def loss_units(cfg: TrainConfig, batch: dict) -> int:
     """What a step's loss is normalised by: labelled tokens (sft), pairs, or KTO rows."""
     if not is_preference(cfg):
-        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        return labelled_tokens(batch)
     if cfg.objective == "kto":
         return int(batch["desirable"].numel())
     return int(batch["pairs"])
+
+
+def labelled_tokens(batch: dict) -> int:
+    """Tokens the batch trains on (`trained_tokens`): labelled positions of every sequence,
+    chosen and rejected replies both (for sft, the same as `loss_units`)."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 def take_stats(loss, into: dict[str, float], weight: float) -> None:

@@ -384,6 +384,9 @@ def media_per_row(cfg: DataConfig) -> list[list[tuple[str, str]]]:
     count; empty when there is no training data or it is remote (a prediction must not
     download). Unreadable rows and rows that do not convert are left out: `data check` and
     `train` report those."""
+    # preference.py builds on this module: imported here, not at the top, to avoid a cycle.
+    from gemmaforge.data.examples.preference import preference_kind, to_preference
+
     sources = open_sources(cfg)
     if sources.remote:
         return []
@@ -392,8 +395,12 @@ def media_per_row(cfg: DataConfig) -> list[list[tuple[str, str]]]:
         if not isinstance(record, Record):
             continue
         try:
-            fmt = fmt or (cfg.format if cfg.format != "auto" else detect_format(record, cfg))
-            messages = to_conversation(record, fmt, cfg).messages
+            if preference_kind(record.row):
+                # A pair's media belong to its prompt, shared by both replies.
+                messages = to_preference(record, cfg).prompt
+            else:
+                fmt = fmt or (cfg.format if cfg.format != "auto" else detect_format(record, cfg))
+                messages = to_conversation(record, fmt, cfg).messages
         except UserError:
             continue
         parts = [
