@@ -23,7 +23,7 @@ quickstart: $(STAMP)
 # Google's Gemma 4 chat template, for the template-equality tests (not committed: taken from
 # the llama-cpp-python source package on PyPI; tools/official_templates.py).
 TEMPLATES := .cache/templates/google-gemma-4-31B-it.jinja
-$(TEMPLATES): tools/official_templates.py
+$(TEMPLATES): tools/official_templates.py | $(STAMP)
 	$(BIN)/python tools/official_templates.py
 
 test: $(STAMP) $(TEMPLATES)
