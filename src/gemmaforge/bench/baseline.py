@@ -21,7 +21,7 @@ from gemmaforge.models.peft_compat import quiet_checkpointing_probe
 
 def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
     """Train `spec.steps` steps; per-step seconds and losses."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from gemmaforge.data.batches.collate import collate, pad_id
@@ -34,10 +34,7 @@ def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
     examples, _, report = load_datasets(
         data, open_sources(data), loaded.family, loaded.tokenizer, spec.seed, media
     )
-    names = [n for ns in target_modules(loaded.model, OurLora(r=spec.lora_r)).values() for n in ns]
-    lora = LoraConfig(
-        r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules=names, task_type="CAUSAL_LM"
-    )
+    lora = _lora_config(loaded, spec)
     quiet_checkpointing_probe()
     model = get_peft_model(loaded.model, lora)
     pad = pad_id(loaded.tokenizer)
@@ -60,19 +57,9 @@ def run_baseline(spec, loaded) -> tuple[list[float], list[float]]:
 
     timer = _step_timer()
     args = TrainingArguments(
-        output_dir=spec.run_dir,
-        per_device_train_batch_size=spec.batch_size,
-        max_steps=spec.steps,
-        learning_rate=2e-4,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=spec.seed,
-        use_cpu=loaded.device.type == "cpu",
+        **_shared_args(loaded, spec),
         remove_unused_columns=False,
-        gradient_checkpointing=bool(spec.train.get("gradient_checkpointing")),
         gradient_checkpointing_kwargs={"use_reentrant": False},
-        disable_tqdm=True,
     )
     trainer = Trainer(
         model=model,
@@ -96,7 +83,6 @@ def run_dpo_baseline(spec, loaded) -> tuple[list[float], list[float]]:
     token more per sequence than gemmaforge)."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
     from gemmaforge.data.examples.preference import load_preference_datasets
@@ -117,26 +103,13 @@ def run_dpo_baseline(spec, loaded) -> tuple[list[float], list[float]]:
                 "rejected": tok.decode(ex.rejected.input_ids[start:]),
             }
         )
-    names = [n for ns in target_modules(loaded.model, OurLora(r=spec.lora_r)).values() for n in ns]
-    lora = LoraConfig(
-        r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules=names, task_type="CAUSAL_LM"
-    )
+    lora = _lora_config(loaded, spec)
     timer = _step_timer()
     args = DPOConfig(
-        output_dir=spec.run_dir,
-        per_device_train_batch_size=spec.batch_size,
-        max_steps=spec.steps,
-        learning_rate=2e-4,
+        **_shared_args(loaded, spec),
         beta=0.1,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=spec.seed,
-        use_cpu=loaded.device.type == "cpu",
         bf16=loaded.dtype == torch.bfloat16,
         max_length=None,
-        gradient_checkpointing=bool(spec.train.get("gradient_checkpointing")),
-        disable_tqdm=True,
     )
     trainer = DPOTrainer(
         model=loaded.model,
@@ -185,7 +158,6 @@ def run_trl_baseline(spec, loaded) -> dict:
     rendered token ids (the bench's GGUF tokenizer has no chat template) with a completion
     mask of the trained tokens, so both sides train on identical examples."""
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
     from gemmaforge.data.examples.dataset import load_datasets
@@ -202,28 +174,15 @@ def run_trl_baseline(spec, loaded) -> dict:
         }
         for ex in examples
     ]
-    names = [n for ns in target_modules(loaded.model, OurLora(r=spec.lora_r)).values() for n in ns]
-    lora = LoraConfig(
-        r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules=names, task_type="CAUSAL_LM"
-    )
+    lora = _lora_config(loaded, spec)
     timer = _step_timer()
     args = SFTConfig(
-        output_dir=spec.run_dir,
-        per_device_train_batch_size=spec.batch_size,
-        max_steps=spec.steps,
-        learning_rate=2e-4,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=spec.seed,
-        use_cpu=loaded.device.type == "cpu",
+        **_shared_args(loaded, spec),
         bf16=str(loaded.dtype) == "torch.bfloat16",
         max_length=spec.seq_len,
         packing=spec.packing,
         padding_free=True,
         completion_only_loss=True,
-        gradient_checkpointing=bool(spec.train.get("gradient_checkpointing")),
-        disable_tqdm=True,
     )
     counts: list[tuple[int, int]] = []
 
@@ -253,4 +212,31 @@ def run_trl_baseline(spec, loaded) -> dict:
         "step_tokens": real,
         "padding": 1 - sum(real) / max(1, sum(n for _, n in counts)),
         "losses": losses,
+    }
+
+
+def _lora_config(loaded, spec):
+    """PEFT's LoRA config for a peer: gemmaforge's default targets, the spec's rank and alpha."""
+    from peft import LoraConfig
+
+    names = [n for ns in target_modules(loaded.model, OurLora(r=spec.lora_r)).values() for n in ns]
+    return LoraConfig(
+        r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules=names, task_type="CAUSAL_LM"
+    )
+
+
+def _shared_args(loaded, spec) -> dict:
+    """The arguments every peer's Trainer (transformers, TRL SFT and DPO) runs with."""
+    return {
+        "output_dir": spec.run_dir,
+        "per_device_train_batch_size": spec.batch_size,
+        "max_steps": spec.steps,
+        "learning_rate": 2e-4,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "seed": spec.seed,
+        "use_cpu": loaded.device.type == "cpu",
+        "gradient_checkpointing": bool(spec.train.get("gradient_checkpointing")),
+        "disable_tqdm": True,
     }
