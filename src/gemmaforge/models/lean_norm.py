@@ -61,12 +61,7 @@ def lean_gemma3_norms(model) -> int:
                 return super().forward(x)
             return _GemmaRMSNorm.apply(x, self.weight, self.eps)
 
-    changed = 0
-    for module in model.modules():
-        if type(module) is Gemma3RMSNorm:
-            module.__class__ = LeanGemma3RMSNorm
-            changed += 1
-    return changed
+    return _swap_class(model, Gemma3RMSNorm, LeanGemma3RMSNorm)
 
 
 def _gated(gate: torch.Tensor, up: torch.Tensor, act) -> torch.Tensor:
@@ -86,9 +81,15 @@ def lean_gemma3_mlps(model) -> int:
                 return self.down_proj(self.act_fn(gate) * up)
             return self.down_proj(checkpoint(_gated, gate, up, self.act_fn, use_reentrant=False))
 
+    return _swap_class(model, Gemma3MLP, LeanGemma3MLP)
+
+
+def _swap_class(model, original: type, lean: type) -> int:
+    """Give every module of exactly class `original` the class `lean` (a subclass: names,
+    parameters and state dicts stay as they are); how many were changed."""
     changed = 0
     for module in model.modules():
-        if type(module) is Gemma3MLP:
-            module.__class__ = LeanGemma3MLP
+        if type(module) is original:
+            module.__class__ = lean
             changed += 1
     return changed
