@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gemmaforge.infer import serve
 from gemmaforge.infer.api import ApiError
-from gemmaforge.infer.serve import _Completion, _event, _usage
+from gemmaforge.infer.serve import _Completion, _event, _usage, failure_event
 from gemmaforge.infer.session import Prompt, Session
 
 DEFAULT_MAX_TOKENS = 16
@@ -121,13 +121,8 @@ class TextCompletion(_Completion):
             with self._generating() as stream:
                 for delta in stream:
                     yield self._text_chunk(delta, None)
-        except ApiError as err:
-            yield _event(err.body())
-            return
         except Exception as err:
-            # The status line is already sent: the error can only travel in the stream.
-            message = f"generation failed: {type(err).__name__}: {err}"
-            yield _event(ApiError(500, message, kind="server_error").body())
+            yield failure_event(err)
             return
         yield self._text_chunk("", stream.reply.finish_reason)
         if self.chat.stream_options and self.chat.stream_options.include_usage:

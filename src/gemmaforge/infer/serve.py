@@ -436,13 +436,8 @@ class _Completion:
                         yield self._chunk(piece, None)
                 for piece in parts.update(stream.ids, final=True) if parts else []:
                     yield self._chunk(piece, None)
-        except ApiError as err:
-            yield _event(err.body())
-            return
         except Exception as err:
-            # The status line is already sent: the error can only travel in the stream.
-            message = f"generation failed: {type(err).__name__}: {err}"
-            yield _event(ApiError(500, message, kind="server_error").body())
+            yield failure_event(err)
             return
         called = parts is not None and parts.calls > 0
         yield self._chunk({}, "tool_calls" if called else stream.reply.finish_reason)
@@ -523,6 +518,15 @@ def reply_message(tokenizer, reply, stops: tuple[str, ...] = ()) -> tuple[dict, 
     if calls:
         message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
     return message, "tool_calls" if calls else reply.finish_reason
+
+
+def failure_event(err: Exception) -> str:
+    """The event that ends a stream whose generation failed: the status line is already sent,
+    so the error can only travel in the stream."""
+    if not isinstance(err, ApiError):
+        message = f"generation failed: {type(err).__name__}: {err}"
+        err = ApiError(500, message, kind="server_error")
+    return _event(err.body())
 
 
 def _event(data: dict) -> str:
