@@ -35,11 +35,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_rows = torch.empty_like(rows) if want_rows else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
         total = torch.zeros((), dtype=torch.float32, device=rows.device)
-        size = (min(chunk_size, rows.shape[0]), weight.shape[0])
-        logits32 = torch.empty(size, dtype=torch.float32, device=rows.device)
-        same = weight.dtype == torch.float32
-        logits = logits32 if same else torch.empty(size, dtype=weight.dtype, device=rows.device)
-        tanh32 = torch.empty_like(logits32) if softcap else None
+        logits, logits32, tanh32 = _chunk_buffers(rows, weight, chunk_size, softcap)
         for start in range(0, rows.shape[0], chunk_size):
             h = rows[start : start + chunk_size]
             t = targets[start : start + chunk_size]
@@ -165,11 +161,7 @@ class _LinearTokenLogProbs(torch.autograd.Function):
         # As in _LinearCrossEntropy: every step in place in [chunk x vocab] buffers allocated
         # once per call (the matmul's output in the weights' dtype, its fp32 copy, the tanh),
         # not a fresh tensor per step and chunk: half the head's transient memory.
-        size = (min(chunk_size, rows.shape[0]), weight.shape[0])
-        logits32 = torch.empty(size, dtype=torch.float32, device=rows.device)
-        same = weight.dtype == torch.float32
-        logits = logits32 if same else torch.empty(size, dtype=weight.dtype, device=rows.device)
-        tanh32 = torch.empty_like(logits32) if softcap else None
+        logits, logits32, tanh32 = _chunk_buffers(rows, weight, chunk_size, softcap)
         for start in range(0, rows.shape[0], chunk_size):
             h = rows[start : start + chunk_size]
             t = targets[start : start + chunk_size]
@@ -250,3 +242,13 @@ def row_log_probs(model, batch: dict, chunk_size: int = 1024) -> tuple[torch.Ten
     row_of = keep.nonzero()[:, 0]
     sums = torch.zeros(keep.shape[0], dtype=torch.float32, device=token_logps.device)
     return sums.index_add(0, row_of, token_logps), keep.sum(dim=1)
+
+
+def _chunk_buffers(rows, weight, chunk_size: int, softcap) -> tuple:
+    """The [chunk x vocab] buffers a head reuses for every chunk: the matmul's output in the
+    weights' dtype, its fp32 copy (the same tensor for fp32 weights), and the tanh's."""
+    size = (min(chunk_size, rows.shape[0]), weight.shape[0])
+    logits32 = torch.empty(size, dtype=torch.float32, device=rows.device)
+    same = weight.dtype == torch.float32
+    logits = logits32 if same else torch.empty(size, dtype=weight.dtype, device=rows.device)
+    return logits, logits32, torch.empty_like(logits32) if softcap else None
